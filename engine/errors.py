@@ -1,0 +1,31 @@
+"""Errors the engine raises: each carries a message a non-programmer can act on.
+
+The daemon writes ``str(error)`` into ``error.txt`` as it is, so messages say what failed,
+why, and what to do — never a traceback or a tensor shape alone.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class: a render could not be done, for a reason worth telling the user."""
+
+
+class AudioError(EngineError):
+    """The audio cannot be used: undecodable, empty, silent or too short."""
+
+
+class VideoError(EngineError):
+    """The video or still image cannot be decoded or encoded."""
+
+
+class NoFaceError(EngineError):
+    """No face was found anywhere in the video."""
+
+
+class ModelError(EngineError):
+    """A model file is missing, corrupt, or does not match the expected layout."""
+
+
+class Cancelled(EngineError):
+    """The caller asked the render to stop (service shutdown or job cancel)."""
