@@ -1,0 +1,206 @@
+"""The engine's one public class: load models once, then render video after video.
+
+Data path of :meth:`LipSyncEngine.render`, top to bottom::
+
+    probe video ─▶ face track (cached by content) ─▶ frame schedule (trim / loop to the audio)
+      ─▶ decode (thread) ─▶ crop + Wav2Lip (this thread) ─▶ blend + encode (thread) ─▶ output
+
+The engine knows nothing of folders, SQLite or systemd; it raises :mod:`.errors` whose messages
+are meant for the person who dropped the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import media
+from .audio import MelWindows, SpeechAudio, load_speech
+from .blend import crop_rect, model_crop, paste
+from .errors import Cancelled, NoFaceError
+from .faces.locate import FaceLocator
+from .faces.track import TRACK_VERSION, FaceTrack, analyse
+from .infer import MouthGenerator
+from .models import require_model
+from .options import Progress, RenderOptions, RenderResult
+from .stages import Sink, prefetch
+from .wav2lip import load_wav2lip
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[Progress], None]
+StopFn = Callable[[], bool]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when a GPU is usable, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class LipSyncEngine:
+    """Wav2Lip lip-sync for one process: models are loaded on first use and kept."""
+
+    def __init__(self, models_dir: Path, device: str = "auto", cache_dir: Path | None = None) -> None:
+        self.models_dir = Path(models_dir)
+        self.device = resolve_device(device)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._generators: dict[str, MouthGenerator] = {}
+        self._locator: FaceLocator | None = None
+
+    def check_ready(self, options: RenderOptions) -> None:
+        """Load the checkpoint the options name now, so a missing or broken model stops a job
+        before any work instead of after its first video. Raises :class:`ModelError`."""
+        self._generator(options)
+
+    def load_audio(self, path: Path) -> SpeechAudio:
+        """Decode the speech and compute its mel once; reuse the result for every video."""
+        return load_speech(Path(path))
+
+    def render(self, audio: SpeechAudio, video: Path, output: Path, options: RenderOptions = RenderOptions(),
+               progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> RenderResult:
+        """Write ``output`` (an .mp4): ``video``'s picture with the mouth re-drawn to ``audio``.
+
+        The output is as long as the audio and is written under a temporary name in its folder,
+        renamed into place only when complete.
+        """
+        started = time.perf_counter()
+        video, output = Path(video), Path(output)
+        generator = self._generator(options)
+        info = media.probe(video)
+        total = audio.frame_count(info.fps)
+        timer = _StageTimer()
+        with timer("faces"):
+            track = self._face_track(video, info, options, progress, should_stop)
+        if not track.has_face.any():
+            raise NoFaceError(f"No face was found anywhere in '{video.name}'. Use a video or photo where one "
+                              "face is clearly visible, facing the camera, with the mouth not covered.")
+        schedule = media.frame_schedule(len(track), total, options.loop)
+        mels = audio.windows(info.fps)
+        tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
+        try:
+            with media.VideoWriter(tmp, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
+                                   color=info.color, audio_path=audio.path,
+                                   audio_duration_s=audio.duration_s) as writer:
+                _render_frames(media.read_frames(video, info, schedule), schedule, track, mels, generator,
+                               writer.write, options, timer, progress, should_stop)
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
+        faces_shown = int(track.has_face[np.asarray(schedule)].sum())
+        return RenderResult(output=str(output), frames=total, fps=info.fps, duration_s=total / info.fps,
+                            width=info.width, height=info.height, frames_with_face=faces_shown,
+                            seconds=time.perf_counter() - started, stage_seconds=dict(timer.seconds))
+
+    def _generator(self, options: RenderOptions) -> MouthGenerator:
+        name = options.checkpoint
+        if name not in self._generators:
+            model = load_wav2lip(require_model(self.models_dir, name), device="cpu")
+            self._generators[name] = MouthGenerator(model, self.device, options.batch_size)
+        generator = self._generators[name]
+        generator.batch_size = options.batch_size
+        return generator
+
+    def _face_track(self, video: Path, info: "media.VideoInfo", options: RenderOptions,
+                    progress: ProgressFn | None, should_stop: StopFn | None) -> FaceTrack:
+        cache = self._track_cache_path(video, options)
+        if cache is not None and (track := FaceTrack.load(cache)) is not None:
+            log.info("face track of %s taken from the cache", video.name)
+            return track
+        if self._locator is None:
+            self._locator = FaceLocator.load(self.device, options.face)
+        locator = FaceLocator(self._locator.detector, self._locator.mesh, options.face)
+
+        def on_batch(done: int) -> None:
+            _check_stop(should_stop)
+            if progress:
+                progress(Progress(done, info.frame_count, "faces"))
+
+        frames = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=64)
+        track = analyse(frames, locator, smooth_frames=options.smooth_frames, on_batch=on_batch)
+        if cache is not None:
+            track.save(cache)
+        return track
+
+    def _track_cache_path(self, video: Path, options: RenderOptions) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = _file_sha256(video)
+        return self.cache_dir / "tracks" / f"{digest}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}.npz"
+
+
+def _render_frames(frames: Iterator[np.ndarray], schedule: list[int], track: FaceTrack, mels: MelWindows,
+                   generator: MouthGenerator,
+                   write: Callable[[np.ndarray], None], options: RenderOptions, timer: "_StageTimer",
+                   progress: ProgressFn | None, should_stop: StopFn | None) -> None:
+    """Stream frames through crop → network → paste → encode, one batch at a time."""
+    total = len(schedule)
+    batch = max(1, options.batch_size)
+
+    def blend_and_write(item: tuple[list[np.ndarray], list[int], np.ndarray, list[tuple]]) -> None:
+        chunk, sources, generated, rects = item
+        with timer("blend+encode"):
+            k = 0
+            for frame, src in zip(chunk, sources):
+                if track.has_face[src]:
+                    paste(frame, generated[k], rects[k], track.points[src], float(track.fade[src]))
+                    k += 1
+                write(frame)
+
+    done = 0
+    with Sink(blend_and_write, depth=2) as sink:
+        decoded = prefetch(frames, depth=2 * batch)
+        while done < total:
+            _check_stop(should_stop)
+            with timer("decode"):
+                chunk = [next(decoded) for _ in range(min(batch, total - done))]
+            sources = list(schedule[done:done + len(chunk)])
+            with timer("infer"):
+                rects, crops, frame_numbers = [], [], []
+                for j, (frame, src) in enumerate(zip(chunk, sources)):
+                    if track.has_face[src]:
+                        rect = crop_rect(track.boxes[src], options.pads, frame.shape[1], frame.shape[0])
+                        rects.append(rect)
+                        crops.append(model_crop(frame, rect))
+                        frame_numbers.append(done + j)
+                generated = generator(np.stack(crops), mels[frame_numbers]) if crops else np.empty((0,))
+            sink.put((chunk, sources, generated, rects))
+            done += len(chunk)
+            if progress:
+                progress(Progress(done, total, "render"))
+        decoded.close()
+
+
+def _check_stop(should_stop: StopFn | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("The render was stopped before it finished; it will run again.")
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class _StageTimer:
+    """Wall seconds per pipeline stage, summed across threads (for the report and the benchmark)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
