@@ -3,7 +3,7 @@
 Data path of :meth:`LipSyncEngine.render`, top to bottom::
 
     probe video ─▶ face track (cached by content) ─▶ frame schedule (trim / loop to the audio)
-      ─▶ decode (thread) ─▶ crop + Wav2Lip (this thread) ─▶ blend + encode (thread) ─▶ output
+      ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip ─▶ blend ─▶ encode, overlapped) ─▶ output
 
 The engine knows nothing of folders, SQLite or systemd; it raises :mod:`.errors` whose messages
 are meant for the person who dropped the job.
@@ -15,30 +15,24 @@ import hashlib
 import logging
 import os
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import media
-from .audio import MelWindows, SpeechAudio, load_speech
-from .blend import crop_rect, model_crop, paste
-from .errors import Cancelled, NoFaceError
+from .audio import SpeechAudio, load_speech
+from .errors import NoFaceError
 from .faces.locate import FaceLocator
 from .faces.track import TRACK_VERSION, FaceTrack, analyse
 from .infer import MouthGenerator
 from .models import require_model
 from .options import Progress, RenderOptions, RenderResult
-from .stages import Sink, prefetch
+from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop
+from .stages import prefetch
 from .wav2lip import load_wav2lip
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[Progress], None]
-StopFn = Callable[[], bool]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -79,21 +73,21 @@ class LipSyncEngine:
         generator = self._generator(options)
         info = media.probe(video)
         total = audio.frame_count(info.fps)
-        timer = _StageTimer()
+        timer = StageTimer()
         with timer("faces"):
             track = self._face_track(video, info, options, progress, should_stop)
         if not track.has_face.any():
             raise NoFaceError(f"No face was found anywhere in '{video.name}'. Use a video or photo where one "
                               "face is clearly visible, facing the camera, with the mouth not covered.")
         schedule = media.frame_schedule(len(track), total, options.loop)
-        mels = audio.windows(info.fps)
         tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
         try:
             with media.VideoWriter(tmp, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
                                    color=info.color, audio_path=audio.path,
                                    audio_duration_s=audio.duration_s) as writer:
-                _render_frames(media.read_frames(video, info, schedule), schedule, track, mels, generator,
-                               writer.write, options, timer, progress, should_stop)
+                loop = FrameLoop(track, audio.windows(info.fps), generator, writer.convert, writer.write,
+                                 options, timer)
+                loop.run(media.read_frames(video, info, schedule), schedule, progress, should_stop)
             os.replace(tmp, output)
         finally:
             tmp.unlink(missing_ok=True)
@@ -122,7 +116,7 @@ class LipSyncEngine:
         locator = FaceLocator(self._locator.detector, self._locator.mesh, options.face)
 
         def on_batch(done: int) -> None:
-            _check_stop(should_stop)
+            check_stop(should_stop)
             if progress:
                 progress(Progress(done, info.frame_count, "faces"))
 
@@ -139,68 +133,6 @@ class LipSyncEngine:
         return self.cache_dir / "tracks" / f"{digest}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}.npz"
 
 
-def _render_frames(frames: Iterator[np.ndarray], schedule: list[int], track: FaceTrack, mels: MelWindows,
-                   generator: MouthGenerator,
-                   write: Callable[[np.ndarray], None], options: RenderOptions, timer: "_StageTimer",
-                   progress: ProgressFn | None, should_stop: StopFn | None) -> None:
-    """Stream frames through crop → network → paste → encode, one batch at a time."""
-    total = len(schedule)
-    batch = max(1, options.batch_size)
-
-    def blend_and_write(item: tuple[list[np.ndarray], list[int], np.ndarray, list[tuple]]) -> None:
-        chunk, sources, generated, rects = item
-        with timer("blend+encode"):
-            k = 0
-            for frame, src in zip(chunk, sources):
-                if track.has_face[src]:
-                    paste(frame, generated[k], rects[k], track.points[src], float(track.fade[src]))
-                    k += 1
-                write(frame)
-
-    done = 0
-    with Sink(blend_and_write, depth=2) as sink:
-        decoded = prefetch(frames, depth=2 * batch)
-        while done < total:
-            _check_stop(should_stop)
-            with timer("decode"):
-                chunk = [next(decoded) for _ in range(min(batch, total - done))]
-            sources = list(schedule[done:done + len(chunk)])
-            with timer("infer"):
-                rects, crops, frame_numbers = [], [], []
-                for j, (frame, src) in enumerate(zip(chunk, sources)):
-                    if track.has_face[src]:
-                        rect = crop_rect(track.boxes[src], options.pads, frame.shape[1], frame.shape[0])
-                        rects.append(rect)
-                        crops.append(model_crop(frame, rect))
-                        frame_numbers.append(done + j)
-                generated = generator(np.stack(crops), mels[frame_numbers]) if crops else np.empty((0,))
-            sink.put((chunk, sources, generated, rects))
-            done += len(chunk)
-            if progress:
-                progress(Progress(done, total, "render"))
-        decoded.close()
-
-
-def _check_stop(should_stop: StopFn | None) -> None:
-    if should_stop is not None and should_stop():
-        raise Cancelled("The render was stopped before it finished; it will run again.")
-
-
 def _file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-class _StageTimer:
-    """Wall seconds per pipeline stage, summed across threads (for the report and the benchmark)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.perf_counter() - start

@@ -1,0 +1,182 @@
+"""End to end through the engine: real face video + real speech → lip-synced video.
+
+Weights come from the conformance rule, so the mouth the network draws is not a real mouth,
+but every other property of the result is the product's: length, size, rate, audio, where
+pixels change and where they must not.
+"""
+
+from __future__ import annotations
+
+import threading
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, media
+from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
+from lipsyncd.engine.faces.detector import FaceDetector
+from lipsyncd.engine.faces.track import KEPT, FaceTrack
+
+pytestmark = pytest.mark.slow
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path, tmp_path_factory) -> LipSyncEngine:
+    return LipSyncEngine(models_dir, device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def gap_clip(face_clip: Path, tmp_path_factory) -> Path:
+    """The face clip with frames 18..29 replaced by a plain wall: a segment with no face."""
+    info = media.probe(face_clip)
+    path = tmp_path_factory.mktemp("gap") / "gap clip ü.mp4"
+    with media.VideoWriter(path, info.width, info.height, info.fps, crf=12) as writer:
+        for i, frame in enumerate(media.read_frames(face_clip, info, range(info.frame_count))):
+            writer.write(np.full_like(frame, 120) if 18 <= i < 30 else frame)
+    return path
+
+
+def decode_all(path: Path) -> list[np.ndarray]:
+    info = media.probe(path)
+    return list(media.read_frames(path, info, range(info.frame_count)))
+
+
+def test_render_keeps_everything_but_the_mouth(engine, gap_clip, speech_file, tmp_path):
+    speech = decode_audio(speech_file)[: int(2.6 * SAMPLE_RATE)]  # longer than the 2 s clip: ping-pong
+    audio = engine.load_audio(write_wav(tmp_path / "speech.wav", speech))
+    out = tmp_path / "out.mp4"
+    seen = []
+    result = engine.render(audio, gap_clip, out, RenderOptions(batch_size=16), progress=seen.append)
+
+    src_info, out_info = media.probe(gap_clip), media.probe(out)
+    assert (out_info.width, out_info.height, out_info.fps) == (src_info.width, src_info.height, src_info.fps)
+    assert abs(out_info.frame_count - audio.frame_count(src_info.fps)) <= 1
+    assert abs(out_info.duration_s - audio.duration_s) <= 1 / src_info.fps + 1e-6
+    assert result.frames == audio.frame_count(src_info.fps)
+    assert [p.stage for p in seen][-1] == "render" and seen[-1].frames_done == seen[-1].frames_total
+    assert not list(tmp_path.glob(".*partial*")), "temporary output left behind"
+
+    with av_open(out) as container:  # the new audio is muxed, as AAC, as long as the speech
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "aac"
+        assert abs(float(stream.duration * stream.time_base) - audio.duration_s) < 0.05
+
+    source, rendered = decode_all(gap_clip), decode_all(out)
+    schedule = media.frame_schedule(len(source), len(rendered), "pingpong")
+    detector = FaceDetector("cpu")
+    for i in (5, 40, 55):  # face frames, forwards and on the way back
+        src, dst = source[schedule[i]], rendered[i]
+        (face,) = detector.detect([src])[0:1]
+        mx, my = (int(v) for v in face[0].keypoints[3])  # mouth centre, found independently of the engine
+        diff = np.abs(src.astype(int) - dst.astype(int))
+        assert diff[my - 8:my + 8, mx - 12:mx + 12].mean() > 8, f"frame {i}: mouth unchanged"
+        eyes_up = int(face[0].keypoints[:2, 1].max())
+        assert diff[:eyes_up].mean() < 1.5, f"frame {i}: picture above the mouth changed"
+        x0, _, x1, _ = face[0].box
+        assert diff[:, : int(x0) - 10].mean() < 1.5 and diff[:, int(x1) + 10:].mean() < 1.5
+    for i in range(20, 28):  # the wall: no face, passed through
+        assert np.abs(source[schedule[i]].astype(int) - rendered[i].astype(int)).mean() < 1.0
+    assert result.frames_with_face == sum(1 for s in schedule if not 18 <= s < 30)
+
+
+def av_open(path: Path):
+    import av
+
+    return av.open(str(path))
+
+
+def test_second_render_of_same_video_uses_cached_track(engine, face_clip, speech_file, tmp_path, monkeypatch):
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[:SAMPLE_RATE]))
+    engine.render(audio, face_clip, tmp_path / "a.mp4", RenderOptions(batch_size=16))
+    monkeypatch.setattr(FaceDetector, "detect", lambda *a: pytest.fail("detector ran on a cached video"))
+    result = engine.render(audio, face_clip, tmp_path / "b.mp4", RenderOptions(batch_size=16))
+    assert result.frames_with_face == result.frames
+
+
+def test_video_without_any_face_fails_clearly(engine, speech_file, tmp_path):
+    path = tmp_path / "wall.mp4"
+    with media.VideoWriter(path, 128, 96, 25.0) as writer:
+        for i in range(10):
+            writer.write(np.full((96, 128, 3), 90 + i, np.uint8))
+    audio = engine.load_audio(speech_file)
+    with pytest.raises(NoFaceError, match="No face was found"):
+        engine.render(audio, path, tmp_path / "o.mp4")
+    assert not list(tmp_path.glob("*o.*"))
+
+
+def test_still_photo_becomes_video_of_audio_length(engine, face_clip, speech_file, tmp_path):
+    photo = tmp_path / "portrait.png"
+    cv2.imwrite(str(photo), decode_all(face_clip)[0][:, :255])  # odd width on purpose
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: SAMPLE_RATE]))
+    out = engine.render(audio, photo, tmp_path / "still.mp4", RenderOptions(batch_size=16))
+    info = media.probe(tmp_path / "still.mp4")
+    assert info.frame_count == out.frames == audio.frame_count(25.0)
+    assert (info.width, info.height) == (254, 256)
+
+
+def test_memory_stays_flat_as_the_video_grows(engine, speech_file, tmp_path, monkeypatch):
+    """Decode → blend → encode over 6× more frames must not need more memory.
+
+    Face analysis and the network are replaced (a synthetic cached track, an identity generator),
+    so the test isolates what grows with length: frames in flight between stages.
+    """
+    from lipsyncd.engine import engine as engine_module
+    from test_blend import synthetic_points
+
+    monkeypatch.setattr(engine_module.MouthGenerator, "__call__", lambda self, crops, mels: crops[:, ::-1].copy())
+    peaks = []
+    for frames in (250, 1500):
+        video = tmp_path / f"long_{frames}.mp4"
+        with media.VideoWriter(video, 320, 240, 25.0, preset="ultrafast") as writer:
+            for i in range(frames):
+                writer.write(np.full((240, 320, 3), (i * 7) % 255, np.uint8))
+        points = np.repeat(synthetic_points(160, 120, 50)[None], frames, 0)
+        boxes = np.repeat(np.array([[110, 70, 210, 170]], np.float32), frames, 0)
+        track = FaceTrack(boxes, points.astype(np.float32), np.ones(frames, np.float32))
+        track.save(engine._track_cache_path(video, RenderOptions()))
+        seconds = frames / 25.0
+        rng = np.random.default_rng(0)
+        audio = engine.load_audio(write_wav(tmp_path / f"a{frames}.wav",
+                                            0.3 * rng.standard_normal(int(seconds * SAMPLE_RATE))))
+        with RssPeak() as rss:
+            engine.render(audio, video, tmp_path / f"o{frames}.mp4", RenderOptions(batch_size=32))
+        peaks.append(rss.growth_mb)
+    decoded_long_video_mb = 1500 * 320 * 240 * 3 / 2**20  # 330 MB if frames piled up
+    assert peaks[1] < peaks[0] + 0.15 * decoded_long_video_mb, peaks
+
+
+class RssPeak:
+    """Peak growth of this process's resident memory while the block runs, sampled every 20 ms."""
+
+    def __enter__(self) -> "RssPeak":
+        self.base = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth_mb = self.peak - self.base
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
