@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from .cli_models import models_dir_option, resolve_models_dir
 from .errors import EngineError
 from .options import CHECKPOINTS, DEVICES, FACE_CHOICES, LOOP_MODES, PRESETS, Progress, RenderOptions
 
@@ -22,8 +23,7 @@ from .options import CHECKPOINTS, DEVICES, FACE_CHOICES, LOOP_MODES, PRESETS, Pr
 @click.option("--video", "video_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Face video (.mp4 .mov .mkv .webm .avi) or photo (.jpg .png).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .mp4.")
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder with wav2lip_gan.pth / wav2lip.pth [config, else $LIPSYNCD_MODELS_DIR, else ./var/models].")
+@models_dir_option
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep face tracks here, so the same video renders faster next time.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -43,10 +43,9 @@ def render_command(ctx: click.Context, audio_path: Path, video_path: Path, outpu
                    cache_dir: Path | None, device: str, as_json: bool, **values: object) -> None:
     """Lip-sync VIDEO to AUDIO and write OUTPUT."""
     from .engine import LipSyncEngine
-    from .cli_models import _resolve as default_models_dir
 
     options = RenderOptions.from_mapping(values, where="render")
-    engine = LipSyncEngine(default_models_dir(models_dir), device=device, cache_dir=cache_dir)
+    engine = LipSyncEngine(resolve_models_dir(models_dir), device=device, cache_dir=cache_dir)
     try:
         speech = engine.load_audio(audio_path)
         with click.progressbar(length=1000, label="faces", file=sys.stderr) as bar:

@@ -18,7 +18,7 @@ import pytest
 from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.faces.detector import FaceDetector
-from lipsyncd.engine.faces.track import KEPT, FaceTrack
+from lipsyncd.engine.faces.track import FaceTrack
 
 pytestmark = pytest.mark.slow
 
@@ -75,19 +75,26 @@ def test_render_keeps_everything_but_the_mouth(engine, gap_clip, speech_file, tm
 
     source, rendered = decode_all(gap_clip), decode_all(out)
     schedule = media.frame_schedule(len(source), len(rendered), "pingpong")
+    # Encoder noise, measured: the same frames through the same encoder with no lip-sync.
+    with media.VideoWriter(tmp_path / "noise.mp4", src_info.width, src_info.height, src_info.fps) as writer:
+        for s in schedule:
+            writer.write(source[s])
+    reencoded = decode_all(tmp_path / "noise.mp4")
     detector = FaceDetector("cpu")
     for i in (5, 40, 55):  # face frames, forwards and on the way back
         src, dst = source[schedule[i]], rendered[i]
         (face,) = detector.detect([src])[0:1]
         mx, my = (int(v) for v in face[0].keypoints[3])  # mouth centre, found independently of the engine
         diff = np.abs(src.astype(int) - dst.astype(int))
+        noise = np.abs(src.astype(int) - reencoded[i].astype(int))
         assert diff[my - 8:my + 8, mx - 12:mx + 12].mean() > 8, f"frame {i}: mouth unchanged"
         eyes_up = int(face[0].keypoints[:2, 1].max())
-        assert diff[:eyes_up].mean() < 1.5, f"frame {i}: picture above the mouth changed"
         x0, _, x1, _ = face[0].box
-        assert diff[:, : int(x0) - 10].mean() < 1.5 and diff[:, int(x1) + 10:].mean() < 1.5
-    for i in range(20, 28):  # the wall: no face, passed through
-        assert np.abs(source[schedule[i]].astype(int) - rendered[i].astype(int)).mean() < 1.0
+        away = (np.s_[:eyes_up], np.s_[:, : int(x0) - 10], np.s_[:, int(x1) + 10:])
+        for region in away:  # eyes and above, left and right of the face: encoder noise only
+            assert diff[region].mean() < noise[region].mean() + 0.5, f"frame {i}: picture away from the mouth changed"
+    for i in range(20, 28):  # the wall: no face, passed through (one encoder generation, like the noise)
+        assert np.abs(reencoded[i].astype(int) - rendered[i].astype(int)).max() <= 1
     assert result.frames_with_face == sum(1 for s in schedule if not 18 <= s < 30)
 
 

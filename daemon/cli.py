@@ -1,0 +1,141 @@
+"""The ``lipsyncd`` command: run the service and operate it.
+
+Every command reads the same config (``--config``, else ``$LIPSYNCD_CONFIG``, else built-in
+defaults on ``./var``) and fails at once, with the key and the allowed values, when it is
+invalid. ``status``, ``retry`` and ``cancel`` only touch the database and the folders, so they
+work while the service runs (or not) without importing the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import config as config_module
+from . import logs, operations
+from .config import Config, ConfigError
+from .store import Store, StoreError
+
+STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
+                  ("percent", "%"), ("current_video", "NOW"), ("message", "MESSAGE"))
+
+
+@click.group(help="lipsyncd: drop job folders into the inbox, get lip-synced videos in the outbox.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Config file (default: $LIPSYNCD_CONFIG, else built-in defaults on ./var).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    try:
+        loaded = config_module.load(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = loaded
+    ctx.obj["models_dir"] = loaded.engine.models_dir
+
+
+def _config(ctx: click.Context) -> Config:
+    return ctx.obj["config"]
+
+
+def _store(ctx: click.Context) -> Store:
+    return Store(_config(ctx).folders.database)
+
+
+@cli.command(help="Run the service in the foreground (what systemd starts).")
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    from . import service
+
+    cfg = _config(ctx)
+    logs.setup(cfg.service.log_level)
+    sys.exit(service.run(cfg))
+
+
+@cli.command(help="Show running, queued and recent jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per job) instead of a table.")
+@click.option("--limit", default=20, show_default=True, help="How many jobs to show.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, limit: int) -> None:
+    store = _store(ctx)
+    try:
+        rows = store.status(limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif not rows:
+        click.echo(f"No jobs yet. Drop a job folder into {_config(ctx).folders.inbox}")
+    else:
+        click.echo(format_table(rows))
+
+
+def format_table(rows: list[dict[str, Any]], message_width: int = 60) -> str:
+    """A plain aligned table; long names and messages are shortened with an ellipsis."""
+    def cell(key: str, value: Any) -> str:
+        text = "" if value is None else f"{value:.0f}" if key == "percent" else str(value)
+        text = " ".join(text.split())
+        limit = message_width if key == "message" else 30
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    table = [[title for _, title in STATUS_COLUMNS]]
+    table += [[cell(key, row.get(key)) for key, _ in STATUS_COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(STATUS_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+
+
+@cli.command(help="Run a failed or cancelled job again (JOB: id or folder name).")
+@click.argument("job")
+@click.pass_context
+def retry(ctx: click.Context, job: str) -> None:
+    store = _store(ctx)
+    try:
+        click.echo(operations.retry(store, _config(ctx), job))
+    except (StoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+@cli.command(help="Cancel a queued or running job (JOB: id or folder name); it is moved to error/.")
+@click.argument("job")
+@click.pass_context
+def cancel(ctx: click.Context, job: str) -> None:
+    store = _store(ctx)
+    try:
+        click.echo(operations.cancel(store, job))
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+@cli.command(help="Check codecs, GPU, models, folders and free disk; say what to fix.")
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    from .doctor import FAIL, run_checks
+
+    checks = run_checks(_config(ctx))
+    for check in checks:
+        click.echo(f"[{check.level:>4}] {check.name}: {check.detail}")
+        if check.fix:
+            click.echo(f"       fix: {check.fix}")
+    failed = [c for c in checks if c.level == FAIL]
+    if failed:
+        click.echo(f"\n{len(failed)} problem(s) to fix.")
+        sys.exit(1)
+    click.echo("\nAll checks passed.")
+
+
+def main() -> None:
+    """Console entry point; the engine's commands join here so importing this module stays cheap."""
+    from lipsyncd.engine.cli_models import models_group
+    from lipsyncd.engine.cli_render import render_command
+
+    cli.add_command(render_command)
+    cli.add_command(models_group)
+    cli(obj={})

@@ -1,0 +1,232 @@
+"""The service's configuration: one YAML file, overridable by environment, validated at start.
+
+Every problem is a :class:`ConfigError` naming the file, the key and what is allowed, so
+``systemctl status`` shows the one line a person needs. Relative folders are taken relative
+to the current directory (``make run`` runs on ``./var``; the systemd unit uses absolute
+paths). Environment variables ``LIPSYNCD_<SECTION>_<KEY>`` (for example
+``LIPSYNCD_WATCH_MODE=polling``) override single keys; their values are read as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lipsyncd.engine.options import DEVICES, RenderOptions
+
+from .jobfolder import JobFolderError, validate_naming
+
+ENV_PREFIX = "LIPSYNCD_"
+CONFIG_ENV = "LIPSYNCD_CONFIG"
+WATCH_MODES = ("auto", "inotify", "polling")
+DUPLICATE_POLICIES = ("rerun", "skip")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class Folders:
+    inbox: Path
+    outbox: Path
+    error: Path
+    state: Path
+    """Local disk only: SQLite must never live on a network share."""
+
+    @property
+    def processing(self) -> Path:
+        """Claimed jobs live here while they run: same file system as the inbox, so claiming is
+        one atomic rename, and hidden (a dot folder) so users do not edit a running job."""
+        return self.inbox / ".processing"
+
+    @property
+    def database(self) -> Path:
+        return self.state / "lipsyncd.sqlite3"
+
+
+@dataclass(frozen=True)
+class Watch:
+    mode: str
+    poll_interval: float
+    rescan_interval: float
+    quiet_period: float
+    max_wait: float
+    ignore: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Jobs:
+    duplicates: str
+    naming: str
+
+
+@dataclass(frozen=True)
+class Service:
+    shutdown_timeout: float
+    progress_interval: float
+    model_retry_interval: float
+    log_level: str
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    models_dir: Path
+    device: str
+    cache_dir: Path | None
+    defaults: RenderOptions
+
+
+@dataclass(frozen=True)
+class Config:
+    folders: Folders
+    watch: Watch
+    jobs: Jobs
+    service: Service
+    engine: EngineSettings
+    source: str
+    """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "folders": {"inbox": "var/inbox", "outbox": "var/outbox", "error": "var/error", "state": "var/state"},
+    "watch": {"mode": "auto", "poll_interval": 2, "rescan_interval": 60, "quiet_period": 10,
+              "max_wait": 3600, "ignore": []},
+    "jobs": {"duplicates": "rerun", "naming": "{stem}.mp4"},
+    "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
+                "log_level": "info"},
+    "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {}},
+}
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or ``$LIPSYNCD_CONFIG``, or built-in defaults), apply environment overrides,
+    validate. Raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    raw: dict[str, Any] = {}
+    source = str(path) if path else "built-in defaults"
+    if path is not None:
+        raw = _read(path)
+    merged = {section: {**values, **(raw.get(section) or {})} for section, values in DEFAULTS.items()}
+    for section in raw:
+        if section not in DEFAULTS:
+            raise ConfigError(f"{source}: {section}: unknown section; sections are {', '.join(DEFAULTS)}")
+        if not isinstance(raw[section], (Mapping, type(None))):
+            raise ConfigError(f"{source}: {section}: must hold 'key: value' settings")
+    _apply_env(merged, environ)
+    try:
+        return _build(merged, source)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must hold sections such as 'folders:' and 'watch:'")
+    return raw
+
+
+def _apply_env(merged: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+        if section not in DEFAULTS or key not in DEFAULTS[section] or key == "defaults":
+            raise ConfigError(f"environment: {name}: unknown setting; use LIPSYNCD_<SECTION>_<KEY> "
+                              "for a key of config.example.yaml, for example LIPSYNCD_WATCH_MODE")
+        try:
+            merged[section][key] = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            merged[section][key] = text
+
+
+def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
+    for section, values in m.items():
+        unknown = sorted(set(values) - set(DEFAULTS[section]))
+        if unknown:
+            raise ConfigError(f"{section}.{unknown[0]}: unknown key; keys are {', '.join(DEFAULTS[section])}")
+    f = m["folders"]
+    folders = Folders(*(_path(f"folders.{k}", f[k]) for k in ("inbox", "outbox", "error", "state")))
+    _check_folders(folders)
+    w = m["watch"]
+    ignore = w["ignore"] or []
+    if not isinstance(ignore, list) or not all(isinstance(p, str) and p for p in ignore):
+        raise ConfigError(f"watch.ignore: must be a list of file name patterns such as '*.bak'; got {ignore!r}")
+    watch = Watch(_choice("watch.mode", w["mode"], WATCH_MODES), _seconds("watch.poll_interval", w["poll_interval"]),
+                  _seconds("watch.rescan_interval", w["rescan_interval"]),
+                  _seconds("watch.quiet_period", w["quiet_period"], allow_zero=True),
+                  _seconds("watch.max_wait", w["max_wait"]), tuple(ignore))
+    j = m["jobs"]
+    naming = j["naming"]
+    try:  # the same template rules as job.yaml's output:
+        validate_naming(naming, where="jobs.naming")
+    except JobFolderError as exc:
+        raise ConfigError(str(exc)) from None
+    jobs = Jobs(_choice("jobs.duplicates", j["duplicates"], DUPLICATE_POLICIES), naming)
+    s = m["service"]
+    service = Service(_seconds("service.shutdown_timeout", s["shutdown_timeout"]),
+                      _seconds("service.progress_interval", s["progress_interval"], allow_zero=True),
+                      _seconds("service.model_retry_interval", s["model_retry_interval"]),
+                      _choice("service.log_level", str(s["log_level"]).lower(), LOG_LEVELS))
+    e = m["engine"]
+    defaults = e["defaults"] or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError("engine.defaults: must hold render options as 'key: value' lines")
+    try:
+        options = RenderOptions.from_mapping(defaults, where="engine.defaults")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    engine = EngineSettings(_path("engine.models_dir", e["models_dir"]), _choice("engine.device", e["device"], DEVICES),
+                            None if e["cache_dir"] in (None, "") else _path("engine.cache_dir", e["cache_dir"]),
+                            options)
+    return Config(folders, watch, jobs, service, engine, source)
+
+
+def _path(name: str, value: Any) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name}: must be a folder path; got {value!r}")
+    return Path(value).expanduser().absolute()
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or allow_zero and value == 0)
+    if not ok:
+        raise ConfigError(f"{name}: must be a number of seconds {'of 0 or more' if allow_zero else 'above 0'}; "
+                          f"got {value!r}")
+    return float(value)
+
+
+def _check_folders(folders: Folders) -> None:
+    """The four folders must be distinct, and none may sit inside the inbox (it would be read as a job)."""
+    named = {"inbox": folders.inbox, "outbox": folders.outbox, "error": folders.error, "state": folders.state}
+    seen: dict[Path, str] = {}
+    for key, path in named.items():
+        if path in seen:
+            raise ConfigError(f"folders.{key}: is the same folder as folders.{seen[path]} ({path})")
+        seen[path] = key
+        if key != "inbox" and path.is_relative_to(folders.inbox):
+            raise ConfigError(f"folders.{key}: must not be inside folders.inbox ({path}); "
+                              "every folder in the inbox is taken for a job")

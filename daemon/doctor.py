@@ -1,0 +1,154 @@
+"""``lipsyncd doctor``: check what the service needs, and say what to fix for each problem.
+
+Each check returns a :class:`Check`; a failed one makes the command exit non-zero, a warning
+does not (the service works, but not as well as it could: no GPU, little free space).
+Heavy imports (PyAV, torch, the model registry) happen inside the checks, so a broken
+install is reported as a failed check rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+MIN_FREE_GIB = 2.0
+LOW_FREE_GIB = 20.0
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afpfs")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: str
+    detail: str
+    fix: str = ""
+
+
+def run_checks(config: Config) -> list[Check]:
+    checks: list[Callable[[Config], list[Check]]] = [
+        _codecs, _gpu, _models, _folders, _free_space, _state_is_local]
+    results = []
+    for check in checks:
+        try:
+            results += check(config)
+        except Exception as exc:  # noqa: BLE001 - a check that crashes is itself a finding, not a traceback
+            results.append(Check(check.__name__.strip("_"), FAIL, f"the check itself failed: {exc}",
+                                 "reinstall lipsyncd (make setup) and run doctor again"))
+    return results
+
+
+def _codecs(_config: Config) -> list[Check]:
+    try:
+        import av
+    except ImportError as exc:
+        return [Check("ffmpeg (PyAV)", FAIL, f"PyAV is not installed ({exc})", "pip install av (or: make setup)")]
+    missing = []
+    for codec in ("libx264", "aac"):
+        try:
+            av.codec.Codec(codec, "w")
+        except Exception:  # noqa: BLE001 - any failure means "not available"
+            missing.append(codec)
+    version = av.library_versions.get("libavcodec", ())
+    detail = f"PyAV {av.__version__}, FFmpeg libavcodec {'.'.join(map(str, version))}"
+    if missing:
+        return [Check("ffmpeg (PyAV)", FAIL, f"{detail}; encoders missing: {', '.join(missing)}",
+                      "reinstall the PyAV wheel, which bundles libx264 and aac: pip install --force-reinstall av")]
+    return [Check("ffmpeg (PyAV)", OK, f"{detail}; libx264 and aac encoders present")]
+
+
+def _gpu(config: Config) -> list[Check]:
+    import torch
+
+    device = config.engine.device
+    if torch.cuda.is_available():
+        return [Check("GPU", OK, f"CUDA {torch.version.cuda}: {torch.cuda.get_device_name(0)}")]
+    why = ("torch was built without CUDA (CPU build)" if torch.version.cuda is None
+           else "no NVIDIA GPU is visible (driver, /dev/nvidia*, or the service's DeviceAllow)")
+    fix = ("install a CUDA build of torch (README: GPU hosts) and check nvidia-smi; "
+           "under systemd, check the unit's DeviceAllow and SupplementaryGroups")
+    if device == "cuda":
+        return [Check("GPU", FAIL, f"engine.device is cuda but {why}", fix)]
+    return [Check("GPU", WARN, f"{why}; videos will render on the CPU, much more slowly", fix)]
+
+
+def _models(config: Config) -> list[Check]:
+    from lipsyncd.engine.errors import ModelError
+    from lipsyncd.engine.models import require_model
+
+    name = config.engine.defaults.checkpoint
+    try:
+        path = require_model(config.engine.models_dir, name)
+    except ModelError as exc:
+        return [Check("model", FAIL, str(exc), f"lipsyncd models fetch {name}")]
+    return [Check("model", OK, f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")]
+
+
+def _folders(config: Config) -> list[Check]:
+    f = config.folders
+    named = {"inbox": f.inbox, "outbox": f.outbox, "error": f.error, "state": f.state,
+             "models": config.engine.models_dir}
+    return [_writable(name, path) for name, path in named.items()]
+
+
+def _writable(name: str, path: Path) -> Check:
+    label = f"folder {name}"
+    if path.exists() and not path.is_dir():
+        return Check(label, FAIL, f"{path} is a file, not a folder", f"move that file away or change folders.{name}")
+    if not path.is_dir():
+        parent = next((p for p in path.parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            return Check(label, OK, f"{path} does not exist yet; the service creates it")
+        return Check(label, FAIL, f"{path} does not exist and {parent} is not writable",
+                     f"create it: sudo install -d -o lipsyncd -g lipsyncd -m 2775 {path}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".lipsyncd-doctor-"):
+            pass
+    except OSError as exc:
+        return Check(label, FAIL, f"cannot write in {path}: {exc.strerror}",
+                     f"give the service's user write access: sudo chown -R lipsyncd:lipsyncd {path} "
+                     f"&& sudo chmod -R g+rwX {path}")
+    return Check(label, OK, f"{path} is writable")
+
+
+def _free_space(config: Config) -> list[Check]:
+    results = []
+    for name, path in (("outbox", config.folders.outbox), ("state", config.folders.state)):
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(existing).free / 2**30
+        level = FAIL if free < MIN_FREE_GIB else WARN if free < LOW_FREE_GIB else OK
+        fix = "" if level == OK else f"free space on the disk holding {path}"
+        results.append(Check(f"free disk ({name})", level, f"{free:.1f} GiB free at {existing}", fix))
+    return results
+
+
+def _state_is_local(config: Config) -> list[Check]:
+    fstype = filesystem_type(config.folders.state)
+    if fstype in NETWORK_FS:
+        return [Check("state on local disk", FAIL, f"{config.folders.state} is on a {fstype} network mount",
+                      "put folders.state on a local disk (SQLite locking is unreliable over the network)")]
+    return [Check("state on local disk", OK, f"{config.folders.state} ({fstype or 'unknown'} file system)")]
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the mount holding ``path``, from /proc/mounts (longest matching mount point)."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = path.resolve()
+    best, fstype = -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = Path(fields[1].replace("\\040", " "))
+        if target.is_relative_to(mount) and len(mount.parts) > best:
+            best, fstype = len(mount.parts), fields[2]
+    return fstype

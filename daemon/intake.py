@@ -1,0 +1,199 @@
+"""From a folder in the inbox to a queued job: wait until copied, claim, validate, record.
+
+Claiming is one atomic rename of ``inbox/<name>`` to ``inbox/.processing/job-<id>/input``:
+the same file system as the inbox (no copying a 2 GB video over the network twice), and out
+of the users' sight, so nobody edits a running job. The job row is written (state ``intake``)
+*before* the rename and completed after it, so :func:`recover` can tell, after a crash, which
+of the two happened. A folder that is not a valid job goes straight to ``error/`` with
+``error.txt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Config
+from .filing import TEMP_PREFIX, move_dir, remove_tree
+from .jobfolder import JobFolderError, content_hash, is_junk, list_files, load_spec, output_names
+from .names import readable, unique_in_dir
+from .results import INPUT_DIR, file_job, finish_filing
+from .stability import StabilityTracker
+from .store import Store
+from .watcher import InboxWatcher
+
+log = logging.getLogger(__name__)
+
+
+def claim(store: Store, config: Config, name: str) -> int | None:
+    """Move inbox folder ``name`` into the work area and register it; the job id, or None
+    when it holds nothing but junk yet. An ``OSError`` (no permission to move it) leaves the
+    folder in the inbox and no trace in the database."""
+    src = config.folders.inbox / name
+    if not any(not is_junk(f, config.watch.ignore) for f in list_files(src)):
+        return None
+    job = store.begin_intake(readable(name), config.folders.processing)
+    work = Path(job.work_dir)
+    try:
+        work.mkdir(parents=True)
+        os.rename(src, work / INPUT_DIR)
+    except OSError:
+        remove_tree(work)
+        store.drop_intake(job.id)
+        raise
+    register(store, config, job.id)
+    return job.id
+
+
+def register(store: Store, config: Config, job_id: int) -> None:
+    """Validate a claimed folder and queue it, skip it as a duplicate, or file it to error/."""
+    job = store.job(job_id)
+    inputs = Path(job.work_dir) / INPUT_DIR
+    try:
+        spec = load_spec(inputs, defaults=config.engine.defaults, naming=config.jobs.naming,
+                         ignore=config.watch.ignore)
+        digest = content_hash(inputs, spec)
+    except (JobFolderError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, JobFolderError) else f"A file could not be read: {exc}"
+        log.warning("job %d (%s): not a valid job: %s", job.id, job.name, reason)
+        file_job(store, job_id, config.folders, config.watch.ignore, outcome="failed", error=reason)
+        return
+    duplicate = store.find_finished_duplicate(digest, job_id)
+    if duplicate is not None:
+        store.set_note(job_id, f"Same audio, videos and options as job #{duplicate.id} ({duplicate.name}), "
+                               f"finished {duplicate.finished_at} UTC, results in {duplicate.outbox_path}.")
+    if duplicate is not None and config.jobs.duplicates == "skip":
+        log.info("job %d (%s): identical to job %d; skipped (jobs.duplicates: skip)", job.id, job.name, duplicate.id)
+        file_job(store, job_id, config.folders, config.watch.ignore, outcome="skipped")
+        return
+    store.enqueue(job_id, audio=spec.audio, videos=list(zip(spec.videos, output_names(spec, job.name))),
+                  naming=spec.naming, priority=spec.priority, options=spec.options.as_dict(),
+                  content_hash=digest)
+    log.info("job %d (%s): queued, %d video(s)", job.id, job.name, len(spec.videos))
+
+
+def recover(store: Store, config: Config) -> None:
+    """Finish whatever a crash or stop interrupted, before anything new starts."""
+    for job in store.jobs_in("intake"):
+        work = Path(job.work_dir)
+        if (work / INPUT_DIR).is_dir():
+            register(store, config, job.id)
+        else:  # the rename never happened: the folder is still in the inbox
+            remove_tree(work)
+            store.drop_intake(job.id)
+    for job in store.jobs_in("running"):
+        log.info("job %d (%s): was interrupted; it will run again", job.id, job.name)
+        store.interrupt(job.id, "Interrupted (the service stopped or crashed); running it again.")
+    _remove_partial_copies(config)
+    for job in store.jobs_in("filing"):
+        finish_filing(store, job.id, config.watch.ignore)
+    _return_orphans(store, config)
+
+
+def _remove_partial_copies(config: Config) -> None:
+    """Delete half-built result folders a crash left behind: they are only ever copies, their
+    sources are deleted after, never before, the copy is complete."""
+    for parent in (config.folders.outbox, config.folders.error, config.folders.inbox):
+        for tmp in parent.glob(f"{TEMP_PREFIX}*.tmp"):
+            log.info("removing %s, left over from an interrupted copy", tmp)
+            remove_tree(tmp)
+
+
+def _return_orphans(store: Store, config: Config) -> None:
+    """Work folders no job row knows (the database was deleted or replaced) go back to the
+    inbox, so their inputs are never stranded in a hidden folder."""
+    processing = config.folders.processing
+    if not processing.is_dir():
+        return
+    known = {Path(row["work_dir"]) for row in store.db.query("SELECT work_dir FROM jobs")}
+    for work in processing.iterdir():
+        if work in known or not work.is_dir() or work.name.startswith("."):
+            continue
+        inputs = work / INPUT_DIR
+        if inputs.is_dir():
+            target = config.folders.inbox / unique_in_dir(config.folders.inbox, f"recovered {work.name}")
+            log.warning("%s: unknown to the database; moved back to the inbox as %s", work, target.name)
+            move_dir(inputs, target)
+        remove_tree(work)
+
+
+class Intake:
+    """The intake loop: rescans, watcher hints, stability checks, claims."""
+
+    def __init__(self, config: Config, watcher: InboxWatcher, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.watcher = watcher
+        self.tracker = StabilityTracker(config.watch.quiet_period, config.watch.max_wait, clock)
+        self._clock = clock
+        self._next_rescan = 0.0
+        self._told: set[str] = set()
+        self.heartbeat = clock()
+
+    def run(self, stop: threading.Event) -> None:
+        store = Store(self.config.folders.database)
+        try:
+            while not stop.is_set():
+                self.tick(store)
+                stop.wait(self.config.watch.poll_interval)  # events wait for the next round: a big
+                # copy sends thousands, and each round already re-checks every tracked folder
+        finally:
+            store.close()
+
+    def tick(self, store: Store) -> list[int]:
+        """One round: pick up names to watch, claim every folder that has held still."""
+        now = self._clock()
+        self.heartbeat = now
+        names = self.watcher.take()
+        if now >= self._next_rescan:
+            names |= self.rescan()
+            self._next_rescan = now + self.config.watch.rescan_interval
+        inbox = self.config.folders.inbox
+        for name in names:
+            if (inbox / name).is_dir():
+                self.tracker.check(inbox / name)
+        claimed = []
+        for folder in self.tracker.tracked():
+            try:
+                if not folder.is_dir():
+                    self.tracker.forget(folder)
+                elif self.tracker.check(folder):
+                    job_id = claim(store, self.config, folder.name)
+                    if job_id is not None:
+                        self.tracker.forget(folder)
+                        claimed.append(job_id)
+            except OSError as exc:  # e.g. the service may not move it: say so once, retry at each rescan
+                self._tell_once(folder.name, f"{readable(folder.name)}: cannot take it from the inbox "
+                                             f"({exc.strerror}); lipsyncd doctor checks folder permissions")
+                self.tracker.forget(folder)
+            except Exception:  # one odd folder must not stop intake; the next rescan tries again
+                log.exception("%s: could not take it from the inbox", readable(folder.name))
+                self.tracker.forget(folder)
+        return claimed
+
+    def rescan(self) -> set[str]:
+        """Every visible folder in the inbox; loose files are pointed out once."""
+        names = set()
+        try:
+            entries = list(self.config.folders.inbox.iterdir())
+        except OSError as exc:
+            log.error("cannot read the inbox %s: %s", self.config.folders.inbox, exc)
+            return names
+        for entry in entries:
+            if entry.name.startswith(".") or is_junk(entry.name, self.config.watch.ignore):
+                continue
+            if entry.is_dir():
+                names.add(entry.name)
+            else:
+                self._tell_once(entry.name, f"inbox: {readable(entry.name)!r} is a file, not a job folder; put it "
+                                            "in a folder with the audio and video(s) of one job")
+        return names
+
+    def _tell_once(self, key: str, message: str) -> None:
+        """Warn about a folder or file once, not at every round."""
+        if key not in self._told:
+            self._told.add(key)
+            log.warning("%s", message)

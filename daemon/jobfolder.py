@@ -1,0 +1,243 @@
+"""What a job folder is: its files sorted into roles, its ``job.yaml``, its content hash.
+
+Everything here reads the folder and never changes it, so intake can call it on a folder that
+is still in ``inbox/`` and the runner can call it again on the claimed copy. Every problem is a
+:class:`JobFolderError` whose message is written to ``error.txt`` as it is: it names the file
+or the job.yaml field and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from lipsyncd.engine.options import RenderOptions
+
+from .names import fold, readable, unique_name, windows_safe
+
+AUDIO_EXTS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg")
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+JOB_FILES = ("job.yaml", "job.yml")
+
+JUNK_PATTERNS = (
+    ".DS_Store", "._*", "Thumbs.db", "desktop.ini", "~$*", "*.part", "*.tmp", "*.crdownload",
+    ".syncthing.*", "~syncthing~*", ".stfolder", ".stignore", "@eaDir", "__MACOSX", "$RECYCLE.BIN",
+)
+"""OS and copy-tool leftovers (Finder, Explorer, Office, browsers, Syncthing, Synology). Matched
+case-insensitively against every path component, so whole ``__MACOSX/`` trees are skipped."""
+
+NAMING_FIELDS = ("stem", "job", "audio", "n")
+
+JOB_KEYS = ("audio", "videos", "output", "priority", "engine")
+
+
+class JobFolderError(ValueError):
+    """The folder cannot become a job; the message tells the user what to change."""
+
+
+def is_junk(relpath: PurePosixPath | str, extra: Iterable[str] = ()) -> bool:
+    """True when any component of ``relpath`` matches a junk pattern (built-in or ``extra``)."""
+    patterns = [p.casefold() for p in (*JUNK_PATTERNS, *extra)]
+    return any(fnmatch.fnmatchcase(part.casefold(), pat)
+               for part in PurePosixPath(relpath).parts for pat in patterns)
+
+
+@dataclass(frozen=True)
+class Contents:
+    """A folder's files by role (paths relative to the folder, POSIX style, sorted)."""
+
+    audio: tuple[str, ...]
+    videos: tuple[str, ...]
+    job_file: str | None
+    others: tuple[str, ...]
+    """Files that are neither media nor job.yaml: kept and moved along with the audio."""
+
+
+def list_files(folder: Path) -> list[str]:
+    """Every regular file under ``folder``, as sorted relative POSIX paths (links not followed)."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            found.append(path.relative_to(folder).as_posix())
+    return sorted(found, key=lambda p: (fold(p), p))
+
+
+def scan(folder: Path, ignore: Iterable[str] = ()) -> Contents:
+    """Sort ``folder``'s files into roles. Only top-level media count; nested files are "others".
+    A name that is not valid UTF-8 is refused: it could not be recorded or shown."""
+    audio, videos, others, job_file = [], [], [], None
+    for rel in list_files(folder):
+        if is_junk(rel, ignore):
+            continue
+        if readable(rel) != rel:
+            raise JobFolderError(f"The file name {readable(rel)!r} is not valid text (it was written in an old "
+                                 "encoding); rename the file and drop the folder into the inbox again.")
+        top_level = "/" not in rel
+        ext = PurePosixPath(rel).suffix.lower()
+        if top_level and rel.lower() in JOB_FILES and job_file is None:
+            job_file = rel
+        elif top_level and ext in AUDIO_EXTS:
+            audio.append(rel)
+        elif top_level and ext in VIDEO_EXTS + IMAGE_EXTS:
+            videos.append(rel)
+        else:
+            others.append(rel)
+    return Contents(tuple(audio), tuple(videos), job_file, tuple(others))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: which audio, which videos in which order, how outputs are named."""
+
+    audio: str
+    videos: tuple[str, ...]
+    naming: str
+    priority: int
+    options: RenderOptions
+    job_file: str | None
+    others: tuple[str, ...]
+    """Every non-junk file that is not one of ``videos``: they travel with the audio."""
+
+
+def load_spec(folder: Path, *, defaults: RenderOptions, naming: str,
+              ignore: Iterable[str] = ()) -> JobSpec:
+    """Read and validate ``folder`` as a job; raise :class:`JobFolderError` naming the problem."""
+    contents = scan(folder, ignore)
+    raw = _read_job_yaml(folder, contents.job_file)
+    audio = _pick_audio(raw.get("audio"), contents.audio)
+    videos = _pick_videos(raw.get("videos"), contents.videos)
+    template = validate_naming(raw.get("output", naming), where="job.yaml: output" if "output" in raw else "naming")
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise JobFolderError(f"job.yaml: priority: must be a whole number from -1000 to 1000; got {priority!r}")
+    engine = raw.get("engine") or {}
+    if not isinstance(engine, Mapping):
+        raise JobFolderError(f"job.yaml: engine: must be a list of options (key: value); got {engine!r}")
+    try:
+        options = RenderOptions.from_mapping(engine, where="job.yaml: engine", base=defaults)
+    except ValueError as exc:
+        raise JobFolderError(str(exc)) from None
+    chosen = set(videos)
+    others = [f for f in (*contents.audio, *contents.videos, *contents.others) if f not in chosen]
+    if contents.job_file:
+        others.append(contents.job_file)
+    return JobSpec(audio, videos, template, priority, options, contents.job_file, tuple(sorted(others)))
+
+
+def _read_job_yaml(folder: Path, job_file: str | None) -> dict[str, Any]:
+    if job_file is None:
+        return {}
+    try:
+        raw = yaml.safe_load((folder / job_file).read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise JobFolderError(f"{job_file}: is not a text file in UTF-8; save it as UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise JobFolderError(f"{job_file}: is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise JobFolderError(f"{job_file}: must hold settings as 'key: value' lines; got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in JOB_KEYS)
+    if unknown:
+        raise JobFolderError(f"job.yaml: {unknown[0]}: unknown setting; allowed settings are {', '.join(JOB_KEYS)}")
+    return raw
+
+
+def _match(name: Any, candidates: tuple[str, ...], field: str, kind: str) -> str:
+    """Find the file a job.yaml entry names: exactly, else ignoring case and accent encoding."""
+    if not isinstance(name, str) or not name:
+        raise JobFolderError(f"job.yaml: {field}: must be a file name; got {name!r}")
+    if name in candidates:
+        return name
+    loose = [c for c in candidates if fold(c) == fold(name)]
+    if len(loose) == 1:
+        return loose[0]
+    listed = ", ".join(candidates) or "none"
+    raise JobFolderError(f"job.yaml: {field}: no {kind} file named {name!r} in the folder; "
+                         f"{kind} files found: {listed}")
+
+
+def _pick_audio(named: Any, audio: tuple[str, ...]) -> str:
+    if named is not None:
+        return _match(named, audio, "audio", "audio")
+    if not audio:
+        raise JobFolderError("No audio file in the folder. Add one speech recording "
+                             f"({', '.join(AUDIO_EXTS)}).")
+    if len(audio) > 1:
+        raise JobFolderError(f"Found {len(audio)} audio files ({', '.join(audio)}); a job uses one. "
+                             f"Name it in job.yaml, for example  audio: {audio[0]}")
+    return audio[0]
+
+
+def _pick_videos(named: Any, videos: tuple[str, ...]) -> tuple[str, ...]:
+    if named is None:
+        if not videos:
+            raise JobFolderError("No video or still image in the folder. Add at least one face video "
+                                 f"({', '.join(VIDEO_EXTS)}) or photo ({', '.join(IMAGE_EXTS)}).")
+        return videos
+    if isinstance(named, str):
+        named = [named]
+    if not isinstance(named, list) or not named:
+        raise JobFolderError(f"job.yaml: videos: must be a list of file names; got {named!r}")
+    picked = [_match(n, videos, f"videos[{i}]", "video or image") for i, n in enumerate(named)]
+    if len(set(picked)) != len(picked):
+        raise JobFolderError("job.yaml: videos: names the same file twice")
+    return tuple(picked)
+
+
+def validate_naming(template: Any, where: str) -> str:
+    """Validate an output naming template such as ``{stem}_synced.mp4``."""
+    if not isinstance(template, str) or not template.strip():
+        raise JobFolderError(f"{where}: must be a name template such as '{{stem}}.mp4'; got {template!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise JobFolderError(f"{where}: {exc} in {template!r}") from None
+    bad = [f for f in fields if f not in NAMING_FIELDS]
+    if bad:
+        raise JobFolderError(f"{where}: unknown field {{{bad[0]}}}; allowed fields are "
+                             + ", ".join("{" + f + "}" for f in NAMING_FIELDS))
+    return template if template.lower().endswith(".mp4") else template + ".mp4"
+
+
+def output_names(spec: JobSpec, job_name: str) -> list[str]:
+    """One Windows-safe, mutually distinct output file name per video, in order. They all end in
+    ``.mp4``, so they never clash with ``report.txt``, ``job.log`` or ``input/`` beside them."""
+    taken: list[str] = []
+    names = []
+    for n, video in enumerate(spec.videos, start=1):
+        wanted = spec.naming.format(stem=PurePosixPath(video).stem, job=job_name,
+                                    audio=PurePosixPath(spec.audio).stem, n=n)
+        name = unique_name(windows_safe(wanted, fallback=f"video {n}.mp4"), taken)
+        taken.append(name)
+        names.append(name)
+    return names
+
+
+def content_hash(folder: Path, spec: JobSpec) -> str:
+    """Identity of a job's inputs: the bytes of audio and videos plus the effective options,
+    not the names, so a renamed re-drop of the same material is still recognised."""
+    digest = hashlib.sha256()
+    digest.update(b"audio:" + _file_hash(folder / spec.audio).encode())
+    for video_hash in sorted(_file_hash(folder / v) for v in spec.videos):
+        digest.update(b"video:" + video_hash.encode())
+    digest.update(json.dumps(spec.options.as_dict(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,72 @@
+"""Logging: one line per event on stderr, read by journald; and one log file per job.
+
+Under systemd, stderr goes to the journal (systemd sets ``$JOURNAL_STREAM``): lines then start
+with a ``<N>`` syslog priority that journald turns into the entry's level (so ``journalctl -p
+warning`` works) and carry no timestamp of their own, which the journal adds. In a terminal
+they get a timestamp and a level word instead. While a job runs, the runner's thread also
+writes to ``job.log`` in the job's work folder; that file travels with the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = "lipsyncd"
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<6>runner: job 3 (Interview): started`` — the priority prefix journald understands."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def setup(level: str = "info") -> None:
+    """Send the service's log to stderr, journald-style when running under systemd."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger(ROOT)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class _ThisThread(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.ident
+
+
+@contextmanager
+def job_log(path: Path) -> Iterator[None]:
+    """Copy what this thread logs to ``path`` (appending: a re-run adds to the first attempt's log)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_ThisThread())
+    root = logging.getLogger(ROOT)
+    level = root.level
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))  # the job's story, whatever stderr shows
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()

@@ -1,0 +1,366 @@
+"""The job database: SQLite on local disk, the only place that changes a job's or a task's state.
+
+Tables are meant to be read by a person in ``sqlite3``: ``jobs`` (one row per dropped folder),
+``tasks`` (one row per video of a job) and the ``status`` view, which answers "what is
+happening" in one query (``SELECT * FROM status``). Times are UTC, ``YYYY-MM-DD HH:MM:SS``.
+
+Job states::
+
+    intake ─▶ queued ─▶ running ─▶ filing ─▶ done | failed | cancelled | skipped
+       │        ▲          │
+       │        └──────────┘  (interrupted: service stop or crash; runs again)
+       └─▶ filing (job.yaml or folder invalid: straight to error/)
+
+``intake`` and ``filing`` are short, crash-recoverable steps around moving files: a row in
+``intake`` names a folder being claimed from the inbox, a row in ``filing`` records where its
+results are being published, so a restart finishes either step instead of losing or
+duplicating anything. The schema is versioned with ``PRAGMA user_version``; each migration
+runs once, in a transaction.
+
+Each thread and each process opens its own :class:`Store`; WAL and a busy timeout let the
+service and a ``lipsyncd cancel`` in another shell write without "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+BUSY_TIMEOUT_S = 15.0
+FINAL_STATES = ("done", "failed", "cancelled", "skipped")
+ACTIVE_STATES = ("intake", "queued", "running", "filing")
+
+_NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
+
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE jobs (
+        id               INTEGER PRIMARY KEY,
+        name             TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN
+                           ('intake', 'queued', 'running', 'filing', 'done', 'failed', 'cancelled', 'skipped')),
+        priority         INTEGER NOT NULL DEFAULT 0,
+        attempt          INTEGER NOT NULL DEFAULT 0,
+        created_at       TEXT NOT NULL DEFAULT ({_NOW}),
+        started_at       TEXT,
+        finished_at      TEXT,
+        updated_at       TEXT NOT NULL DEFAULT ({_NOW}),
+        error            TEXT,
+        note             TEXT,
+        work_dir         TEXT NOT NULL,
+        audio            TEXT,
+        naming           TEXT,
+        options          TEXT,
+        content_hash     TEXT,
+        outcome          TEXT,
+        outbox_path      TEXT,
+        error_path       TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state ON jobs (state, priority, id);
+    CREATE INDEX jobs_hash ON jobs (content_hash);
+    CREATE TABLE tasks (
+        id           INTEGER PRIMARY KEY,
+        job_id       INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        position     INTEGER NOT NULL,
+        video        TEXT NOT NULL,
+        output_name  TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'queued'
+                       CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        progress     REAL NOT NULL DEFAULT 0,
+        frames_done  INTEGER,
+        frames_total INTEGER,
+        attempt      INTEGER NOT NULL DEFAULT 0,
+        started_at   TEXT,
+        finished_at  TEXT,
+        error        TEXT,
+        output_path  TEXT,
+        UNIQUE (job_id, position)
+    );
+    CREATE VIEW status AS
+    SELECT j.id, j.name, j.state,
+           (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'done') || '/' ||
+           (SELECT count(*) FROM tasks t WHERE t.job_id = j.id) AS videos_done,
+           round(100 * coalesce((SELECT avg(t.progress) FROM tasks t WHERE t.job_id = j.id), 0), 1) AS percent,
+           (SELECT t.video FROM tasks t WHERE t.job_id = j.id AND t.state = 'running') AS current_video,
+           j.priority, j.attempt, j.created_at, j.started_at, j.finished_at,
+           coalesce(j.error, j.note) AS message,
+           coalesce(j.outbox_path, j.error_path) AS result
+    FROM jobs j
+    ORDER BY CASE j.state WHEN 'running' THEN 0 WHEN 'filing' THEN 0 WHEN 'intake' THEN 1
+                          WHEN 'queued' THEN 1 ELSE 2 END,
+             CASE WHEN j.state IN ('queued', 'intake') THEN -j.priority ELSE 0 END,
+             CASE WHEN j.state IN ('queued', 'intake') THEN j.id ELSE -j.id END;
+    """,
+)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (newer schema, unknown job)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    name: str
+    state: str
+    priority: int
+    attempt: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str
+    error: str | None
+    note: str | None
+    work_dir: str
+    audio: str | None
+    naming: str | None
+    options: str | None
+    content_hash: str | None
+    outcome: str | None
+    outbox_path: str | None
+    error_path: str | None
+    cancel_requested: int
+
+    @property
+    def option_values(self) -> dict[str, Any]:
+        return json.loads(self.options) if self.options else {}
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    job_id: int
+    position: int
+    video: str
+    output_name: str
+    state: str
+    progress: float
+    frames_done: int | None
+    frames_total: int | None
+    attempt: int
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    output_path: str | None
+
+
+def _record(cls: type, row: dict[str, Any]) -> Any:
+    return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+
+class Store:
+    """One connection to the job database; open one per thread or process."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self.db = sqlite_utils.Database(conn)
+        self.path = path
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: the database was written by a newer lipsyncd (schema {version}, "
+                             f"this one knows {len(MIGRATIONS)}); upgrade lipsyncd")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.schema_version < number:  # another process may have migrated meanwhile
+                    for statement in _statements(script):
+                        self.db.conn.execute(statement)
+                    self.db.conn.execute(f"PRAGMA user_version = {number}")
+                self.db.conn.execute("COMMIT")
+            except BaseException:
+                self.db.conn.execute("ROLLBACK")
+                raise
+
+    # -- reading --------------------------------------------------------------------------
+
+    def job(self, job_id: int) -> Job:
+        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        if not rows:
+            raise StoreError(f"no job with id {job_id}")
+        return _record(Job, rows[0])
+
+    def find_job(self, ref: str) -> Job:
+        """A job by id, or by folder name (the newest job of that name)."""
+        if ref.isdigit():
+            return self.job(int(ref))
+        rows = list(self.db.query("SELECT * FROM jobs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]))
+        if not rows:
+            raise StoreError(f"no job named {ref!r}; `lipsyncd status` lists jobs and their ids")
+        return _record(Job, rows[0])
+
+    def jobs_in(self, *states: str) -> list[Job]:
+        """Jobs in ``states``, in the order the runner takes them (priority, then oldest)."""
+        marks = ", ".join("?" for _ in states)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY priority DESC, id", states)
+        return [_record(Job, r) for r in rows]
+
+    def tasks(self, job_id: int) -> list[Task]:
+        rows = self.db.query("SELECT * FROM tasks WHERE job_id = ? ORDER BY position", [job_id])
+        return [_record(Task, r) for r in rows]
+
+    def find_finished_duplicate(self, content_hash: str, exclude: int) -> Job | None:
+        rows = list(self.db.query("SELECT * FROM jobs WHERE content_hash = ? AND state = 'done' AND id != ? "
+                                  "ORDER BY id DESC LIMIT 1", [content_hash, exclude]))
+        return _record(Job, rows[0]) if rows else None
+
+    def status(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM status LIMIT ?", [limit]))
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def begin_intake(self, name: str, processing: Path) -> Job:
+        """Record that folder ``name`` is being claimed into ``processing/<id>``; the caller
+        renames it there next. A crash in between is undone at the next start (``intake.recover``)."""
+        with self.db.atomic():
+            cur = self.db.execute("INSERT INTO jobs (name, state, work_dir) VALUES (?, 'intake', '')", [name])
+            job_id = cur.lastrowid
+            self.db.execute("UPDATE jobs SET work_dir = ? WHERE id = ?", [str(processing / f"job-{job_id}"), job_id])
+        return self.job(job_id)
+
+    def drop_intake(self, job_id: int) -> None:
+        """Forget a claim that did not happen (the folder stays in the inbox, to be tried again)."""
+        self.db.execute("DELETE FROM jobs WHERE id = ? AND state = 'intake'", [job_id])
+
+    def enqueue(self, job_id: int, *, audio: str, videos: list[tuple[str, str]], naming: str,
+                priority: int, options: dict[str, Any], content_hash: str) -> None:
+        """The claimed folder is a valid job: one task per (video, output name); state queued."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM tasks WHERE job_id = ?", [job_id])
+            for position, (video, output_name) in enumerate(videos):
+                self.db.execute("INSERT INTO tasks (job_id, position, video, output_name) VALUES (?, ?, ?, ?)",
+                                [job_id, position, video, output_name])
+            self._update(job_id, state="queued", audio=audio, naming=naming, priority=priority,
+                         options=json.dumps(options, sort_keys=True), content_hash=content_hash)
+
+    # -- running --------------------------------------------------------------------------
+
+    def claim(self, job_id: int) -> bool:
+        """queued → running, one more attempt. False when someone else changed it first."""
+        cur = self.db.execute(
+            f"UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
+            f"updated_at = {_NOW} WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
+            [job_id])
+        return cur.rowcount == 1
+
+    def set_note(self, job_id: int, note: str | None) -> None:
+        """A visible reason a job is waiting (for example a missing model)."""
+        self._update(job_id, note=note)
+
+    def task_started(self, task_id: int) -> None:
+        self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
+                        "progress = 0, error = NULL WHERE id = ?", [task_id])
+
+    def task_progress(self, task_id: int, frames_done: int, frames_total: int) -> None:
+        fraction = min(1.0, frames_done / frames_total) if frames_total else 0.0
+        self.db.execute("UPDATE tasks SET progress = ?, frames_done = ?, frames_total = ? WHERE id = ?",
+                        [fraction, frames_done, frames_total, task_id])
+
+    def task_finished(self, task_id: int, state: str, error: str | None = None) -> None:
+        """running → done | failed | cancelled."""
+        progress = ", progress = 1" if state == "done" else ""
+        self.db.execute(f"UPDATE tasks SET state = ?, error = ?, finished_at = {_NOW}{progress} WHERE id = ?",
+                        [state, error, task_id])
+
+    def interrupt(self, job_id: int, note: str) -> None:
+        """running → queued: the service stopped mid-job; it runs again, finished videos kept."""
+        with self.db.atomic():
+            self.db.execute("UPDATE tasks SET state = 'queued', progress = 0 WHERE job_id = ? AND state = 'running'",
+                            [job_id])
+            self._update(job_id, state="queued", note=note)
+
+    # -- finishing ------------------------------------------------------------------------
+
+    def begin_filing(self, job_id: int, outcome: str, error: str | None,
+                     outbox_path: Path | None, error_path: Path | None) -> None:
+        """Record the outcome and where results go *before* moving anything, so a crash while
+        filing resumes with the same destinations."""
+        if outcome not in FINAL_STATES:
+            raise ValueError(outcome)
+        self._update(job_id, state="filing", outcome=outcome, error=error,
+                     outbox_path=str(outbox_path) if outbox_path else None,
+                     error_path=str(error_path) if error_path else None)
+
+    def set_output_path(self, task_id: int, path: Path) -> None:
+        self.db.execute("UPDATE tasks SET output_path = ? WHERE id = ?", [str(path), task_id])
+
+    def finish(self, job_id: int) -> None:
+        """filing → its recorded outcome; the job's folder has been filed."""
+        self.db.execute(f"UPDATE jobs SET state = outcome, finished_at = {_NOW}, updated_at = {_NOW} "
+                        "WHERE id = ? AND state = 'filing'", [job_id])
+
+    def filing_failed(self, job_id: int, error: str, outbox_path: str | None, error_path: str | None) -> None:
+        """Results could not be written (disk full, permissions): failed, inputs still held in
+        the work folder; the paths are those actually published (usually none).
+        ``lipsyncd retry`` runs it again."""
+        self._update(job_id, state="failed", outcome="failed", error=error, outbox_path=outbox_path,
+                     error_path=error_path, finished_at=_Now())
+
+    # -- operator commands ----------------------------------------------------------------
+
+    def request_cancel(self, job_id: int) -> Job:
+        """Ask the service to cancel: a queued job is filed to error/, a running one stops soon."""
+        job = self.job(job_id)
+        if job.state in FINAL_STATES:
+            raise StoreError(f"job {job.id} ({job.name}) is already {job.state}; nothing to cancel")
+        self._update(job_id, cancel_requested=1)
+        return self.job(job_id)
+
+    def cancel_requested(self, job_id: int) -> bool:
+        return bool(self.db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
+
+    def requeue(self, job_id: int, note: str) -> None:
+        """Run a job again from its held inputs: failed or cancelled tasks start over."""
+        with self.db.atomic():
+            self.db.execute("UPDATE tasks SET state = 'queued', progress = 0, error = NULL "
+                            "WHERE job_id = ? AND state != 'done'", [job_id])
+            self._update(job_id, state="queued", outcome=None, error=None, note=note, cancel_requested=0,
+                         finished_at=None, outbox_path=None, error_path=None)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _update(self, job_id: int, **values: Any) -> None:
+        sets = ", ".join(f"{k} = {v.sql if isinstance(v, _Now) else '?'}" for k, v in values.items())
+        params = [v for v in values.values() if not isinstance(v, _Now)]
+        self.db.execute(f"UPDATE jobs SET {sets}, updated_at = {_NOW} WHERE id = ?", [*params, job_id])
+
+
+class _Now:
+    """Marks a column to be set to the database's current time."""
+
+    sql = _NOW
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (``sqlite3.complete_statement`` knows where they end)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

@@ -1,0 +1,69 @@
+"""A stand-in for the lip-sync engine with the same interface, driven by the input files' bytes.
+
+Its behaviour is chosen by what a test writes into a video file, so the same fake works in
+process and in the subprocess harness: ``noface`` in a video raises NoFaceError, ``broken``
+raises VideoError, anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each).
+An audio file containing ``silence`` raises AudioError.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lipsyncd.engine import (
+    AudioError,
+    Cancelled,
+    ModelError,
+    NoFaceError,
+    Progress,
+    RenderOptions,
+    RenderResult,
+    VideoError,
+)
+
+FRAMES = 10
+
+
+class FakeEngine:
+    def __init__(self, models_dir: Path | None = None, frame_delay: float = 0.0,
+                 on_frame: Callable[[int], None] | None = None) -> None:
+        self.models_dir = models_dir
+        self.frame_delay = frame_delay
+        self.on_frame = on_frame
+        self.rendered: list[str] = []
+
+    def check_ready(self, options: RenderOptions) -> None:
+        if self.models_dir is not None and not (self.models_dir / f"{options.checkpoint}.pth").is_file():
+            raise ModelError(f"put {options.checkpoint}.pth in {self.models_dir} "
+                             f"or run lipsyncd models fetch {options.checkpoint}")
+
+    def load_audio(self, path: Path) -> bytes:
+        data = path.read_bytes()
+        if b"silence" in data:
+            raise AudioError("the audio is silent")
+        return data
+
+    def render(self, audio: bytes, video: Path, output: Path, options: RenderOptions,
+               progress: Callable[[Progress], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> RenderResult:
+        data = video.read_bytes()
+        if b"noface" in data:
+            raise NoFaceError(f"No face was found in {video.name}.")
+        if b"broken" in data:
+            raise VideoError(f"{video.name} cannot be decoded.")
+        for frame in range(1, FRAMES + 1):
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped")
+            time.sleep(self.frame_delay)
+            if self.on_frame is not None:
+                self.on_frame(frame)
+            if progress is not None:
+                progress(Progress(frame, FRAMES))
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_bytes(b"LIPSYNCED " + audio[:16] + b" + " + data)
+        os.replace(tmp, output)
+        self.rendered.append(video.name)
+        return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, FRAMES, 0.01)

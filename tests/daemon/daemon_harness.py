@@ -1,0 +1,25 @@
+"""Runs the real service loop with the fake engine, for the kill -9 and SIGTERM tests.
+
+Usage: python tests/daemon/daemon_harness.py CONFIG FRAME_DELAY
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from daemon_fakes import FakeEngine
+from lipsyncd.daemon import config, logs, service
+
+
+def main() -> int:
+    cfg = config.load(Path(sys.argv[1]))
+    logs.setup("info")
+    delay = float(sys.argv[2])
+    return service.run(cfg, engine_factory=lambda: FakeEngine(frame_delay=delay))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The operator commands, through click's CliRunner (status, cancel, retry, doctor, bad config)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from daemon_helpers import write_config
+from lipsyncd.daemon import doctor
+from lipsyncd.daemon.cli import cli
+from lipsyncd.daemon.store import Store
+
+
+@pytest.fixture
+def setup(tmp_path):
+    path = write_config(tmp_path)
+    store = Store(tmp_path / "state" / "lipsyncd.sqlite3")
+    job = store.begin_intake("Interview 🎬", tmp_path / "inbox" / ".processing")
+    store.enqueue(job.id, audio="a.wav", videos=[("a.mp4", "a.mp4"), ("b.mp4", "b.mp4")], naming="{stem}.mp4",
+                  priority=0, options={}, content_hash="h")
+    store.claim(job.id)
+    first = store.tasks(job.id)[0]
+    store.task_started(first.id)
+    store.task_progress(first.id, 5, 10)
+    yield path, store
+    store.close()
+
+
+def invoke(path, *args):
+    return CliRunner().invoke(cli, ["--config", str(path), *args], obj={}, env={"LIPSYNCD_CONFIG": None})
+
+
+def test_status_prints_a_readable_table(setup):
+    result = invoke(setup[0], "status")
+    assert result.exit_code == 0, result.output
+    header, row = result.output.splitlines()
+    assert header.split() == ["ID", "JOB", "STATE", "VIDEOS", "%", "NOW", "MESSAGE"]
+    assert row.split() == ["1", "Interview", "🎬", "running", "0/2", "25", "a.mp4"]
+
+
+def test_status_json(setup):
+    result = invoke(setup[0], "status", "--json")
+    rows = json.loads(result.output)
+    assert (rows[0]["name"], rows[0]["state"], rows[0]["percent"], rows[0]["current_video"]) == \
+        ("Interview 🎬", "running", 25.0, "a.mp4")
+
+
+def test_status_with_no_jobs_says_where_to_drop_them(tmp_path):
+    result = invoke(write_config(tmp_path), "status")
+    assert result.exit_code == 0 and "Drop a job folder into" in result.output
+
+
+def test_cancel_by_name_sets_the_flag_the_runner_reads(setup):
+    path, store = setup
+    result = invoke(path, "cancel", "Interview 🎬")
+    assert result.exit_code == 0 and "cancelling" in result.output
+    assert store.cancel_requested(1)
+
+
+def test_unknown_job_is_a_clear_error(setup):
+    result = invoke(setup[0], "retry", "nope")
+    assert result.exit_code == 1
+    assert "no job named 'nope'; `lipsyncd status` lists jobs" in result.output
+
+
+def test_retry_of_a_running_job_is_refused(setup):
+    result = invoke(setup[0], "retry", "1")
+    assert result.exit_code == 1 and "is running; it does not need a retry" in result.output
+
+
+def test_invalid_config_fails_at_start_with_the_key(tmp_path):
+    path = write_config(tmp_path, watch={"mode": "smoke-signals"})
+    result = invoke(path, "status")
+    assert result.exit_code == 1
+    assert "watch.mode: must be one of auto, inotify, polling; got 'smoke-signals'" in result.output
+
+
+def test_doctor_reports_problems_with_fixes_and_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "_gpu", lambda c: [doctor.Check("GPU", doctor.WARN, "no GPU", "install CUDA")])
+    result = invoke(write_config(tmp_path), "doctor")
+    assert result.exit_code == 1
+    assert "[  ok] ffmpeg (PyAV): PyAV" in result.output and "libx264 and aac encoders present" in result.output
+    assert "[warn] GPU: no GPU" in result.output
+    assert "[FAIL] model: The lip-sync model file wav2lip_gan.pth is missing" in result.output
+    assert "fix: lipsyncd models fetch wav2lip_gan" in result.output
+    assert "[  ok] folder inbox:" in result.output
+
+
+def test_doctor_passes_when_everything_is_there(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "_gpu", lambda c: [doctor.Check("GPU", doctor.OK, "fake GPU")])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "wav2lip_gan.pth").write_bytes(b"weights")
+    result = invoke(write_config(tmp_path), "doctor")
+    assert result.exit_code == 0, result.output
+    assert "All checks passed." in result.output
+
+
+def test_doctor_flags_a_folder_it_cannot_use(tmp_path):
+    (tmp_path / "outbox").write_text("a file where a folder should be")
+    check = doctor._writable("outbox", tmp_path / "outbox")
+    assert (check.level, check.detail) == (doctor.FAIL, f"{tmp_path / 'outbox'} is a file, not a folder")
+    assert doctor._writable("error", tmp_path / "new" / "error").level == doctor.OK  # created at start
