@@ -29,3 +29,12 @@ class ModelError(EngineError):
 
 class Cancelled(EngineError):
     """The caller asked the render to stop (service shutdown or job cancel)."""
+
+
+def reason(error: BaseException) -> str:
+    """The cause of an FFmpeg or OS error without the file path it carries.
+
+    The path is the service's internal working copy (``inbox/.processing/job-7/...``), which
+    means nothing to the person reading ``error.txt``; the message already names the file.
+    """
+    return getattr(error, "strerror", None) or str(error)

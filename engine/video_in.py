@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .errors import VideoError
+from .errors import VideoError, reason
 
 STILL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 """Files read as one still picture (with cv2, which applies a JPEG's EXIF orientation)."""
@@ -225,7 +225,7 @@ class _SlotReader:
             return next(self._frames, None)
         except av.FFmpegError as error:
             raise VideoError(f"The video '{self._path.name}' is damaged and cannot be decoded "
-                             f"past this point ({error}).") from error
+                             f"past this point ({reason(error)}).") from error
 
     def _boundary(self, slot: int) -> float:
         return self._info.start_s + (slot + 0.5) / self._info.fps
@@ -242,7 +242,7 @@ def _open(path: Path) -> av.container.InputContainer:
         return av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"The file '{path.name}' could not be opened as a video: it is damaged or "
-                         f"not a video format we can read ({error}).") from error
+                         f"not a video format we can read ({reason(error)}).") from error
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
@@ -259,7 +259,7 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
         frame = next(container.decode(stream), None)
     except av.FFmpegError as error:
         raise VideoError(f"The first picture of '{path.name}' cannot be decoded: the file is damaged "
-                         f"or uses an unsupported codec ({error}).") from error
+                         f"or uses an unsupported codec ({reason(error)}).") from error
     if frame is None:
         raise VideoError(f"The video '{path.name}' contains no frames.")
     return frame

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from .errors import AudioError, EngineError, VideoError
+from .errors import AudioError, EngineError, VideoError, reason
 from .video_in import ColorTags
 
 _SWS_MATRIX = {1: "itu709", 5: "itu601", 6: "itu601", 9: "bt2020", 10: "bt2020"}
@@ -78,7 +78,7 @@ class VideoWriter:
         try:
             self._container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
         except (av.FFmpegError, OSError) as error:
-            raise VideoError(f"The output video '{self.path.name}' cannot be created ({error}).") from error
+            raise VideoError(f"The output video '{self.path.name}' cannot be created ({reason(error)}).") from error
         try:
             self._stream = self._add_video_stream()
             self._audio = (_AudioTrack(self._container, self._audio_path, self._audio_duration_s)
@@ -122,7 +122,7 @@ class VideoWriter:
             self._abort()
             if isinstance(error, (EngineError, KeyboardInterrupt, SystemExit)):
                 raise
-            raise VideoError(f"The output video '{self.path.name}' could not be written ({error}).") from error
+            raise VideoError(f"The output video '{self.path.name}' could not be written ({reason(error)}).") from error
 
     def _to_yuv420p(self, frame_bgr: np.ndarray) -> av.VideoFrame:
         height, width = self._out_size
@@ -184,7 +184,7 @@ class _AudioTrack:
         try:
             self._source = av.open(str(path))
         except (av.FFmpegError, OSError) as error:
-            raise AudioError(f"The audio '{path.name}' cannot be opened ({error}).") from error
+            raise AudioError(f"The audio '{path.name}' cannot be opened ({reason(error)}).") from error
         if not self._source.streams.audio:
             self._source.close()
             raise AudioError(f"The file '{path.name}' has no audio in it.")
@@ -228,7 +228,7 @@ class _AudioTrack:
             return next(self._decoded, None)
         except av.FFmpegError as error:
             raise AudioError(f"The audio '{self._path.name}' is damaged and cannot be decoded "
-                             f"({error}).") from error
+                             f"({reason(error)}).") from error
 
     def _flush_resampler(self) -> None:
         if self._resampler is not None:
