@@ -25,53 +25,12 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class PeakRss:
-    """Samples RSS every 50 ms in a thread; ``peak`` is the highest seen while active."""
-
-    def __enter__(self) -> "PeakRss":
-        self.peak = rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, rss_mb())
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def tiled_wav(speech: np.ndarray, seconds: float, path: Path) -> Path:
-    """A 16 kHz PCM wav of ``seconds`` made by repeating ``speech``."""
-    n = int(seconds * 16000)
-    samples = np.resize(speech, n)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def codec_rates(video: Path, preset: str, crf: int, frames: int, workdir: Path) -> dict[str, float]:
@@ -108,15 +67,16 @@ def main() -> None:
 
     import torch
 
+    sys.path.insert(0, str(ROOT / "tests"))  # the test utilities: rule weights, wav writer, RSS probe
+    from media_tools import PeakRss, write_wav
+    from weights import write_checkpoint
+
     from lipsyncd.engine import LipSyncEngine, RenderOptions
     from lipsyncd.engine.audio import decode_audio
 
     work = Path(tempfile.mkdtemp(prefix="lipsyncd-bench-"))
     models_dir = args.models_dir
     if models_dir is None or not (models_dir / "wav2lip_gan.pth").exists():
-        sys.path.insert(0, str(ROOT / "tests"))
-        from weights import write_checkpoint
-
         models_dir = work / "models"
         models_dir.mkdir()
         write_checkpoint(models_dir / "wav2lip_gan.pth")
@@ -134,7 +94,7 @@ def main() -> None:
     }
     engine.check_ready(options)
     for seconds in args.seconds:
-        audio = engine.load_audio(tiled_wav(speech, seconds, work / f"speech_{seconds:g}s.wav"))
+        audio = engine.load_audio(write_wav(work / f"speech_{seconds:g}s.wav", np.resize(speech, int(seconds * 16000))))
         for label in ("cold", "warm"):  # warm: the face track comes from the cache
             for old in (work / "cache" / "tracks").glob("*") if label == "cold" else ():
                 old.unlink()

@@ -15,6 +15,7 @@ from lipsyncd.engine.audio import (
     MIN_DURATION_S, SAMPLE_RATE, decode_audio, load_speech, mel_window_starts, melspectrogram,
 )
 from lipsyncd.engine.errors import AudioError
+from media_tools import write_wav
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2lip"
 SPEECH = FIXTURES / "speech_16k_6s.wav"
@@ -23,16 +24,6 @@ SPEECH = FIXTURES / "speech_16k_6s.wav"
 def read_wav_int16(path: Path) -> np.ndarray:
     with wave.open(str(path)) as wav:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32768
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
-    """PCM16 mono WAV with the standard library, independent of the decoder under test."""
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def tone(seconds: float, rate: int, amplitude: float = 0.5, freq: float = 440.0) -> np.ndarray:

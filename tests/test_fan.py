@@ -169,8 +169,9 @@ def test_load_refuses_when_weights_are_absent(fake_fa, tmp_path, monkeypatch):
 
 def test_load_without_the_package_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "face_alignment", None)
-    with pytest.raises(ModelError, match="not installed"):
-        fan.FanLocator.load("cpu", allow_download=True)
+    for allow_download in (False, True):
+        with pytest.raises(ModelError, match="not installed"):
+            fan.FanLocator.load("cpu", allow_download=allow_download)
 
 
 API_1_5 = """models_urls = {'2DFAN-4': 'https://example.org/python-fan/2DFAN4-11f355bf06.pth.tar'}"""

@@ -7,8 +7,6 @@ pixels change and where they must not.
 
 from __future__ import annotations
 
-import threading
-import wave
 from pathlib import Path
 
 import cv2
@@ -19,17 +17,9 @@ from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.faces.detector import FaceDetector
 from lipsyncd.engine.faces.track import FaceTrack
+from media_tools import PeakRss, write_wav
 
 pytestmark = pytest.mark.slow
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -157,33 +147,8 @@ def test_memory_stays_flat_as_the_video_grows(engine, speech_file, tmp_path, mon
         rng = np.random.default_rng(0)
         audio = engine.load_audio(write_wav(tmp_path / f"a{frames}.wav",
                                             0.3 * rng.standard_normal(int(seconds * SAMPLE_RATE))))
-        with RssPeak() as rss:
+        with PeakRss() as rss:
             engine.render(audio, video, tmp_path / f"o{frames}.mp4", RenderOptions(batch_size=32))
-        peaks.append(rss.growth_mb)
+        peaks.append(rss.growth)
     decoded_long_video_mb = 1500 * 320 * 240 * 3 / 2**20  # 330 MB if frames piled up
     assert peaks[1] < peaks[0] + 0.15 * decoded_long_video_mb, peaks
-
-
-class RssPeak:
-    """Peak growth of this process's resident memory while the block runs, sampled every 20 ms."""
-
-    def __enter__(self) -> "RssPeak":
-        self.base = self.peak = _rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss_mb())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.growth_mb = self.peak - self.base
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))

@@ -8,16 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import yaml
 
 from lipsyncd.engine import media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
+from media_tools import write_wav
 
 pytestmark = pytest.mark.slow
 JOB = "Démo job 🎬"
@@ -45,9 +44,7 @@ def test_service_renders_a_dropped_job_and_files_the_broken_video_to_error(
     }))
     staging = tmp_path / "staging" / JOB  # built outside, then moved in whole, as a finished copy would be
     staging.mkdir(parents=True)
-    with wave.open(str(staging / "voice over.wav"), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
-        w.writeframes((decode_audio(speech_file)[: int(1.2 * SAMPLE_RATE)] * 32767).astype("<i2").tobytes())
+    write_wav(staging / "voice over.wav", decode_audio(speech_file)[: int(1.2 * SAMPLE_RATE)])
     (staging / "face.mp4").write_bytes(face_clip.read_bytes())
     info = media.probe(face_clip)
     cv2.imwrite(str(staging / "portrait.png"), next(media.read_frames(face_clip, info, [10])))

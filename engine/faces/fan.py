@@ -175,15 +175,15 @@ class FanLocator(FaceLocator):
              allow_download: bool = False) -> FanLocator:
         """Load face-alignment on ``device``. Raises :class:`ModelError` when it is not installed,
         or its weights are absent and ``allow_download`` is false, or loading fails."""
-        if not allow_download and not fan_weights_present():
-            raise ModelError("The face-alignment face finder is not ready: its weights (S3FD and 2DFAN4) are "
-                             "not in the torch hub checkpoint folder. Use the default face finder, or allow "
-                             "face-alignment to download them once on a machine with internet access.")
         try:
             import face_alignment
         except ImportError as exc:
             raise ModelError("The face-alignment face finder is not installed on this machine; "
                              "install lipsyncd with the 'face-alignment' extra or use the default face finder.") from exc
+        if not allow_download and not fan_weights_present():
+            raise ModelError("The face-alignment face finder is not ready: its weights (S3FD and 2DFAN4) are "
+                             "not in the torch hub checkpoint folder. Use the default face finder, or allow "
+                             "face-alignment to download them once on a machine with internet access.")
         api = face_alignment.FaceAlignment
         kind = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
         # 1.5 compiles FAN by default: a C toolchain and a cache under ~/.cache that a service may lack.
