@@ -14,7 +14,7 @@ import click
 
 from .cli_models import models_dir_option, resolve_models_dir
 from .errors import EngineError
-from .options import CHECKPOINTS, DEVICES, FACE_CHOICES, LOOP_MODES, PRESETS, Progress, RenderOptions
+from .options import CHECKPOINTS, DEVICES, FACE_BACKENDS, FACE_CHOICES, LOOP_MODES, PRESETS, Progress, RenderOptions
 
 
 @click.command("render")
@@ -32,6 +32,8 @@ from .options import CHECKPOINTS, DEVICES, FACE_CHOICES, LOOP_MODES, PRESETS, Pr
               help="When the audio is longer than the video.")
 @click.option("--face", type=click.Choice(FACE_CHOICES), default=RenderOptions.face, show_default=True,
               help="Which face, when several are visible.")
+@click.option("--face-backend", type=click.Choice(FACE_BACKENDS), default=RenderOptions.face_backend,
+              show_default=True, help="What finds the faces.")
 @click.option("--crf", type=click.IntRange(0, 51), default=RenderOptions.crf, show_default=True)
 @click.option("--preset", type=click.Choice(PRESETS), default=RenderOptions.preset, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=RenderOptions.batch_size, show_default=True)

@@ -23,6 +23,7 @@ import torch
 from . import media
 from .audio import SpeechAudio, load_speech
 from .errors import NoFaceError
+from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
 from .faces.track import TRACK_VERSION, FaceTrack, analyse
 from .infer import MouthGenerator
@@ -50,12 +51,13 @@ class LipSyncEngine:
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._generators: dict[str, MouthGenerator] = {}
-        self._locator: FaceLocator | None = None
+        self._locators: dict[str, FaceLocator] = {}
 
     def check_ready(self, options: RenderOptions) -> None:
-        """Load the checkpoint the options name now, so a missing or broken model stops a job
-        before any work instead of after its first video. Raises :class:`ModelError`."""
+        """Load the checkpoint (and face finder) the options name now, so a missing or broken
+        model stops a job before any work instead of after its first video. Raises :class:`ModelError`."""
         self._generator(options)
+        self._face_locator(options)
 
     def load_audio(self, path: Path) -> SpeechAudio:
         """Decode the speech and compute its mel once; reuse the result for every video."""
@@ -111,9 +113,7 @@ class LipSyncEngine:
         if cache is not None and (track := FaceTrack.load(cache)) is not None:
             log.info("face track of %s taken from the cache", video.name)
             return track
-        if self._locator is None:
-            self._locator = FaceLocator.load(self.device, options.face)
-        locator = FaceLocator(self._locator.detector, self._locator.mesh, options.face)
+        locator = self._face_locator(options)
 
         def on_batch(done: int) -> None:
             check_stop(should_stop)
@@ -126,11 +126,28 @@ class LipSyncEngine:
             track.save(cache)
         return track
 
+    def _face_backend(self, options: RenderOptions) -> str:
+        if options.face_backend != "auto":
+            return options.face_backend
+        # S3FD + FAN take seconds a frame on a CPU: worth it only on a GPU.
+        return "face-alignment" if self.device.type == "cuda" and fan_weights_present() else "mediapipe"
+
+    def _face_locator(self, options: RenderOptions) -> FaceLocator:
+        """A fresh locator (no memory of another video) on this backend's models, loaded once."""
+        backend = self._face_backend(options)
+        if backend not in self._locators:
+            self._locators[backend] = (
+                FanLocator.load(self.device, allow_download=True) if backend == "face-alignment"
+                else FaceLocator.load(self.device))
+        models = self._locators[backend]
+        return FaceLocator(models.detector, models.mesh, options.face)
+
     def _track_cache_path(self, video: Path, options: RenderOptions) -> Path | None:
         if self.cache_dir is None:
             return None
         digest = _file_sha256(video)
-        return self.cache_dir / "tracks" / f"{digest}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}.npz"
+        key = f"{self._face_backend(options)}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}"
+        return self.cache_dir / "tracks" / f"{digest}-{key}.npz"
 
 
 def _file_sha256(path: Path) -> str:

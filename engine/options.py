@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 LOOP_MODES = ("pingpong", "loop")
 FACE_CHOICES = ("largest", "center")
+FACE_BACKENDS = ("auto", "mediapipe", "face-alignment")
 CHECKPOINTS = ("wav2lip_gan", "wav2lip")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower")
 DEVICES = ("auto", "cuda", "cpu")
@@ -28,6 +29,10 @@ class RenderOptions:
     """Audio longer than the video: play the video forth and back (``pingpong``) or restart it (``loop``)."""
     face: str = "largest"
     """Several faces in a frame: re-animate the ``largest`` or the one nearest the ``center``."""
+    face_backend: str = "auto"
+    """What finds faces: ``mediapipe`` (built in), ``face-alignment`` (S3FD + FAN, the detector
+    Wav2Lip was trained with; needs its package and weights), or ``auto``: face-alignment on a
+    GPU when its weights are already present, else MediaPipe."""
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
     """Extra pixels around the face box (top, bottom, left, right), as Wav2Lip's ``--pads``."""
     crf: int = 18
@@ -76,6 +81,8 @@ def _validate(name: str, key: str, value: Any) -> Any:
         return _choice(name, value, LOOP_MODES)
     if key == "face":
         return _choice(name, value, FACE_CHOICES)
+    if key == "face_backend":
+        return _choice(name, value, FACE_BACKENDS)
     if key == "preset":
         return _choice(name, value, PRESETS)
     if key == "crf":

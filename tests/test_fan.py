@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 import pytest
 
 from lipsyncd.engine.blend import crop_rect, lower_face_mask
@@ -210,3 +211,24 @@ def test_weights_absent_without_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "face_alignment", None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert not fan.fan_weights_present()
+
+
+def test_engine_picks_the_backend_and_keeps_tracks_apart(tmp_path, monkeypatch):
+    """auto: MediaPipe on the CPU; face-alignment on a GPU once its weights are there. A track
+    made by one backend is never reused for the other."""
+    import lipsyncd.engine.engine as engine_module
+    from lipsyncd.engine import LipSyncEngine, RenderOptions
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"same content")
+    engine = LipSyncEngine(tmp_path, device="cpu", cache_dir=tmp_path / "cache")
+    auto = RenderOptions()
+    monkeypatch.setattr(engine_module, "fan_weights_present", lambda: True)
+    assert engine._face_backend(auto) == "mediapipe"  # CPU: S3FD + FAN would take seconds a frame
+    cpu_path = engine._track_cache_path(video, auto)
+    engine.device = torch.device("cuda")
+    assert engine._face_backend(auto) == "face-alignment"
+    assert engine._track_cache_path(video, auto) != cpu_path
+    monkeypatch.setattr(engine_module, "fan_weights_present", lambda: False)
+    assert engine._face_backend(auto) == "mediapipe"
+    assert engine._face_backend(RenderOptions(face_backend="face-alignment")) == "face-alignment"

@@ -192,4 +192,4 @@ class FanLocator(FaceLocator):
             model = api(kind, device=str(device), face_detector="sfd", **extra)
         except Exception as exc:  # downloads and checkpoint loading fail in many library-specific ways
             raise ModelError(f"The face-alignment face finder could not be loaded: {exc}") from exc
-        return cls(S3fdDetector(model), FanMesh(model), choice)  # type: ignore[arg-type]
+        return cls(S3fdDetector(model), FanMesh(model), choice)

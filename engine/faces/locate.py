@@ -9,6 +9,7 @@ speakers), otherwise the largest or the most central one is taken, as the job as
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,13 +22,21 @@ KEEP_IOU = 0.3
 """A detection overlapping the previous frame's choice this much is taken to be the same face."""
 
 
+class Detects(Protocol):
+    def detect(self, frames_bgr: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+
+class Landmarks(Protocol):
+    def landmarks(self, frames_bgr: Sequence[np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 class FaceLocator:
     """Callable (frames BGR) → for each frame, the chosen face's kept landmarks or None.
 
     Stateful across calls (it remembers the last choice), so use one instance per video.
     """
 
-    def __init__(self, detector: FaceDetector, mesh: FaceMesh, choice: str = "largest") -> None:
+    def __init__(self, detector: Detects, mesh: Landmarks, choice: str = "largest") -> None:
         self.detector = detector
         self.mesh = mesh
         self.choice = choice
