@@ -120,7 +120,7 @@ class LipSyncEngine:
             if progress:
                 progress(Progress(done, info.frame_count, "faces"))
 
-        frames = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=64)
+        frames = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=32)
         track = analyse(frames, locator, smooth_frames=options.smooth_frames, on_batch=on_batch)
         if cache is not None:
             track.save(cache)
@@ -139,8 +139,7 @@ class LipSyncEngine:
             self._locators[backend] = (
                 FanLocator.load(self.device, allow_download=True) if backend == "face-alignment"
                 else FaceLocator.load(self.device))
-        models = self._locators[backend]
-        return FaceLocator(models.detector, models.mesh, options.face)
+        return self._locators[backend].for_video(options.face)
 
     def _track_cache_path(self, video: Path, options: RenderOptions) -> Path | None:
         if self.cache_dir is None:

@@ -75,7 +75,7 @@ class FrameLoop:
         total, batch, done = len(schedule), max(1, self.options.batch_size), 0
         with ThreadPoolExecutor(BLEND_THREADS, thread_name_prefix="blend") as pool, \
                 Sink(self._encode, depth=2) as encoder:
-            decoded = prefetch(frames, depth=2 * batch)
+            decoded = prefetch(frames, depth=batch)
             try:
                 while done < total:
                     check_stop(should_stop)

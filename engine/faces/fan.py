@@ -170,6 +170,8 @@ class FanMesh:
 class FanLocator(FaceLocator):
     """A :class:`~.locate.FaceLocator` whose detector is S3FD and whose landmarks are FAN's."""
 
+    detect_every = 1  # FAN has no face-presence score to say when it lost the face: detect every frame
+
     @classmethod
     def load(cls, device: torch.device | str, choice: str = "largest",
              allow_download: bool = False) -> FanLocator:
