@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,17 @@ class LipSyncEngine:
         info = media.probe(video)
         total = audio.frame_count(info.fps)
         timer = StageTimer()
-        with timer("faces"):
-            track = self._face_track(video, info, options, progress, should_stop)
+        cache = self._track_cache_path(video, options)
+        track = FaceTrack.load(cache) if cache is not None else None
+        # One progress scale for the whole render: face analysis (when not cached), then frames.
+        analysed = 0 if track is not None else info.frame_count
+        if track is None:
+            with timer("faces"):
+                track = self._analyse(video, info, options, _shifted(progress, 0, analysed + total), should_stop)
+            if cache is not None:
+                track.save(cache)
+        else:
+            log.info("face track of %s taken from the cache", video.name)
         if not track.has_face.any():
             raise NoFaceError(f"No face was found anywhere in '{video.name}'. Use a video or photo where one "
                               "face is clearly visible, facing the camera, with the mouth not covered.")
@@ -89,7 +99,8 @@ class LipSyncEngine:
                                    audio_duration_s=audio.duration_s) as writer:
                 loop = FrameLoop(track, audio.windows(info.fps), generator, writer.convert, writer.write,
                                  options, timer)
-                loop.run(media.read_frames(video, info, schedule), schedule, progress, should_stop)
+                loop.run(media.read_frames(video, info, schedule), schedule,
+                         _shifted(progress, analysed, analysed + total), should_stop)
             os.replace(tmp, output)
         finally:
             tmp.unlink(missing_ok=True)
@@ -107,12 +118,9 @@ class LipSyncEngine:
         generator.batch_size = options.batch_size
         return generator
 
-    def _face_track(self, video: Path, info: "media.VideoInfo", options: RenderOptions,
-                    progress: ProgressFn | None, should_stop: StopFn | None) -> FaceTrack:
-        cache = self._track_cache_path(video, options)
-        if cache is not None and (track := FaceTrack.load(cache)) is not None:
-            log.info("face track of %s taken from the cache", video.name)
-            return track
+    def _analyse(self, video: Path, info: "media.VideoInfo", options: RenderOptions,
+                 progress: ProgressFn | None, should_stop: StopFn | None) -> FaceTrack:
+        """The face track of every source frame, in one streaming pass over the video."""
         locator = self._face_locator(options)
 
         def on_batch(done: int) -> None:
@@ -120,11 +128,8 @@ class LipSyncEngine:
             if progress:
                 progress(Progress(done, info.frame_count, "faces"))
 
-        frames = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=32)
-        track = analyse(frames, locator, smooth_frames=options.smooth_frames, on_batch=on_batch)
-        if cache is not None:
-            track.save(cache)
-        return track
+        with closing(prefetch(media.read_frames(video, info, range(info.frame_count)), depth=32)) as frames:
+            return analyse(frames, locator, smooth_frames=options.smooth_frames, on_batch=on_batch)
 
     def _face_backend(self, options: RenderOptions) -> str:
         if options.face_backend != "auto":
@@ -147,6 +152,14 @@ class LipSyncEngine:
         digest = _file_sha256(video)
         key = f"{self._face_backend(options)}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}"
         return self.cache_dir / "tracks" / f"{digest}-{key}.npz"
+
+
+def _shifted(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn | None:
+    """Report a stage's progress as part of the whole render: ``offset`` frames before it,
+    ``total`` in all."""
+    if progress is None:
+        return None
+    return lambda p: progress(Progress(offset + p.frames_done, total, p.stage))
 
 
 def _file_sha256(path: Path) -> str:

@@ -56,6 +56,8 @@ def test_render_keeps_everything_but_the_mouth(engine, gap_clip, speech_file, tm
     assert abs(out_info.duration_s - audio.duration_s) <= 1 / src_info.fps + 1e-6
     assert result.frames == audio.frame_count(src_info.fps)
     assert [p.stage for p in seen][-1] == "render" and seen[-1].frames_done == seen[-1].frames_total
+    assert {p.stage for p in seen} == {"faces", "render"} and len({p.frames_total for p in seen}) == 1
+    assert [p.frames_done for p in seen] == sorted(p.frames_done for p in seen)  # one scale, never back
     assert not list(tmp_path.glob(".*partial*")), "temporary output left behind"
 
     with av_open(out) as container:  # the new audio is muxed, as AAC, as long as the speech
