@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The benchmark on the lent GPU box (device tool), which has Python 3.12, torch, numpy and OpenCV
+# but neither network nor PyAV/librosa. From this repo's root, here, once per session:
+#
+#   mkdir -p .whl .device && cp ../shared/media/frontal_1080x1920_man_talking_20s_hevc.mp4 .device/clip.mp4 \
+#     && cp ../shared/media/speech_20s_16k_mono_latentsync_demo2.wav .device/speech.wav
+#   pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_27_x86_64 -d .whl av==18.1.0 librosa==0.11.0 soundfile soxr audioread \
+#     pooch platformdirs decorator cffi pycparser
+#
+# then run, with carry [".whl", ".device"]:   bash benchmarks/gpu_box.sh
+# (~38 MB of wheels; .whl/ and .device/ are git-ignored.) Figures land in $OUT/gpu_1080x1920.json.
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv
+python3 benchmarks/render_bench.py --video .device/clip.mp4 --audio .device/speech.wav \
+    --seconds 10 60 --batch-size "${BATCH:-256}" --codec-frames 500 --json "${OUT:-benchmarks/results}/gpu_1080x1920.json"
