@@ -23,7 +23,7 @@ import torch
 
 from . import media
 from .audio import SpeechAudio, load_speech
-from .errors import NoFaceError
+from .errors import EngineError, NoFaceError
 from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
 from .faces.track import TRACK_VERSION, FaceTrack, analyse
@@ -38,9 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when a GPU is usable, else the CPU."""
+    """``auto`` picks CUDA when a GPU is usable, else the CPU; ``cuda`` without one is an error
+    (a service configured for the GPU should not silently run a hundred times slower)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("The GPU was asked for (device: cuda) but none is usable here: check nvidia-smi, "
+                          "that torch is a CUDA build (lipsyncd doctor), or set engine.device to auto or cpu.")
     return torch.device(device)
 
 

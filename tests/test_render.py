@@ -154,3 +154,14 @@ def test_memory_stays_flat_as_the_video_grows(engine, speech_file, tmp_path, mon
         peaks.append(rss.growth)
     decoded_long_video_mb = 1500 * 320 * 240 * 3 / 2**20  # 330 MB if frames piled up
     assert peaks[1] < peaks[0] + 0.15 * decoded_long_video_mb, peaks
+
+
+def test_asking_for_a_gpu_that_is_not_there_is_a_clear_error(models_dir, monkeypatch):
+    import torch
+
+    from lipsyncd.engine import EngineError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EngineError, match="device: cuda"):
+        LipSyncEngine(models_dir, device="cuda")
+    assert LipSyncEngine(models_dir, device="auto").device.type == "cpu"
