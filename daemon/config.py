@@ -148,7 +148,9 @@ def _apply_env(merged: dict[str, dict[str, Any]], environ: Mapping[str, str]) ->
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
-        if section not in DEFAULTS or key not in DEFAULTS[section] or key == "defaults":
+        if section not in DEFAULTS:
+            continue  # not a config key (LIPSYNCD_MODELS_DIR for the models CLI, a test's own variable)
+        if key not in DEFAULTS[section] or key == "defaults":  # a known section: surely a typo
             raise ConfigError(f"environment: {name}: unknown setting; use LIPSYNCD_<SECTION>_<KEY> "
                               "for a key of config.example.yaml, for example LIPSYNCD_WATCH_MODE")
         try:

@@ -78,3 +78,9 @@ def test_unknown_environment_setting_is_an_error():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load(tmp_path / "nope.yaml", environ={})
+
+
+def test_other_lipsyncd_variables_are_not_config_keys():
+    """LIPSYNCD_MODELS_DIR (the models CLI's) or a test's own variable must not stop the service."""
+    config = load(None, environ={"LIPSYNCD_MODELS_DIR": "/srv/models", "LIPSYNCD_MEDIAPIPE_WHEEL": "/x.whl"})
+    assert config.watch.mode == "auto"
