@@ -165,3 +165,15 @@ def test_asking_for_a_gpu_that_is_not_there_is_a_clear_error(models_dir, monkeyp
     with pytest.raises(EngineError, match="device: cuda"):
         LipSyncEngine(models_dir, device="cuda")
     assert LipSyncEngine(models_dir, device="auto").device.type == "cpu"
+
+
+def test_stop_request_cancels_soon_and_leaves_no_output(engine, face_clip, speech_file, tmp_path):
+    from lipsyncd.engine import Cancelled
+
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: 2 * SAMPLE_RATE]))
+    seen = []
+    with pytest.raises(Cancelled):
+        engine.render(audio, face_clip, tmp_path / "stopped.mp4", RenderOptions(batch_size=8),
+                      progress=seen.append, should_stop=lambda: any(p.stage == "render" for p in seen))
+    assert [p.stage for p in seen].count("render") == 1  # stopped at the next batch
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.wav"]

@@ -1,0 +1,58 @@
+"""Running the network: the reference's input layout, and recovery from GPU out-of-memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from lipsyncd.engine.infer import MouthGenerator
+from lipsyncd.engine.wav2lip import Wav2Lip
+
+
+class Recorder(torch.nn.Module):
+    """Stands in for Wav2Lip: records inputs, returns the unmasked face; fails on big batches."""
+
+    def __init__(self, max_batch: int = 10**6) -> None:
+        super().__init__()
+        self.max_batch, self.calls = max_batch, []
+
+    def forward(self, mel, face):
+        if len(face) > self.max_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        self.calls.append((mel.shape, face.shape))
+        self.last_face = face
+        return face[:, 3:].clone()
+
+
+def test_input_layout_is_the_references():
+    model = Recorder()
+    crops = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), np.uint8)
+    out = MouthGenerator(model, torch.device("cpu"), batch_size=8)(crops, np.zeros((3, 80, 16), np.float32))
+    face = model.last_face
+    assert model.calls == [((3, 1, 80, 16), (3, 6, 96, 96))]
+    assert torch.all(face[:, :3, 48:] == 0)                                   # masked lower half first
+    assert torch.equal(face[:, :3, :48], face[:, 3:, :48])
+    assert torch.allclose(face[:, 3:], torch.from_numpy(crops).permute(0, 3, 1, 2) / 255.0)  # BGR, 0..1
+    assert np.array_equal(out, crops)                                          # back to uint8 BGR HWC
+
+
+def test_out_of_memory_halves_the_batch_and_loses_no_frame():
+    model = Recorder(max_batch=12)
+    generator = MouthGenerator(model, torch.device("cpu"), batch_size=64)
+    crops = np.random.default_rng(1).integers(0, 256, (40, 96, 96, 3), np.uint8)
+    out = generator(crops, np.zeros((40, 80, 16), np.float32))
+    assert generator.batch_size == 8
+    assert np.array_equal(out, crops)
+    assert sum(shape[0] for _, shape in model.calls) == 40
+
+
+def test_out_of_memory_at_batch_one_is_raised():
+    with pytest.raises(torch.OutOfMemoryError):
+        MouthGenerator(Recorder(max_batch=0), torch.device("cpu"), 4)(
+            np.zeros((2, 96, 96, 3), np.uint8), np.zeros((2, 80, 16), np.float32))
+
+
+def test_wav2lip_shapes():
+    model = Wav2Lip().eval()
+    with torch.inference_mode():
+        out = model(torch.zeros(2, 1, 80, 16), torch.zeros(2, 6, 96, 96))
+    assert out.shape == (2, 3, 96, 96)
