@@ -30,11 +30,14 @@ from .faces.track import TRACK_VERSION, FaceTrack, analyse
 from .infer import MouthGenerator
 from .models import require_model
 from .options import Progress, RenderOptions, RenderResult
-from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop
+from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_chunk
 from .stages import prefetch
 from .wav2lip import load_wav2lip
 
 log = logging.getLogger(__name__)
+
+ANALYSIS_BATCH = 32
+"""Frames per face-model batch: small models, so larger batches gain little on a GPU."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -101,8 +104,9 @@ class LipSyncEngine:
             with media.VideoWriter(tmp, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
                                    color=info.color, audio_path=audio.path,
                                    audio_duration_s=audio.duration_s) as writer:
+                chunk = frames_per_chunk(info.width, info.height, options.batch_size)
                 loop = FrameLoop(track, audio.windows(info.fps), generator, writer.convert, writer.write,
-                                 options, timer)
+                                 options, timer, chunk)
                 loop.run(media.read_frames(video, info, schedule), schedule,
                          _shifted(progress, analysed, analysed + total), should_stop)
             os.replace(tmp, output)
@@ -132,8 +136,10 @@ class LipSyncEngine:
             if progress:
                 progress(Progress(done, info.frame_count, "faces"))
 
-        with closing(prefetch(media.read_frames(video, info, range(info.frame_count)), depth=32)) as frames:
-            return analyse(frames, locator, smooth_frames=options.smooth_frames, on_batch=on_batch)
+        chunk = frames_per_chunk(info.width, info.height, ANALYSIS_BATCH)
+        with closing(prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk)) as frames:
+            return analyse(frames, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
+                           on_batch=on_batch)
 
     def _face_backend(self, options: RenderOptions) -> str:
         if options.face_backend != "auto":

@@ -8,7 +8,8 @@ Four kinds of work run at once, joined by bounded queues (:mod:`.stages`)::
 The network is ~100× faster than the codec on a GPU, so the loop is built around keeping the
 encoder fed: blending and colour conversion, the per-frame CPU work, run on a pool of threads
 (OpenCV and swscale release the GIL) while one thread does nothing but encode, in order.
-Memory holds a few batches of frames whatever the video's length.
+Memory holds about four chunks of frames whatever the video's length, and a chunk is capped
+in bytes (:func:`frames_per_chunk`), so a 4K video does not need four times a 1080p one's RAM.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ from .stages import Sink, prefetch
 ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool]
 BLEND_THREADS = min(8, os.cpu_count() or 1)
+CHUNK_BYTES = 192 * 2**20
+"""Decoded frames per chunk are capped at this size: ~30 frames of 1080p, ~8 of 4K, the batch
+size for small videos. The network then runs on smaller batches for big frames, which costs
+nothing that shows, as it is far faster than the encoder."""
+
+
+def frames_per_chunk(width: int, height: int, limit: int) -> int:
+    """How many decoded BGR frames of this size to handle together (at most ``limit``, at least 4)."""
+    return max(4, min(limit, CHUNK_BYTES // (width * height * 3)))
 
 
 class StageTimer:
@@ -69,18 +79,20 @@ class FrameLoop:
     write: Callable[[av.VideoFrame], None]
     options: RenderOptions
     timer: StageTimer
+    chunk: int
+    """Frames handled together (see :func:`frames_per_chunk`)."""
 
     def run(self, frames: Iterator[np.ndarray], schedule: list[int],
             progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> None:
-        total, batch, done = len(schedule), max(1, self.options.batch_size), 0
+        total, done = len(schedule), 0
         with ThreadPoolExecutor(BLEND_THREADS, thread_name_prefix="blend") as pool, \
                 Sink(self._encode, depth=2) as encoder:
-            decoded = prefetch(frames, depth=batch)
+            decoded = prefetch(frames, depth=self.chunk)
             try:
                 while done < total:
                     check_stop(should_stop)
                     with self.timer("decode wait"):
-                        chunk = [next(decoded) for _ in range(min(batch, total - done))]
+                        chunk = [next(decoded) for _ in range(min(self.chunk, total - done))]
                     sources = schedule[done:done + len(chunk)]
                     with self.timer("infer"):
                         mouths = self._mouths(chunk, sources, done)
