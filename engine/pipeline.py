@@ -110,15 +110,15 @@ class FrameLoop:
         for j, (frame, src) in enumerate(zip(chunk, sources)):
             if track.has_face[src]:
                 rects[j] = crop_rect(track.boxes[src], pads, frame.shape[1], frame.shape[0])
-        with_face = [j for j, rect in enumerate(rects) if rect is not None]
-        if not with_face:
+        if all(rect is None for rect in rects):
             return [None] * len(chunk)
-        crops = np.stack([model_crop(chunk[j], rects[j]) for j in with_face])
-        generated = self.generator(crops, self.mels[[first + j for j in with_face]])
+        faces = [(j, rect) for j, rect in enumerate(rects) if rect is not None]
+        crops = np.stack([model_crop(chunk[j], rect) for j, rect in faces])
+        generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
         mouths: list[tuple | None] = [None] * len(chunk)
-        for k, j in enumerate(with_face):
+        for k, (j, rect) in enumerate(faces):
             src = sources[j]
-            mouths[j] = (generated[k], rects[j], track.points[src], float(track.fade[src]))
+            mouths[j] = (generated[k], rect, track.points[src], float(track.fade[src]))
         return mouths
 
     def _blend(self, frame: np.ndarray, mouth: tuple | None) -> av.VideoFrame:

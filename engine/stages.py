@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ class _Failure:
         self.error = error
 
 
-def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the caller.
 
     Closing the returned generator (or leaving a ``for`` loop over it early) stops the thread.
