@@ -23,9 +23,10 @@ class Engine(Protocol):
 
     def render(self, audio: Any, video: Path, output: Path, options: RenderOptions,
                progress: Callable[[Progress], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> RenderResult:
+               should_stop: Callable[[], bool] | None = None, video_digest: str | None = None) -> RenderResult:
         """Write ``output`` atomically; raise an ``EngineError`` subclass with a readable message,
-        ``Cancelled`` soon after ``should_stop()`` turns true."""
+        ``Cancelled`` soon after ``should_stop()`` turns true. ``video_digest`` is the video's
+        sha256 when the caller already has it (saves reading a large file from the share twice)."""
 
 
 EngineFactory = Callable[[], Engine]

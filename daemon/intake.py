@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import Config
 from .filing import TEMP_PREFIX, move_dir, remove_tree
-from .jobfolder import JobFolderError, content_hash, is_junk, list_files, load_spec, output_names
+from .jobfolder import JobFolderError, content_hash, file_hashes, is_junk, list_files, load_spec, output_names
 from .names import readable, unique_in_dir
 from .results import INPUT_DIR, file_job, finish_filing
 from .stability import StabilityTracker
@@ -56,7 +56,8 @@ def register(store: Store, config: Config, job_id: int) -> None:
     try:
         spec = load_spec(inputs, defaults=config.engine.defaults, naming=config.jobs.naming,
                          ignore=config.watch.ignore)
-        digest = content_hash(inputs, spec)
+        hashes = file_hashes(inputs, spec)
+        digest = content_hash(hashes, spec)
     except (JobFolderError, OSError) as exc:
         reason = str(exc) if isinstance(exc, JobFolderError) else f"A file could not be read: {exc}"
         log.warning("job %d (%s): not a valid job: %s", job.id, job.name, reason)
@@ -70,8 +71,8 @@ def register(store: Store, config: Config, job_id: int) -> None:
         log.info("job %d (%s): identical to job %d; skipped (jobs.duplicates: skip)", job.id, job.name, duplicate.id)
         file_job(store, job_id, config.folders, config.watch.ignore, outcome="skipped")
         return
-    store.enqueue(job_id, audio=spec.audio, videos=list(zip(spec.videos, output_names(spec, job.name))),
-                  naming=spec.naming, priority=spec.priority, options=spec.options.as_dict(),
+    videos = [(video, output, hashes[video]) for video, output in zip(spec.videos, output_names(spec, job.name))]
+    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority, options=spec.options.as_dict(),
                   content_hash=digest)
     log.info("job %d (%s): queued, %d video(s)", job.id, job.name, len(spec.videos))
 

@@ -224,12 +224,18 @@ def output_names(spec: JobSpec, job_name: str) -> list[str]:
     return names
 
 
-def content_hash(folder: Path, spec: JobSpec) -> str:
+def file_hashes(folder: Path, spec: JobSpec) -> dict[str, str]:
+    """sha256 of the audio and of every video, by name: read once at intake, then used for the
+    job's identity and handed to the engine, whose face-track cache is keyed by video content."""
+    return {name: _file_hash(folder / name) for name in (spec.audio, *spec.videos)}
+
+
+def content_hash(hashes: dict[str, str], spec: JobSpec) -> str:
     """Identity of a job's inputs: the bytes of audio and videos plus the effective options,
     not the names, so a renamed re-drop of the same material is still recognised."""
     digest = hashlib.sha256()
-    digest.update(b"audio:" + _file_hash(folder / spec.audio).encode())
-    for video_hash in sorted(_file_hash(folder / v) for v in spec.videos):
+    digest.update(b"audio:" + hashes[spec.audio].encode())
+    for video_hash in sorted(hashes[v] for v in spec.videos):
         digest.update(b"video:" + video_hash.encode())
     digest.update(json.dumps(spec.options.as_dict(), sort_keys=True).encode())
     return digest.hexdigest()

@@ -145,7 +145,8 @@ class Runner:
             log.info("%s: rendering to %s", task.video, task.output_name)
             try:
                 result = engine.render(audio, inputs / task.video, outputs / task.output_name, options,
-                                       progress=self._progress_writer(store, task.id), should_stop=should_stop)
+                                       progress=self._progress_writer(store, task.id), should_stop=should_stop,
+                                       video_digest=task.video_sha256)
             except Cancelled:
                 break
             except EngineError as exc:

@@ -97,6 +97,10 @@ MIGRATIONS: tuple[str, ...] = (
              CASE WHEN j.state IN ('queued', 'intake') THEN -j.priority ELSE 0 END,
              CASE WHEN j.state IN ('queued', 'intake') THEN j.id ELSE -j.id END;
     """,
+    # 2: each video's sha256, read once at intake and handed to the engine (face-track cache key)
+    """
+    ALTER TABLE tasks ADD COLUMN video_sha256 TEXT;
+    """,
 )
 
 
@@ -148,6 +152,7 @@ class Task:
     finished_at: str | None
     error: str | None
     output_path: str | None
+    video_sha256: str | None
 
 
 def _record(cls: type, row: dict[str, Any]) -> Any:
@@ -244,14 +249,15 @@ class Store:
         """Forget a claim that did not happen (the folder stays in the inbox, to be tried again)."""
         self.db.execute("DELETE FROM jobs WHERE id = ? AND state = 'intake'", [job_id])
 
-    def enqueue(self, job_id: int, *, audio: str, videos: list[tuple[str, str]], naming: str,
+    def enqueue(self, job_id: int, *, audio: str, videos: list[tuple[str, str, str | None]], naming: str,
                 priority: int, options: dict[str, Any], content_hash: str) -> None:
-        """The claimed folder is a valid job: one task per (video, output name); state queued."""
+        """The claimed folder is a valid job: one task per (video, output name, video sha256);
+        state queued."""
         with self.db.atomic():
             self.db.execute("DELETE FROM tasks WHERE job_id = ?", [job_id])
-            for position, (video, output_name) in enumerate(videos):
-                self.db.execute("INSERT INTO tasks (job_id, position, video, output_name) VALUES (?, ?, ?, ?)",
-                                [job_id, position, video, output_name])
+            for position, (video, output_name, sha256) in enumerate(videos):
+                self.db.execute("INSERT INTO tasks (job_id, position, video, output_name, video_sha256) "
+                                "VALUES (?, ?, ?, ?, ?)", [job_id, position, video, output_name, sha256])
             self._update(job_id, state="queued", audio=audio, naming=naming, priority=priority,
                          options=json.dumps(options, sort_keys=True), content_hash=content_hash)
 

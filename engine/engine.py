@@ -72,11 +72,13 @@ class LipSyncEngine:
         return load_speech(Path(path))
 
     def render(self, audio: SpeechAudio, video: Path, output: Path, options: RenderOptions = RenderOptions(),
-               progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> RenderResult:
+               progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+               video_digest: str | None = None) -> RenderResult:
         """Write ``output`` (an .mp4): ``video``'s picture with the mouth re-drawn to ``audio``.
 
         The output is as long as the audio and is written under a temporary name in its folder,
-        renamed into place only when complete.
+        renamed into place only when complete. ``video_digest``, the video's sha256 when the
+        caller has already read it, keys the face-track cache without reading the file again.
         """
         started = time.perf_counter()
         video, output = Path(video), Path(output)
@@ -84,7 +86,7 @@ class LipSyncEngine:
         info = media.probe(video)
         total = audio.frame_count(info.fps)
         timer = StageTimer()
-        cache = self._track_cache_path(video, options)
+        cache = self._track_cache_path(video, options, video_digest)
         track = FaceTrack.load(cache) if cache is not None else None
         # One progress scale for the whole render: face analysis (when not cached), then frames.
         analysed = 0 if track is not None else info.frame_count
@@ -156,10 +158,10 @@ class LipSyncEngine:
                 else FaceLocator.load(self.device))
         return self._locators[backend].for_video(options.face)
 
-    def _track_cache_path(self, video: Path, options: RenderOptions) -> Path | None:
+    def _track_cache_path(self, video: Path, options: RenderOptions, digest: str | None = None) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = _file_sha256(video)
+        digest = digest or _file_sha256(video)
         key = f"{self._face_backend(options)}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}"
         return self.cache_dir / "tracks" / f"{digest}-{key}.npz"
 

@@ -177,3 +177,12 @@ def test_stop_request_cancels_soon_and_leaves_no_output(engine, face_clip, speec
                       progress=seen.append, should_stop=lambda: any(p.stage == "render" for p in seen))
     assert [p.stage for p in seen].count("render") == 1  # stopped at the next batch
     assert list(tmp_path.iterdir()) == [tmp_path / "s.wav"]
+
+
+def test_a_given_video_digest_keys_the_track_cache(engine, face_clip, tmp_path):
+    """The daemon passes the sha256 it computed at intake: the cache key is that, not a re-read."""
+    import hashlib
+
+    digest = hashlib.sha256(face_clip.read_bytes()).hexdigest()
+    assert engine._track_cache_path(face_clip, RenderOptions()) == \
+        engine._track_cache_path(tmp_path / "not read.mp4", RenderOptions(), digest)

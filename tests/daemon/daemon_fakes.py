@@ -34,6 +34,7 @@ class FakeEngine:
         self.frame_delay = frame_delay
         self.on_frame = on_frame
         self.rendered: list[str] = []
+        self.digests: list[str | None] = []
 
     def check_ready(self, options: RenderOptions) -> None:
         if self.models_dir is not None and not (self.models_dir / f"{options.checkpoint}.pth").is_file():
@@ -48,8 +49,9 @@ class FakeEngine:
 
     def render(self, audio: bytes, video: Path, output: Path, options: RenderOptions,
                progress: Callable[[Progress], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> RenderResult:
+               should_stop: Callable[[], bool] | None = None, video_digest: str | None = None) -> RenderResult:
         data = video.read_bytes()
+        self.digests.append(video_digest)
         if b"noface" in data:
             raise NoFaceError(f"No face was found in {video.name}.")
         if b"broken" in data:

@@ -17,7 +17,7 @@ def setup(tmp_path):
     path = write_config(tmp_path)
     store = Store(tmp_path / "state" / "lipsyncd.sqlite3")
     job = store.begin_intake("Interview 🎬", tmp_path / "inbox" / ".processing")
-    store.enqueue(job.id, audio="a.wav", videos=[("a.mp4", "a.mp4"), ("b.mp4", "b.mp4")], naming="{stem}.mp4",
+    store.enqueue(job.id, audio="a.wav", videos=[("a.mp4", "a.mp4", None), ("b.mp4", "b.mp4", None)], naming="{stem}.mp4",
                   priority=0, options={}, content_hash="h")
     store.claim(job.id)
     first = store.tasks(job.id)[0]

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 from daemon_helpers import make_job
-from lipsyncd.daemon.jobfolder import JobFolderError, content_hash, is_junk, load_spec, output_names
+from lipsyncd.daemon.jobfolder import JobFolderError, content_hash, file_hashes, is_junk, load_spec, output_names
 from lipsyncd.engine.options import RenderOptions
 
 DEFAULTS = RenderOptions()
@@ -64,5 +64,5 @@ def test_content_hash_ignores_names_but_not_bytes_or_options(tmp_path):
     b = make_job(tmp_path, "b", {"speech.wav": b"A", "face.mp4": b"V"})
     c = make_job(tmp_path, "c", {"s.wav": b"A", "v.mp4": b"W"})
     d = make_job(tmp_path, "d", {"s.wav": b"A", "v.mp4": b"V", "job.yaml": "engine: {crf: 30}"})
-    hashes = [content_hash(f, spec_of(f)) for f in (a, b, c, d)]
+    hashes = [content_hash(file_hashes(f, spec_of(f)), spec_of(f)) for f in (a, b, c, d)]
     assert hashes[0] == hashes[1] and len(set(hashes)) == 3

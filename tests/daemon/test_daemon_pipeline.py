@@ -371,3 +371,13 @@ def test_an_engine_bug_fails_the_video_or_job_but_not_the_service(cfg, store):
     drain(cfg, store, BuggyAudio())
     assert store.job(2).state == "failed"
     assert "Internal error (MemoryError: too big)" in (cfg.folders.error / "huge" / "error.txt").read_text()
+
+
+def test_each_video_is_hashed_once_and_the_engine_gets_the_hash(cfg, store, engine):
+    """Intake reads every video once; the engine's face-track cache reuses that sha256 instead
+    of reading a large file from the share again."""
+    import hashlib
+
+    make_job(cfg.folders.inbox, "two", {"s.wav": b"a", "one.mp4": b"first video", "two.mp4": b"second video"})
+    drain(cfg, store, engine)
+    assert engine.digests == [hashlib.sha256(b"first video").hexdigest(), hashlib.sha256(b"second video").hexdigest()]

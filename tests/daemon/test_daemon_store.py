@@ -11,7 +11,7 @@ from lipsyncd.daemon.store import Store, StoreError
 
 def queued(db: Store, name: str = "job", priority: int = 0) -> int:
     job = db.begin_intake(name, db.path.parent / ".processing")
-    db.enqueue(job.id, audio="a.wav", videos=[("v.mp4", "v.mp4")], naming="{stem}.mp4", priority=priority,
+    db.enqueue(job.id, audio="a.wav", videos=[("v.mp4", "v.mp4", None)], naming="{stem}.mp4", priority=priority,
                options={"crf": 18}, content_hash="h")
     return job.id
 
@@ -32,10 +32,25 @@ def test_a_later_migration_upgrades_an_existing_database_once(tmp_path, monkeypa
     monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS,
                                                      "ALTER TABLE jobs ADD COLUMN colour TEXT DEFAULT 'red';"))
     db = Store(tmp_path / "s.db")
-    assert db.schema_version == 2
+    assert db.schema_version == len(store_module.MIGRATIONS)
     assert db.db.execute("SELECT name, colour FROM jobs WHERE id = ?", [job_id]).fetchone() == ("job", "red")
     db.close()
     Store(tmp_path / "s.db").close()  # applied once: a second ALTER would fail
+
+
+def test_a_version_1_database_gains_the_video_hashes_and_keeps_its_tasks(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        db = Store(tmp_path / "s.db")
+        job = db.begin_intake("old", tmp_path / ".processing")
+        db.db.execute("INSERT INTO tasks (job_id, position, video, output_name) VALUES (?, 0, 'v.mp4', 'v.mp4')",
+                      [job.id])
+        db.close()
+    db = Store(tmp_path / "s.db")
+    assert db.schema_version == len(store_module.MIGRATIONS) == 2
+    (task,) = db.tasks(job.id)
+    assert (task.video, task.video_sha256) == ("v.mp4", None)  # the engine then hashes the file itself
+    db.close()
 
 
 def test_a_newer_database_is_refused(tmp_path):
