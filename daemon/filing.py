@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .jobfolder import list_files
+from .jobfolder import file_sha256, list_files
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ def copy_verified(src: Path, dst: Path) -> None:
         _copy_data(fin, fout, expected)
         fout.flush()
         os.fsync(fout.fileno())
-    actual = hashlib.sha256()
-    with dst.open("rb") as check:
-        while chunk := check.read(CHUNK):
-            actual.update(chunk)
-    if actual.digest() != expected.digest():
+    if file_sha256(dst) != expected.hexdigest():
         raise OSError(errno.EIO, "the copy read back differs from the original", str(dst))
     try:
         shutil.copystat(src, dst)

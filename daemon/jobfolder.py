@@ -227,7 +227,7 @@ def output_names(spec: JobSpec, job_name: str) -> list[str]:
 def file_hashes(folder: Path, spec: JobSpec) -> dict[str, str]:
     """sha256 of the audio and of every video, by name: read once at intake, then used for the
     job's identity and handed to the engine, whose face-track cache is keyed by video content."""
-    return {name: _file_hash(folder / name) for name in (spec.audio, *spec.videos)}
+    return {name: file_sha256(folder / name) for name in (spec.audio, *spec.videos)}
 
 
 def content_hash(hashes: dict[str, str], spec: JobSpec) -> str:
@@ -241,9 +241,7 @@ def content_hash(hashes: dict[str, str], spec: JobSpec) -> str:
     return digest.hexdigest()
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()

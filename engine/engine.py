@@ -11,7 +11,6 @@ are meant for the person who dropped the job.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
 from .faces.track import TRACK_VERSION, FaceTrack, analyse
 from .infer import MouthGenerator
-from .models import require_model
+from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
 from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_chunk
 from .stages import prefetch
@@ -161,7 +160,7 @@ class LipSyncEngine:
     def _track_cache_path(self, video: Path, options: RenderOptions, digest: str | None = None) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = digest or _file_sha256(video)
+        digest = digest or file_sha256(video)
         key = f"{self._face_backend(options)}-{options.face}-s{options.smooth_frames}-v{TRACK_VERSION}"
         return self.cache_dir / "tracks" / f"{digest}-{key}.npz"
 
@@ -172,8 +171,3 @@ def _shifted(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn
     if progress is None:
         return None
     return lambda p: progress(Progress(offset + p.frames_done, total, p.stage))
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

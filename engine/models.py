@@ -188,7 +188,7 @@ def install_file(models_dir: str | Path, name: str, src: str | Path) -> Path:
     return dest
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with path.open("rb") as data:
         return hashlib.file_digest(data, "sha256").hexdigest()
 
@@ -204,7 +204,7 @@ def _part_path(dest: Path) -> Path:
 def _problem(model: ModelSpec, path: Path, deep: bool) -> tuple[str, str | None]:
     """``(checksum state, problem or None)`` for a file that is meant to be ``model``."""
     if model.sha256 is not None:
-        if _sha256(path) == model.sha256:
+        if file_sha256(path) == model.sha256:
             return "ok", None
         return "mismatch", (f"it is not the official {model.filename} (its sha256 differs "
                             f"from the published {model.sha256[:12]}...); it is damaged, "
