@@ -97,7 +97,8 @@ def test_model_batches_are_independent(face_mesh: FaceMesh) -> None:
     crops = _npy("landmark_input_u8")
     together, _ = face_mesh.run_model(crops)
     alone, _ = face_mesh.run_model(crops[2:3])
-    np.testing.assert_allclose(together[2], alone[0], rtol=0, atol=1e-4)
+    # Pixel coordinates up to ~200: a batch may sum in another order, a few float32 ulps apart.
+    np.testing.assert_allclose(together[2], alone[0], rtol=2e-6, atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
