@@ -3,7 +3,8 @@
 Every command reads the same config (``--config``, else ``$LIPSYNCD_CONFIG``, else built-in
 defaults on ``./var``) and fails at once, with the key and the allowed values, when it is
 invalid. ``status``, ``retry`` and ``cancel`` only touch the database and the folders, so they
-work while the service runs (or not) without importing the engine.
+work while the service runs (or not) without importing the engine. ``status`` and ``doctor``
+only look: they create no folder and no database, and say where they looked.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from typing import Any
 import click
 
 from . import config as config_module
-from . import logs, operations
+from . import lock, logs, operations
 from .config import Config, ConfigError
-from .store import Store, StoreError
+from .lock import ServiceState
+from .store import NoDatabase, Store, StoreError
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
                   ("percent", "%"), ("current_video", "NOW"), ("message", "MESSAGE"))
+HEARTBEAT_STALE_S = 30.0
+"""The service touches its heartbeat every second while its threads are healthy; this much
+silence means a worker is stuck (systemd's watchdog restarts such a service)."""
 
 
 @click.group(help="lipsyncd: drop job folders into the inbox, get lip-synced videos in the outbox.")
@@ -43,7 +48,11 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _store(ctx: click.Context) -> Store:
-    return Store(_config(ctx).folders.database)
+    """The database for ``retry`` and ``cancel``: it must exist (they never create one)."""
+    try:
+        return Store(_config(ctx).folders.database, create=False)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command(help="Run the service in the foreground (what systemd starts).")
@@ -53,25 +62,70 @@ def run(ctx: click.Context) -> None:
 
     cfg = _config(ctx)
     logs.setup(cfg.service.log_level)
-    sys.exit(service.run(cfg))
+    try:
+        code = service.run(cfg)
+    except service.StartError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
-@cli.command(help="Show running, queued and recent jobs.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per job) instead of a table.")
+@cli.command(help="Show whether the service runs, and its running, queued and recent jobs.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"service": {...}, "database": path, "jobs": [one object per job]}.')
 @click.option("--limit", default=20, show_default=True, help="How many jobs to show.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, limit: int) -> None:
-    store = _store(ctx)
+    cfg = _config(ctx)
+    service = lock.probe(cfg.folders.state)
+    rows: list[dict[str, Any]] = []
+    missing = None
     try:
-        rows = store.status(limit)
-    finally:
-        store.close()
+        store = Store(cfg.folders.database, readonly=True)
+    except NoDatabase as exc:
+        missing = f"{exc} (config: {cfg.source})"
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    else:
+        try:
+            rows = store.status(limit)
+        finally:
+            store.close()
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        health = {**service.as_dict(), "healthy": _healthy(service)}
+        click.echo(json.dumps({"service": health, "database": str(cfg.folders.database), "jobs": rows},
+                              indent=2, ensure_ascii=False))
+        return
+    click.echo(service_line(service))
+    if missing:
+        click.echo(missing[0].upper() + missing[1:])
     elif not rows:
-        click.echo(f"No jobs yet. Drop a job folder into {_config(ctx).folders.inbox}")
+        click.echo(f"No jobs yet. Drop a job folder into {cfg.folders.inbox}")
     else:
         click.echo(format_table(rows))
+
+
+def _healthy(service: ServiceState) -> bool:
+    return service.running and (service.heartbeat_age_s or 0.0) <= HEARTBEAT_STALE_S
+
+
+def service_line(service: ServiceState) -> str:
+    """``service: running (pid 812), last heartbeat 1 s ago`` — or why it is not well."""
+    if not service.running:
+        return "service: not running"
+    who = f"pid {service.pid}" if service.pid else "pid unknown"
+    ago = _ago(service.heartbeat_age_s or 0.0)
+    if _healthy(service):
+        return f"service: running ({who}), last heartbeat {ago} ago"
+    return (f"service: running ({who}) but NOT healthy: last heartbeat {ago} ago (a worker is stuck; "
+            "see journalctl -u lipsyncd)")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def format_table(rows: list[dict[str, Any]], message_width: int = 60) -> str:

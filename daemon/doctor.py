@@ -33,7 +33,7 @@ class Check:
 
 def run_checks(config: Config) -> list[Check]:
     checks: list[Callable[[Config], list[Check]]] = [
-        _codecs, _gpu, _models, _folders, _free_space, _state_is_local]
+        _codecs, _gpu, _models, _folders, _database, _free_space, _state_is_local]
     results = []
     for check in checks:
         try:
@@ -115,6 +115,31 @@ def _writable(name: str, path: Path) -> Check:
                      f"give the service's user write access: sudo chown -R lipsyncd:lipsyncd {path} "
                      f"&& sudo chmod -R g+rwX {path}")
     return Check(label, OK, f"{path} is writable")
+
+
+def _database(config: Config) -> list[Check]:
+    """Open the job database read-only (creating nothing) and say what state it is in."""
+    from .store import NoDatabase, Store, StoreError
+
+    path = config.folders.database
+    try:
+        store = Store(path, readonly=True)
+    except NoDatabase as exc:
+        return [Check("database", OK, f"{exc}; the service creates it at its first start")]
+    except StoreError as exc:
+        return [Check("database", FAIL, str(exc), "see the message; then run lipsyncd doctor again")]
+    try:
+        store.check_integrity()
+        jobs = store.db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    except StoreError as exc:
+        return [Check("database", FAIL, str(exc), "see the message; then run lipsyncd doctor again")]
+    finally:
+        store.close()
+    if not os.access(path, os.W_OK):
+        return [Check("database", FAIL, f"{path} ({jobs} jobs) cannot be written by this user (uid {os.geteuid()})",
+                      f"run doctor as the service's user; give that user write access: chown lipsyncd:lipsync "
+                      f"{path}* && chmod u+w {path}, and chattr -i {path} if it is immutable")]
+    return [Check("database", OK, f"{path} ({jobs} jobs) is readable, writable and intact")]
 
 
 def _free_space(config: Config) -> list[Check]:

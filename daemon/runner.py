@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WAITING = "Waiting: "
 """Prefix of the note on a job that cannot start yet; cleared once it can."""
+INTERRUPTED = "Interrupted by a service stop; it runs again at the next start."
 
 
 class Runner:
@@ -113,7 +114,7 @@ class Runner:
             outcome, error = self._render_all(store, job, inputs, outputs)
             log.info("job %d (%s): %s", job.id, job.name, error or outcome or "finished")
         if outcome == "interrupted":
-            store.interrupt(job_id, "Interrupted by a service stop; it runs again at the next start.")
+            store.interrupt(job_id, INTERRUPTED)
             return
         self._file(store, job_id, outcome, error)
 

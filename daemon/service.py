@@ -6,22 +6,36 @@ watcher is up, reports the current job as STATUS, and pings the WATCHDOG only wh
 worker threads are alive and have shown a sign of life recently. Signal handlers only set the
 stop flag; the runner sees it, the engine aborts the current video within a second or so, the
 job goes back to the queue. If the video does not stop within ``service.shutdown_timeout``
-the process exits anyway: the job is still marked running, and the next start re-queues it.
+(a CPU batch of the network can take many seconds), the job is put back in the queue by this
+thread and the process leaves at once with ``os._exit``: returning normally would run the
+interpreter's and torch's teardown under a thread still inside torch, which aborts the
+process ("terminate called without an active exception", status 134) and leaves the job
+marked running.
+
+At start, before anything else, the service takes the state folder's lock (one service per
+database; see :mod:`lock`), opens and checks the database, and points every library cache
+(numba's, torch's, matplotlib's) at its own cache folder: nothing depends on ``$HOME``. Any
+problem there is a :class:`StartError` of one line, before systemd is told READY.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import MutableMapping
+from pathlib import Path
 from types import FrameType
 
 from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
-from .runner import Runner
-from .store import Store
+from .lock import AlreadyRunning, ServiceLock
+from .runner import INTERRUPTED, Runner
+from .store import Store, StoreError
 from .systemd import Notifier
 from .watcher import InboxWatcher
 
@@ -32,6 +46,16 @@ RUNNER_STALL_S = 900.0
 """No progress callback for this long during a render counts as hung (the watchdog stops)."""
 INTAKE_STALL_S = 600.0
 """Hashing a large video over a slow share is the longest thing intake does in one round."""
+INTAKE_STOP_S = 5.0
+LIBRARY_CACHES = {"NUMBA_CACHE_DIR": "numba", "TORCH_HOME": "torch", "MPLCONFIGDIR": "matplotlib",
+                  "XDG_CACHE_HOME": "xdg"}
+"""Environment variable -> folder under the service's cache folder. librosa's numba functions
+write a compiled cache next to their source or under ``$HOME``; a service user has neither
+writable, and the first job then failed with an internal error."""
+
+
+class StartError(RuntimeError):
+    """The service cannot start; the message is the one line to show (what, where, what to do)."""
 
 
 def prepare_folders(config: Config) -> None:
@@ -43,6 +67,19 @@ def prepare_folders(config: Config) -> None:
         config.engine.cache_dir.mkdir(parents=True, exist_ok=True)
 
 
+def library_cache_root(config: Config) -> Path:
+    """Where library caches go: the engine's cache folder, else one in the state folder."""
+    return config.engine.cache_dir or config.folders.state / "cache"
+
+
+def use_service_caches(config: Config, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Point library caches at the service's cache folder (a variable already set wins).
+    Must run before librosa, numba or torch is imported: they read these once."""
+    root = library_cache_root(config)
+    for variable, folder in LIBRARY_CACHES.items():
+        environ.setdefault(variable, str(root / folder))
+
+
 def default_engine_factory(config: Config) -> EngineFactory:
     e = config.engine
     return lambda: open_engine(e.models_dir, e.device, e.cache_dir)
@@ -51,8 +88,9 @@ def default_engine_factory(config: Config) -> EngineFactory:
 def run(config: Config, engine_factory: EngineFactory | None = None, notifier: Notifier | None = None) -> int:
     """Run until SIGTERM/SIGINT; the exit status (non-zero when a worker thread died)."""
     notifier = notifier or Notifier()
-    prepare_folders(config)
-    store = Store(config.folders.database)
+    use_service_caches(config)
+    lock = ServiceLock(config.folders.state)
+    store = _start(config, lock)
     recover(store, config)
     stop = threading.Event()
     _install_signal_handlers(stop)
@@ -81,6 +119,8 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
             break
         now = time.monotonic()
         healthy = now - runner.heartbeat < RUNNER_STALL_S and now - intake.heartbeat < INTAKE_STALL_S
+        if healthy:
+            lock.beat()
         if healthy and notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
             notifier.watchdog()
             last_ping = now
@@ -92,13 +132,52 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     notifier.stopping("Stopping: finishing or aborting the current video")
     log.info("stopping")
     threads[1].join(config.service.shutdown_timeout)
-    if threads[1].is_alive():
-        log.warning("the current video did not stop within %.0f s; its job runs again at the next start",
-                    config.service.shutdown_timeout)
-    threads[0].join(5)
+    threads[0].join(INTAKE_STOP_S)
     watcher.stop()
+    code = 1 if crashed else 0
+    if any(t.is_alive() for t in threads):
+        _leave_now(store, config, code)
     store.close()
-    return 1 if crashed else 0
+    lock.release()
+    return code
+
+
+def _start(config: Config, lock: ServiceLock) -> Store:
+    """Folders, the lock, a usable database: a :class:`StartError` of one line if any is missing."""
+    try:
+        prepare_folders(config)
+    except OSError as exc:
+        where = exc.filename or config.folders.state
+        raise StartError(f"cannot create the folder {where} ({exc.strerror}); create it for the service's "
+                         "user or fix the folders in the config (lipsyncd doctor checks them)") from None
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        raise StartError(str(exc)) from None
+    except OSError as exc:
+        raise StartError(f"cannot write in the state folder {config.folders.state} ({exc.strerror}); give the "
+                         "service's user write access to it (chown, chmod u+w, chattr -i)") from None
+    try:
+        store = Store(config.folders.database)
+        store.check_integrity()
+    except StoreError as exc:
+        lock.release()
+        raise StartError(str(exc)) from None
+    return store
+
+
+def _leave_now(store: Store, config: Config, code: int) -> None:
+    """A worker did not stop in time (the runner deep in a torch call): put its job back in the
+    queue, then end the process without interpreter teardown, which would abort under a live
+    torch thread. The database is consistent at every commit, so nothing is lost."""
+    for job in store.jobs_in("running"):
+        store.interrupt(job.id, INTERRUPTED)
+    log.warning("the current video did not stop within %.0f s; its job was put back in the queue and runs "
+                "again at the next start", config.service.shutdown_timeout)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

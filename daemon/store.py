@@ -23,11 +23,14 @@ service and a ``lipsyncd cancel`` in another shell write without "database is lo
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -105,7 +108,27 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 class StoreError(RuntimeError):
-    """The database cannot be used (newer schema, unknown job)."""
+    """The database cannot be used (newer schema, damaged, read-only, unknown job)."""
+
+
+class NoDatabase(StoreError):
+    """A command that only reads found no database (the service has not run yet)."""
+
+
+def unusable(path: Path, exc: BaseException) -> StoreError:
+    """One line for a database file that cannot be used: what, where, what to do."""
+    reason = " ".join(str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc).split())
+    if path.is_dir():
+        return StoreError(f"the database {path} is a folder, not a file; move it away or set folders.state "
+                          "to another folder")
+    if _read_only(path, exc, reason):
+        return StoreError(f"the database {path} cannot be written ({reason}); give the service's user write "
+                          f"access to it and to {path.parent} (chown, chmod u+w, chattr -i, or remount "
+                          "read-write), then start again")
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in reason or "malformed" in reason
+                                                   or "corrupt" in reason):
+        return damaged(path, reason)
+    return StoreError(f"the database {path} cannot be opened ({reason}); lipsyncd doctor checks the state folder")
 
 
 @dataclass(frozen=True)
@@ -160,21 +183,61 @@ def _record(cls: type, row: dict[str, Any]) -> Any:
 
 
 class Store:
-    """One connection to the job database; open one per thread or process."""
+    """One connection to the job database; open one per thread or process.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        self.db = sqlite_utils.Database(conn)
+    ``readonly`` is for commands that only look (``status``, ``doctor``): the file is opened
+    without creating it, its folder, or (when no service has it open) its ``-wal``/``-shm``
+    companions, so running them as root never leaves root-owned files the service cannot
+    write. ``create=False`` opens an existing database for writing (``retry``, ``cancel``).
+    Every way the file can be unusable is a :class:`StoreError` of one line.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False, create: bool = True) -> None:
         self.path = path
-        self._migrate()
+        self.readonly = readonly
+        if (readonly or not create) and not path.exists():
+            raise NoDatabase(f"no database at {path}: the service has not run yet with this config")
+        try:
+            if readonly:
+                conn = _connect_readonly(path)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self.db = sqlite_utils.Database(conn)
+            if readonly:
+                self._check_version()
+                return
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+            self._probe_write()
+        except (sqlite3.Error, OSError) as exc:
+            raise unusable(path, exc) from None
 
     def close(self) -> None:
         self.db.close()
+
+    def check_integrity(self) -> None:
+        """SQLite's quick check of every page (milliseconds for a job table); the service runs
+        it at start so that a damaged file stops it with one line instead of failing later."""
+        try:
+            problems = [row[0] for row in self.db.execute("PRAGMA quick_check")]
+        except sqlite3.Error as exc:
+            raise unusable(self.path, exc) from None
+        if problems != ["ok"]:
+            raise damaged(self.path, " ".join(problems[:3]))
+
+    def _probe_write(self) -> None:
+        """Fail now, not at the first job, when the file cannot be written (read-only mode
+        bits, an immutable flag, a read-only mount): SQLite opens such a file read-only
+        without a word and only refuses the first write."""
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.conn.execute(f"PRAGMA user_version = {self.schema_version}")
+        finally:
+            self.db.conn.execute("ROLLBACK")
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -182,11 +245,17 @@ class Store:
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
-    def _migrate(self) -> None:
+    def _check_version(self) -> int:
         version = self.schema_version
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: the database was written by a newer lipsyncd (schema {version}, "
                              f"this one knows {len(MIGRATIONS)}); upgrade lipsyncd")
+        if self.readonly and version == 0:
+            raise NoDatabase(f"the database {self.path} is empty: the service has not run yet with this config")
+        return version
+
+    def _migrate(self) -> None:
+        version = self._check_version()
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self.db.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -357,6 +426,41 @@ class _Now:
     """Marks a column to be set to the database's current time."""
 
     sql = _NOW
+
+
+def damaged(path: Path, reason: str) -> StoreError:
+    reason = " ".join(reason.replace("*** in database main ***", "").split())
+    return StoreError(f"the database {path} is damaged ({reason}); move it aside (mv {path.name} "
+                      f"{path.name}.broken) to start with an empty queue, or restore it from a backup")
+
+
+def _read_only(path: Path, exc: BaseException, reason: str) -> bool:
+    if isinstance(exc, PermissionError) or "readonly" in reason or "read-only" in reason:
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EPERM, errno.EACCES):
+        return True
+    target = path if path.exists() else path.parent
+    return target.exists() and not os.access(target, os.W_OK)
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that creates no file. Without a ``-wal`` file no service has
+    the database open and every committed change is in the main file: open it immutable (no
+    ``-shm``, no locks). With one, a service runs (or crashed) and readers must use the
+    existing ``-wal``/``-shm``; anything SQLite still creates is handed to the database's
+    owner, so a root ``status`` never leaves files the service cannot write."""
+    uri = f"file:{quote(str(path))}"
+    if not Path(f"{path}-wal").exists():
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    companions = [Path(f"{path}-{suffix}") for suffix in ("wal", "shm")]
+    missing = [p for p in companions if not p.exists()]
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL index now
+    owner = path.stat()
+    for created in (p for p in missing if p.exists()):
+        if os.geteuid() == 0:
+            os.chown(created, owner.st_uid, owner.st_gid)
+    return conn
 
 
 def _statements(script: str) -> list[str]:

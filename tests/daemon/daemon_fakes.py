@@ -2,7 +2,9 @@
 
 Its behaviour is chosen by what a test writes into a video file, so the same fake works in
 process and in the subprocess harness: ``noface`` in a video raises NoFaceError, ``broken``
-raises VideoError, anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each).
+raises VideoError, ``torchbusy`` keeps torch's threads multiplying matrices for
+``TORCH_BUSY_S`` seconds without ever calling ``should_stop`` (a CPU network batch that cannot
+be interrupted), anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each).
 An audio file containing ``silence`` raises AudioError.
 """
 
@@ -25,6 +27,7 @@ from lipsyncd.engine import (
 )
 
 FRAMES = 10
+TORCH_BUSY_S = 60.0
 
 
 class FakeEngine:
@@ -56,6 +59,8 @@ class FakeEngine:
             raise NoFaceError(f"No face was found in {video.name}.")
         if b"broken" in data:
             raise VideoError(f"{video.name} cannot be decoded.")
+        if b"torchbusy" in data:
+            _keep_torch_busy(TORCH_BUSY_S, progress)
         for frame in range(1, FRAMES + 1):
             if should_stop is not None and should_stop():
                 raise Cancelled("stopped")
@@ -69,3 +74,14 @@ class FakeEngine:
         os.replace(tmp, output)
         self.rendered.append(video.name)
         return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, FRAMES, 0.01)
+
+
+def _keep_torch_busy(seconds: float, progress: Callable[[Progress], None] | None) -> None:
+    import torch
+
+    a = torch.rand(1024, 1024)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        a = torch.nn.functional.normalize(a @ a, dim=1)  # intra-op threads busy, no stop check
+        if progress is not None:
+            progress(Progress(1, FRAMES))

@@ -18,7 +18,11 @@ def main() -> int:
     cfg = config.load(Path(sys.argv[1]))
     logs.setup("info")
     delay = float(sys.argv[2])
-    return service.run(cfg, engine_factory=lambda: FakeEngine(frame_delay=delay))
+    try:
+        return service.run(cfg, engine_factory=lambda: FakeEngine(frame_delay=delay))
+    except service.StartError as exc:  # as the CLI does: one line, no traceback
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -34,21 +34,60 @@ def invoke(path, *args):
 def test_status_prints_a_readable_table(setup):
     result = invoke(setup[0], "status")
     assert result.exit_code == 0, result.output
-    header, row = result.output.splitlines()
+    service, header, row = result.output.splitlines()
+    assert service == "service: not running"
     assert header.split() == ["ID", "JOB", "STATE", "VIDEOS", "%", "NOW", "MESSAGE"]
     assert row.split() == ["1", "Interview", "🎬", "running", "0/2", "25", "a.mp4"]
 
 
 def test_status_json(setup):
     result = invoke(setup[0], "status", "--json")
-    rows = json.loads(result.output)
+    rows = json.loads(result.output)["jobs"]
     assert (rows[0]["name"], rows[0]["state"], rows[0]["percent"], rows[0]["current_video"]) == \
         ("Interview 🎬", "running", 25.0, "a.mp4")
 
 
 def test_status_with_no_jobs_says_where_to_drop_them(tmp_path):
-    result = invoke(write_config(tmp_path), "status")
+    path = write_config(tmp_path)
+    Store(tmp_path / "state" / "lipsyncd.sqlite3").close()
+    result = invoke(path, "status")
     assert result.exit_code == 0 and "Drop a job folder into" in result.output
+
+
+def test_status_before_the_first_start_creates_nothing_and_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # built-in defaults: ./var, which must not appear
+    result = CliRunner().invoke(cli, ["status"], obj={}, env={"LIPSYNCD_CONFIG": None})
+    assert result.exit_code == 0, result.output
+    database = tmp_path / "var" / "state" / "lipsyncd.sqlite3"
+    assert result.output.splitlines() == [
+        "service: not running",
+        f"No database at {database}: the service has not run yet with this config (config: built-in defaults)"]
+    assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(cli, ["status", "--json"], obj={}, env={"LIPSYNCD_CONFIG": None})
+    assert json.loads(result.output) == {
+        "service": {"running": False, "pid": None, "heartbeat_age_s": None, "healthy": False},
+        "database": str(database), "jobs": []}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_opens_the_database_read_only_and_creates_no_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "_gpu", lambda c: [])
+    monkeypatch.setattr(doctor, "_codecs", lambda c: [])
+    result = invoke(write_config(tmp_path), "doctor")
+    database = tmp_path / "state" / "lipsyncd.sqlite3"
+    assert (f"[  ok] database: no database at {database}: the service has not run yet with this config; "
+            "the service creates it at its first start") in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_cancel_and_retry_without_a_database_say_so_and_create_none(tmp_path):
+    path = write_config(tmp_path)
+    for command in ("cancel", "retry"):
+        result = invoke(path, command, "1")
+        assert result.exit_code == 1
+        assert result.output == (f"Error: no database at {tmp_path / 'state' / 'lipsyncd.sqlite3'}: "
+                                 "the service has not run yet with this config\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
 
 def test_cancel_by_name_sets_the_flag_the_runner_reads(setup):
