@@ -39,6 +39,8 @@ FINAL_STATES = ("done", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("intake", "queued", "running", "filing")
 
 _NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
+HAD_FAILED = " The job had failed because: "
+"""Joins a filing problem and the reason the job had failed (see :meth:`Store.filing_failed`)."""
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -388,8 +390,12 @@ class Store:
 
     def filing_failed(self, job_id: int, error: str, outbox_path: str | None, error_path: str | None) -> None:
         """Results could not be written (disk full, permissions): failed, inputs still held in
-        the work folder; the paths are those actually published (usually none).
+        the work folder; the paths are those actually published (usually none). The reason the
+        job had failed, if any, is kept after the filing problem: it is the one the user must fix.
         ``lipsyncd retry`` runs it again."""
+        earlier = self.job(job_id).error
+        if earlier and earlier != error:
+            error = f"{error}{HAD_FAILED}{earlier.split(HAD_FAILED)[-1]}"
         self._update(job_id, state="failed", outcome="failed", error=error, outbox_path=outbox_path,
                      error_path=error_path, finished_at=_Now())
 
@@ -407,11 +413,18 @@ class Store:
         return bool(self.db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
 
     def requeue(self, job_id: int, note: str) -> None:
-        """Run a job again from its held inputs: failed or cancelled tasks start over."""
+        """Run a job again from its held inputs: failed or cancelled tasks start over, with its
+        recorded audio and options. The last error moves into the note ("... ; before: ...").
+        Only a job that was queued once can be: one refused at intake has nothing to run."""
+        job = self.job(job_id)
+        if job.audio is None or not self.tasks(job_id):
+            raise StoreError(f"job {job.id} ({job.name}) was never queued (its folder was not taken as a valid "
+                             "job), so it cannot run again as it is; drop its folder into the inbox again")
         with self.db.atomic():
             self.db.execute("UPDATE tasks SET state = 'queued', progress = 0, error = NULL "
                             "WHERE job_id = ? AND state != 'done'", [job_id])
-            self._update(job_id, state="queued", outcome=None, error=None, note=note, cancel_requested=0,
+            self._update(job_id, state="queued", outcome=None, error=None, cancel_requested=0,
+                         note=f"{note}; before: {job.error}" if job.error else note,
                          finished_at=None, outbox_path=None, error_path=None)
 
     # -- helpers --------------------------------------------------------------------------
