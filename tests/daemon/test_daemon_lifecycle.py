@@ -4,6 +4,7 @@ or state folder, and read-only commands that create nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from daemon_helpers import make_job, write_config
-from lipsyncd.daemon import lock
+from lipsyncd.daemon import lock, service
 from lipsyncd.daemon.cli import cli
 from lipsyncd.daemon.lock import AlreadyRunning, ServiceLock
 from lipsyncd.daemon.store import NoDatabase, Store, StoreError
@@ -255,3 +256,17 @@ def test_store_errors_name_the_file_and_what_to_do(tmp_path):
     (tmp_path / "d.db").mkdir()
     with pytest.raises(StoreError, match="is a folder, not a file"):
         Store(tmp_path / "d.db")
+
+
+# -- library caches ------------------------------------------------------------------------
+
+def test_library_caches_go_under_the_service_cache_folder_and_an_explicit_setting_wins(cfg):
+    environ = {"TORCH_HOME": "/opt/torch-hub"}
+    service.use_service_caches(cfg, environ)
+    root = cfg.folders.state / "cache"  # the test config has no engine.cache_dir
+    assert environ == {"NUMBA_CACHE_DIR": str(root / "numba"), "TORCH_HOME": "/opt/torch-hub",
+                       "MPLCONFIGDIR": str(root / "matplotlib"), "XDG_CACHE_HOME": str(root / "xdg")}
+    with_cache = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, cache_dir=Path("/var/cache/x")))
+    environ = {}
+    service.use_service_caches(with_cache, environ)
+    assert environ["NUMBA_CACHE_DIR"] == "/var/cache/x/numba"
