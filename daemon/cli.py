@@ -10,6 +10,7 @@ only look: they create no folder and no database, and say where they looked.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from . import config as config_module
 from . import lock, logs, operations
 from .config import Config, ConfigError
 from .lock import ServiceState
-from .store import NoDatabase, Store, StoreError
+from .store import NoDatabase, Store, StoreError, unusable
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
                   ("percent", "%"), ("current_video", "NOW"), ("message", "MESSAGE"))
@@ -88,6 +89,8 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     else:
         try:
             rows = store.status(limit)
+        except sqlite3.Error as exc:  # a damaged page the open did not touch
+            raise click.ClickException(str(unusable(store.path, exc))) from None
         finally:
             store.close()
     if as_json:

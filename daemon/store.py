@@ -199,6 +199,7 @@ class Store:
         self.readonly = readonly
         if (readonly or not create) and not path.exists():
             raise NoDatabase(f"no database at {path}: the service has not run yet with this config")
+        conn: sqlite3.Connection | None = None
         try:
             if readonly:
                 conn = _connect_readonly(path)
@@ -215,7 +216,11 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._probe_write()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
             raise unusable(path, exc) from None
 
     def close(self) -> None:

@@ -250,6 +250,7 @@ def test_status_of_an_unusable_database_is_one_line_and_non_zero(tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(config), "status"], obj={}, env={"LIPSYNCD_CONFIG": None})
     assert result.exit_code == 1
     assert result.output.startswith("Error: the database ") and len(result.output.splitlines()) == 1
+    assert "is damaged" in result.output
 
 
 def test_store_errors_name_the_file_and_what_to_do(tmp_path):
@@ -270,3 +271,14 @@ def test_library_caches_go_under_the_service_cache_folder_and_an_explicit_settin
     environ = {}
     service.use_service_caches(with_cache, environ)
     assert environ["NUMBA_CACHE_DIR"] == "/var/cache/x/numba"
+
+
+def test_doctor_finds_a_damaged_database_that_opens(tmp_path):
+    from lipsyncd.daemon import doctor
+    from lipsyncd.daemon.config import load
+
+    config = load(write_config(tmp_path), environ={})
+    (tmp_path / "state").mkdir()
+    _malformed(config.folders.database)
+    check, = doctor._database(config)
+    assert check.level == doctor.FAIL and check.detail.startswith(f"the database {config.folders.database} is damaged")
