@@ -155,8 +155,9 @@ def _start(config: Config, lock: ServiceLock) -> Store:
     except AlreadyRunning as exc:
         raise StartError(str(exc)) from None
     except OSError as exc:
-        raise StartError(f"cannot write in the state folder {config.folders.state} ({exc.strerror}); give the "
-                         "service's user write access to it (chown, chmod u+w, chattr -i)") from None
+        raise StartError(f"cannot write {exc.filename or lock.path} ({exc.strerror}); give the service's user "
+                         f"write access to the state folder {config.folders.state} and its files (chown -R, "
+                         "chmod u+w, chattr -i)") from None
     try:
         store = Store(config.folders.database)
         store.check_integrity()

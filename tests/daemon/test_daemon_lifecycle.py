@@ -180,14 +180,25 @@ def test_a_database_the_service_user_cannot_write_stops_the_start_with_one_line(
         "then start again"]
 
 
-def test_a_state_folder_the_service_user_cannot_write_stops_the_start_with_one_line(tmp_path):
+def _folder_read_only(state: Path) -> None:
+    state.mkdir(mode=0o555)
+
+
+def _lock_file_read_only(state: Path) -> None:  # left by a `lipsyncd run` started by hand as root
+    state.mkdir()
+    (state / "lipsyncd.pid").write_text("1\n")
+    (state / "lipsyncd.pid").chmod(0o444)
+
+
+@pytest.mark.parametrize("make_unwritable", [_folder_read_only, _lock_file_read_only])
+def test_a_state_folder_the_service_user_cannot_write_stops_the_start_with_one_line(tmp_path, make_unwritable):
     config = write_config(tmp_path)
-    (tmp_path / "state").mkdir(mode=0o555)
+    make_unwritable(tmp_path / "state")
     result = lipsyncd(config, "run", unprivileged=True)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"Error: cannot write in the state folder {tmp_path / 'state'} (Permission denied); give the service's "
-        "user write access to it (chown, chmod u+w, chattr -i)"]
+        f"Error: cannot write {tmp_path / 'state' / 'lipsyncd.pid'} (Permission denied); give the service's user "
+        f"write access to the state folder {tmp_path / 'state'} and its files (chown -R, chmod u+w, chattr -i)"]
 
 
 def test_a_state_folder_that_cannot_be_created_stops_the_start_with_one_line(tmp_path):
@@ -282,3 +293,17 @@ def test_doctor_finds_a_damaged_database_that_opens(tmp_path):
     _malformed(config.folders.database)
     check, = doctor._database(config)
     assert check.level == doctor.FAIL and check.detail.startswith(f"the database {config.folders.database} is damaged")
+
+
+def test_an_immutable_state_folder_stops_even_root_with_one_line(tmp_path):
+    config, state = write_config(tmp_path), tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["chattr", "+i", str(state)], check=True)
+    try:
+        result = lipsyncd(config, "run")
+    finally:
+        subprocess.run(["chattr", "-i", str(state)], check=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: cannot write {state / 'lipsyncd.pid'} (Operation not permitted); give the service's user "
+        f"write access to the state folder {state} and its files (chown -R, chmod u+w, chattr -i)"]
