@@ -4,6 +4,7 @@ the middle of a CPU render (torch's threads busy) that exits 0 in time with the 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,12 +31,11 @@ def service_command() -> list[str]:
     ``$HOME``). Where mount namespaces are refused, the packages stay writable and the test
     still proves the caches went to the service's cache folder."""
     run = [sys.executable, "-c", "from lipsyncd.daemon.cli import main; main()", "run"]
-    probe = subprocess.run(["unshare", "--mount", "sh", "-c", f"mount --bind -o ro '{SITE_PACKAGES}' '{SITE_PACKAGES}'"],
-                           capture_output=True)
-    if probe.returncode != 0:
+    read_only = f"mount --bind -o ro '{SITE_PACKAGES}' '{SITE_PACKAGES}'"
+    if not shutil.which("unshare") or subprocess.run(["unshare", "--mount", "sh", "-c", read_only],
+                                                     capture_output=True).returncode != 0:
         return run
-    return ["unshare", "--mount", "sh", "-c",
-            f"mount --bind -o ro '{SITE_PACKAGES}' '{SITE_PACKAGES}' && exec \"$@\"", "sh", *run]
+    return ["unshare", "--mount", "sh", "-c", f'{read_only} && exec "$@"', "sh", *run]
 
 
 def query(db: Path, sql: str) -> list[tuple]:
