@@ -127,6 +127,9 @@ def file_cancelled(store: Store, folders: Folders, ignore: Iterable[str] = ()) -
         if job.cancel_requested:
             with logs.job_log(work_paths(Path(job.work_dir))[2]):
                 log.info("job %d (%s): cancelled before it started", job.id, job.name)
+                for task in store.tasks(job.id):
+                    if task.state == "queued":
+                        store.task_finished(task.id, "cancelled")
                 file_job(store, job.id, folders, ignore, outcome="cancelled", only_from="queued")
             filed.append(job.id)
     return filed

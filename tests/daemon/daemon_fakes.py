@@ -2,7 +2,8 @@
 
 Its behaviour is chosen by what a test writes into a video file, so the same fake works in
 process and in the subprocess harness: ``noface`` in a video raises NoFaceError, ``broken``
-raises VideoError, anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each).
+raises VideoError, anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each),
+with a face in one of them when the video contains ``fewfaces``, else in all.
 An audio file containing ``silence`` raises AudioError.
 """
 
@@ -68,4 +69,5 @@ class FakeEngine:
         tmp.write_bytes(b"LIPSYNCED " + audio[:16] + b" + " + data)
         os.replace(tmp, output)
         self.rendered.append(video.name)
-        return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, FRAMES, 0.01)
+        faces = 1 if b"fewfaces" in data else FRAMES
+        return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, faces, 0.01)
