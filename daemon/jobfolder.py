@@ -113,10 +113,11 @@ def scan(folder: Path, ignore: Iterable[str] = ()) -> Contents:
     makes: ``Job/Job/…``). Other files, links and nested media are "others" that travel along."""
     entries = [rel for rel in list_files(folder) if not is_junk(rel, ignore)]
     links = {rel for rel in entries if is_link(folder, rel)}
-    root = _media_root([rel for rel in entries if rel not in links])
-    for level in dict.fromkeys(("", root)):
+    raw_root = _media_root([rel for rel in entries if rel not in links])
+    for level in dict.fromkeys(("", raw_root)):
         _refuse_odd_job_file(folder, level)
-    audio, videos, others, job_file = [], [], [], None
+    root = readable(raw_root)
+    audio, videos, others, unused, job_file = [], [], [], [], None
     seen: set[str] = set()
     for rel in entries:
         name = readable(rel)
@@ -135,17 +136,19 @@ def scan(folder: Path, ignore: Iterable[str] = ()) -> Contents:
             videos.append(name)
         else:
             others.append(name)
+            if suffix in MEDIA_SUFFIXES and rel not in links:
+                unused.append(name)
     if job_file is None and root:  # a job.yaml written beside the unzipped folder
         job_file = next((n for n in others if n.lower() in JOB_FILES), None)
         others = [n for n in others if n != job_file]
-    unused = tuple(n for n in others if PurePosixPath(n).suffix.lower() in MEDIA_SUFFIXES and "/" in n[len(root):])
     return Contents(tuple(audio), tuple(videos), job_file, tuple(others), root,
-                    tuple(readable(rel) for rel in sorted(links, key=fold)), unused)
+                    tuple(readable(rel) for rel in sorted(links, key=fold)), tuple(unused))
 
 
 def _media_root(files: list[str]) -> str:
-    """"" when the folder itself holds media, else the path (ending in "/") of the lone visible
-    sub-folder, at any depth, that does; "" again when none or several do."""
+    """"" when the folder itself holds media, else the path (ending in "/") of its lone visible
+    sub-folder holding any, and so on down: the first level that holds media itself, or where
+    none or several sub-folders do (then nothing is used and the error names what was found)."""
     root = ""
     while True:
         level = [rel[len(root):] for rel in files if rel.startswith(root)]
