@@ -56,7 +56,7 @@ def report_text(job: Job, tasks: Sequence[Task], outcome: str, error_folder: str
     if job.audio:
         lines.append(f"Audio:    {job.audio}")
     lines += [f"Dropped:  {job.created_at} UTC", f"Started:  {job.started_at or '-'} UTC", f"Attempts: {job.attempt}"]
-    lines += [f"Note:     {note}" for note in (*remarks, *([job.note] if job.note else []))]
+    lines += [f"Note:     {remark}" for remark in remarks]
     if tasks:
         lines += ["", "Videos:"]
         for task in tasks:
@@ -98,11 +98,12 @@ def error_text(job: Job, tasks: Sequence[Task], outbox_folder: str | None = None
         lines.append("Videos that failed:" if job.outcome != "cancelled" else "Videos:")
         lines += [f"  {t.video}: {t.error or not_finished(t)}" for t in failed]
         lines.append("")
-    notes = [r for r in remarks if not (why and r.split(";")[0] in why)]
+    notes = [r for r in remarks if r not in (why or "")]  # a missing input's error already names its link
     if notes:
         lines += ["Note:", *(f"  {r}" for r in notes), ""]
     lines += ["What to do:", f"  {todo}", ""]
-    lines.append(f"(job #{job.id}, attempt {job.attempt}; details in job.log)" if job.attempt else f"(job #{job.id})")
+    attempt = f", attempt {job.attempt}" if job.attempt else ""
+    lines.append(f"(job #{job.id}{attempt}; details in job.log)")
     return "\n".join(lines) + "\n"
 
 

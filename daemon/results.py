@@ -75,12 +75,11 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
     work = Path(job.work_dir)
     inputs, outputs, job_log = work_paths(work)
     files = list_files(inputs) if inputs.is_dir() else []
-    remarks = [link_note(readable(f)) + " It was returned as it was."
-               for f in files if is_link(inputs, f) and not is_junk(f, ignore)]
+    remarks = [link_note(readable(f)) for f in files if is_link(inputs, f) and not is_junk(f, ignore)]
     duplicate = store.find_finished_duplicate(job.content_hash, job.id) if job.content_hash else None
     if duplicate is not None:
         remarks.insert(0, repeat_note(duplicate))
-    logs = [Entry(JOB_LOG, source=job_log)] if job_log.is_file() else []
+    log_file = [Entry(JOB_LOG, source=job_log)] if job_log.is_file() else []
     good = [t for t in tasks if t.state == "done"] if job.outbox_path else []
     outbox = Path(job.outbox_path) if job.outbox_path else None
     error_dir = Path(job.error_path) if job.error_path else None
@@ -91,7 +90,7 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
         entries = [Entry(t.output_name, source=outputs / t.output_name) for t in good]
         entries += [Entry(f"{INPUT_DIR}/{f}", source=inputs / f) for f in kept]
         text = report_text(job, tasks, job.outcome or "done", str(error_dir) if error_dir else None, remarks)
-        publish_dir([*entries, Entry("report.txt", text=text), *logs], outbox)
+        publish_dir([*entries, Entry("report.txt", text=text), *log_file], outbox)
         log.info("job %d (%s): results in %s", job.id, job.name, outbox)
     for task in good:
         store.set_output_path(task.id, outbox / task.output_name)
@@ -100,7 +99,7 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
         moved = {t.video for t in good}
         rest = [f for f in files if readable(f) not in moved]
         error_name = unique_name("error.txt", rest)
-        log_entries = [Entry(unique_name(JOB_LOG, [*rest, error_name]), source=job_log)] if logs else []
+        log_entries = [Entry(unique_name(JOB_LOG, [*rest, error_name]), source=job_log)] if log_file else []
         text = error_text(job, tasks, str(outbox) if outbox else None, remarks)
         publish_dir([*(Entry(f, source=inputs / f) for f in rest), Entry(error_name, text=text), *log_entries],
                     error_dir)

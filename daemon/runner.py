@@ -34,6 +34,10 @@ from .store import Job, Store
 
 log = logging.getLogger(__name__)
 
+CANCEL_CHECK_S = 0.5
+"""Longest time between two reads of a running job's cancel flag, so `lipsyncd cancel` takes
+effect within about a second even where progress is written less often."""
+
 WAITING = "Waiting: "
 """Prefix of the note on a job that cannot start yet; cleared once it can."""
 
@@ -174,8 +178,8 @@ class Runner:
 
     def _stop_check(self, store: Store, job_id: int) -> Callable[[], bool]:
         """should_stop for the engine: the stop flag at once; the cancel flag is a database read,
-        so at most once per ``progress_interval`` (should_stop is called every few frames)."""
-        interval = self.config.service.progress_interval
+        so at most every :data:`CANCEL_CHECK_S` (should_stop is called every few frames)."""
+        interval = min(self.config.service.progress_interval, CANCEL_CHECK_S)
         last = [float("-inf"), False]
 
         def should_stop() -> bool:

@@ -91,7 +91,8 @@ def test_a_linked_video_is_reported_and_returned_as_the_link_it_was(cfg, store, 
     err = cfg.folders.error / "linked"
     text = (err / "error.txt").read_text()
     assert "No video or still image in the folder" in text
-    assert "face.mp4 is a link; links are not followed — copy the file itself." in text
+    assert text.count("face.mp4 is a link; links are not followed — copy the file itself.") == 1
+    assert "Note:\n  a folder is a link" in text
     assert os.readlink(err / "face.mp4") == str(tmp_path / "elsewhere" / "real.mp4")
     assert os.readlink(err / "dangling.mov") == "../nowhere"
     assert os.readlink(err / "a folder") == str(tmp_path / "elsewhere")
@@ -210,3 +211,13 @@ def test_a_new_attempt_shows_neither_the_old_note_nor_the_old_progress(cfg, stor
     report = (cfg.folders.outbox / "stopped" / "report.txt").read_text()
     assert "Interrupted" not in report and "Attempts: 2" in report
     assert store.job(1).note is None
+
+
+def test_a_cancel_is_read_within_half_a_second_whatever_the_progress_interval(cfg, store):
+    cfg = dataclasses.replace(cfg, service=dataclasses.replace(cfg.service, progress_interval=60))
+    other = Store(cfg.folders.database)
+    engine = FakeEngine(frame_delay=0.15, on_frame=lambda n: n == 2 and other.request_cancel(1))
+    make_job(cfg.folders.inbox, "long")
+    drain(cfg, store, engine)
+    other.close()
+    assert engine.rendered == [] and store.job(1).state == "cancelled"
