@@ -57,10 +57,11 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
                  file: TextIO | None = None, line: str | None = None) -> None:
     """Log a Python warning as one line of at most :data:`MAX_WARNING_CHARS` characters.
 
-    watchdog's inotify observer warns "Callback with id … already exists for watch …" whenever a
-    folder is created where a watched one was just removed (the kernel reuses the watch); the
-    message embeds the repr of its whole watch table, 17-46 KB a line in a storm of folders, and
-    the warning means only that the new watch replaced the old one. That one goes to debug.
+    watchdog's inotify observer warns "Callback with id … already exists for watch …" whenever it
+    watches a folder twice (a sub-folder created while its new parent is being scanned, common
+    when many folders come and go); the message embeds the repr of its whole watch table, 17-46 KB
+    a line in a storm of folders, and means only that the second watch replaced the first. That
+    one goes to debug.
     """
     text = " ".join(str(message).split())
     if len(text) > MAX_WARNING_CHARS:
