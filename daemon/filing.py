@@ -70,7 +70,11 @@ def publish_dir(entries: Iterable[Entry], final: Path) -> None:
 
 
 def transfer_file(src: Path, dst: Path) -> None:
-    """Make ``dst`` (which must not exist) hold ``src``'s bytes; ``src`` is left as it is."""
+    """Make ``dst`` (which must not exist) hold ``src``'s bytes; ``src`` is left as it is.
+    A symbolic link is recreated as the same link, never followed."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
     try:
         os.link(src, dst)
         return

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import logs
 from .config import Config
 from .filing import TEMP_PREFIX, move_dir, remove_tree
 from .jobfolder import JobFolderError, content_hash, file_hashes, is_junk, list_files, load_spec, output_names
 from .names import readable, unique_in_dir
-from .results import INPUT_DIR, file_job, finish_filing
+from .report import repeat_note
+from .results import INPUT_DIR, file_cancelled, file_job, finish_filing, work_paths
 from .stability import StabilityTracker
-from .store import Store
+from .store import Job, Store
 from .watcher import InboxWatcher
 
 log = logging.getLogger(__name__)
@@ -50,23 +52,30 @@ def claim(store: Store, config: Config, name: str) -> int | None:
 
 
 def register(store: Store, config: Config, job_id: int) -> None:
-    """Validate a claimed folder and queue it, skip it as a duplicate, or file it to error/."""
+    """Validate a claimed folder and queue it, skip it as a duplicate, or file it to error/.
+    What it finds starts the job's ``job.log``, so a refused job has one too."""
     job = store.job(job_id)
-    inputs = Path(job.work_dir) / INPUT_DIR
+    inputs, _, job_log = work_paths(Path(job.work_dir))
+    with logs.job_log(job_log):
+        _register(store, config, job, inputs)
+
+
+def _register(store: Store, config: Config, job: Job, inputs: Path) -> None:
+    job_id = job.id
     try:
         spec = load_spec(inputs, defaults=config.engine.defaults, naming=config.jobs.naming,
                          ignore=config.watch.ignore)
         hashes = file_hashes(inputs, spec)
         digest = content_hash(hashes, spec)
     except (JobFolderError, OSError) as exc:
-        reason = str(exc) if isinstance(exc, JobFolderError) else f"A file could not be read: {exc}"
+        reason = str(exc) if isinstance(exc, JobFolderError) else f"A file could not be read: {readable(str(exc))}"
         log.warning("job %d (%s): not a valid job: %s", job.id, job.name, reason)
         file_job(store, job_id, config.folders, config.watch.ignore, outcome="failed", error=reason)
         return
+    store.set_content_hash(job_id, digest)
     duplicate = store.find_finished_duplicate(digest, job_id)
     if duplicate is not None:
-        store.set_note(job_id, f"Same audio, videos and options as job #{duplicate.id} ({duplicate.name}), "
-                               f"finished {duplicate.finished_at} UTC, results in {duplicate.outbox_path}.")
+        store.set_note(job_id, repeat_note(duplicate))
     if duplicate is not None and config.jobs.duplicates == "skip":
         log.info("job %d (%s): identical to job %d; skipped (jobs.duplicates: skip)", job.id, job.name, duplicate.id)
         file_job(store, job_id, config.folders, config.watch.ignore, outcome="skipped")
@@ -148,6 +157,7 @@ class Intake:
         """One round: pick up names to watch, claim every folder that has held still."""
         now = self._clock()
         self.heartbeat = now
+        file_cancelled(store, self.config.folders, self.config.watch.ignore)
         names = self.watcher.take()
         if now >= self._next_rescan:
             names |= self.rescan()

@@ -21,15 +21,21 @@ _MAX_BYTES = 200
 
 
 def readable(name: str) -> str:
-    """``name`` as text that can be stored and shown: bytes that are not UTF-8 (a name written
-    by an old client in Latin-1, seen by Python as surrogate escapes) become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """``name`` as text that can be stored, shown and written: a byte that is not UTF-8 (Python
+    sees it as a surrogate escape) is read as Windows-1252, the encoding a share with the wrong
+    charset setting or an old client writes (``Caf\\xe9`` becomes ``Café``); a byte that has no
+    meaning there becomes U+FFFD. Valid names come back unchanged."""
+    return "".join(_cp1252(ch) if "\udc80" <= ch <= "\udcff" else ch for ch in name)
+
+
+def _cp1252(escape: str) -> str:
+    return bytes([ord(escape) - 0xDC00]).decode("cp1252", "replace")
 
 
 def windows_safe(name: str, fallback: str = "untitled") -> str:
-    """Return ``name`` as one path component every client can open: NFC, no forbidden
+    """Return ``name`` as one path component every client can open: UTF-8, NFC, no forbidden
     characters, no trailing dots or spaces, no reserved device name, bounded length."""
-    name = unicodedata.normalize("NFC", name)
+    name = unicodedata.normalize("NFC", readable(name))
     name = _FORBIDDEN.sub("_", name).strip().rstrip(". ")
     if not name or name in {".", ".."}:
         name = fallback

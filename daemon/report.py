@@ -11,6 +11,10 @@ from pathlib import Path
 
 from .store import Job, Task
 
+NO_FACE_WARNING_SHARE = 0.2
+"""A video with no face in more than this share of its frames was hardly lip-synced: its
+result is kept (ok), but the report, the status and the job's message say so in words."""
+
 _OUTCOME_WORDS = {
     "done": "finished",
     "failed": "failed",
@@ -19,21 +23,49 @@ _OUTCOME_WORDS = {
 }
 
 
-def report_text(job: Job, tasks: Sequence[Task], outcome: str, error_folder: str | None = None) -> str:
-    """``report.txt``: one line per video, and where anything that failed went."""
-    lines = [f'lipsyncd job "{job.name}" (#{job.id}) {_OUTCOME_WORDS.get(outcome, outcome)}.', ""]
+def face_warning(frames: int, frames_with_face: int) -> str | None:
+    """The warning for a video rendered with too few faces found (None when it is fine), e.g.
+    ``ok, but no face was found in 124 of 125 frames: only 1 frame was re-drawn``."""
+    missing = frames - frames_with_face
+    if frames <= 0 or missing <= NO_FACE_WARNING_SHARE * frames:
+        return None
+    redrawn = "1 frame was" if frames_with_face == 1 else f"{frames_with_face} frames were"
+    return (f"ok, but no face was found in {missing} of {frames} frames: only {redrawn} re-drawn "
+            "(is the face small, covered, or turned sideways?)")
+
+
+def repeat_note(duplicate: Job) -> str:
+    """The remark on a job whose audio, videos and options are those of a finished job."""
+    return (f"Same audio, videos and options as job #{duplicate.id} ({duplicate.name}), "
+            f"finished {duplicate.finished_at} UTC, results in {duplicate.outbox_path}.")
+
+
+def job_warnings(tasks: Sequence[Task]) -> str | None:
+    """One line for ``lipsyncd status`` naming the finished videos that carry a warning."""
+    warned = [f"{t.video}: {t.error}" for t in tasks if t.state == "done" and t.error]
+    return "; ".join(warned) or None
+
+
+def report_text(job: Job, tasks: Sequence[Task], outcome: str, error_folder: str | None = None,
+                remarks: Sequence[str] = ()) -> str:
+    """``report.txt``: one line per video, and where anything that failed went. ``remarks``:
+    sentences about the folder itself (a repeated job, links that were not followed)."""
+    warned = any(t.state == "done" and t.error for t in tasks)
+    words = _OUTCOME_WORDS.get(outcome, outcome) + (", with a warning" if warned else "")
+    lines = [f'lipsyncd job "{job.name}" (#{job.id}) {words}.', ""]
     if job.audio:
         lines.append(f"Audio:    {job.audio}")
     lines += [f"Dropped:  {job.created_at} UTC", f"Started:  {job.started_at or '-'} UTC", f"Attempts: {job.attempt}"]
-    if job.note:
-        lines.append(f"Note:     {job.note}")
+    lines += [f"Note:     {remark}" for remark in remarks]
     if tasks:
         lines += ["", "Videos:"]
         for task in tasks:
-            if task.state == "done":
+            if task.state == "done" and task.error:
+                lines.append(f"  WARNING {task.video}  ->  {task.output_name}: {task.error}")
+            elif task.state == "done":
                 lines.append(f"  ok      {task.video}  ->  {task.output_name}")
             else:
-                lines.append(f"  FAILED  {task.video}: {task.error or task.state}")
+                lines.append(f"  FAILED  {task.video}: {task.error or not_finished(task)}")
     if error_folder:
         lines += ["", f"The videos that failed were moved to {short(error_folder)}, with the audio and an",
                   "error.txt: fix what it says and drop that folder into the inbox again."]
@@ -42,8 +74,9 @@ def report_text(job: Job, tasks: Sequence[Task], outcome: str, error_folder: str
     return "\n".join(lines) + "\n"
 
 
-def error_text(job: Job, tasks: Sequence[Task], outbox_folder: str | None = None) -> str:
-    """``error.txt``: what failed, why, what to do."""
+def error_text(job: Job, tasks: Sequence[Task], outbox_folder: str | None = None,
+               remarks: Sequence[str] = ()) -> str:
+    """``error.txt``: what failed, why, what to do (``remarks`` as in :func:`report_text`)."""
     failed = [t for t in tasks if t.state != "done"]
     why = job.error
     if job.outcome == "cancelled":
@@ -62,12 +95,26 @@ def error_text(job: Job, tasks: Sequence[Task], outbox_folder: str | None = None
     if why:
         lines += ["Why:", f"  {why}", ""]
     if failed and not (why and all(t.error in (None, why) for t in failed)):
-        lines.append("Videos that failed:")
-        lines += [f"  {t.video}: {t.error or 'not run (' + t.state + ')'}" for t in failed]
+        lines.append("Videos that failed:" if job.outcome != "cancelled" else "Videos:")
+        lines += [f"  {t.video}: {t.error or not_finished(t)}" for t in failed]
         lines.append("")
+    notes = [r for r in remarks if r not in (why or "")]  # a missing input's error already names its link
+    if notes:
+        lines += ["Note:", *(f"  {r}" for r in notes), ""]
     lines += ["What to do:", f"  {todo}", ""]
-    lines.append(f"(job #{job.id}, attempt {job.attempt}; details in job.log)" if job.attempt else f"(job #{job.id})")
+    attempt = f", attempt {job.attempt}" if job.attempt else ""
+    lines.append(f"(job #{job.id}{attempt}; details in job.log)")
     return "\n".join(lines) + "\n"
+
+
+def not_finished(task: Task) -> str:
+    """A video that neither finished nor failed: how far it got."""
+    if task.state == "cancelled" and task.progress > 0:
+        frames = f", frame {task.frames_done} of {task.frames_total}" if task.frames_total else ""
+        return f"cancelled at {task.progress * 100:.0f} %{frames}; no output was kept"
+    if task.state == "cancelled":
+        return "cancelled before it started"
+    return f"not run ({task.state})"
 
 
 def short(folder: str) -> str:

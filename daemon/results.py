@@ -1,5 +1,8 @@
 """Where each file of a finished job goes: every input ends in exactly one place.
 
+Every file the user dropped travels: notes, OS leftovers such as ``.DS_Store`` and symbolic
+links (returned as links, never followed) alike. Nothing of theirs is deleted.
+
 =================  ============================================================================
 outcome            files go to
 =================  ============================================================================
@@ -23,11 +26,12 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import logs
 from .config import Folders
 from .filing import Entry, FilingError, publish_dir, remove_tree
-from .jobfolder import is_junk, list_files
-from .names import unique_in_dir, unique_name, windows_safe
-from .report import error_text, report_text, short
+from .jobfolder import is_junk, is_link, link_note, list_files
+from .names import readable, unique_in_dir, unique_name, windows_safe
+from .report import error_text, job_warnings, repeat_note, report_text, short
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,9 @@ def work_paths(work_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def settle(store: Store, job_id: int, folders: Folders, outcome: str | None = None,
-           error: str | None = None) -> None:
-    """Decide and record the outcome (derived from the tasks unless given) and destinations."""
+           error: str | None = None, only_from: str | None = None) -> bool:
+    """Decide and record the outcome (derived from the tasks unless given) and destinations;
+    with ``only_from``, only while the job is in that state (False when it no longer was)."""
     job = store.job(job_id)
     tasks = store.tasks(job_id)
     done = sum(t.state == "done" for t in tasks)
@@ -57,7 +62,9 @@ def settle(store: Store, job_id: int, folders: Folders, outcome: str | None = No
     error_dir = folders.error / unique_in_dir(folders.error, name) if to_error else None
     if to_outbox and to_error and error is None:  # partly done: say so where `lipsyncd status` shows it
         error = f"{len(tasks) - done} of {len(tasks)} videos failed; see {short(error_dir)}/error.txt"
-    store.begin_filing(job_id, outcome, error, outbox, error_dir)
+    if outcome == "done" and error is None:  # done, but hardly lip-synced: not a silent ok
+        error = job_warnings(tasks)
+    return store.begin_filing(job_id, outcome, error, outbox, error_dir, only_from)
 
 
 def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
@@ -67,28 +74,33 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
     tasks = store.tasks(job_id)
     work = Path(job.work_dir)
     inputs, outputs, job_log = work_paths(work)
-    files = [f for f in list_files(inputs) if not is_junk(f, ignore)] if inputs.is_dir() else []
-    logs = [Entry(JOB_LOG, source=job_log)] if job_log.is_file() else []
+    files = list_files(inputs) if inputs.is_dir() else []
+    remarks = [link_note(readable(f)) for f in files if is_link(inputs, f) and not is_junk(f, ignore)]
+    duplicate = store.find_finished_duplicate(job.content_hash, job.id) if job.content_hash else None
+    if duplicate is not None:
+        remarks.insert(0, repeat_note(duplicate))
+    log_file = [Entry(JOB_LOG, source=job_log)] if job_log.is_file() else []
     good = [t for t in tasks if t.state == "done"] if job.outbox_path else []
     outbox = Path(job.outbox_path) if job.outbox_path else None
     error_dir = Path(job.error_path) if job.error_path else None
 
     if outbox is not None and not outbox.exists():
-        kept = [t.video for t in good] if error_dir else files
+        used = {t.video for t in good}
+        kept = [f for f in files if readable(f) in used] if error_dir else files
         entries = [Entry(t.output_name, source=outputs / t.output_name) for t in good]
         entries += [Entry(f"{INPUT_DIR}/{f}", source=inputs / f) for f in kept]
-        text = report_text(job, tasks, job.outcome or "done", str(error_dir) if error_dir else None)
-        publish_dir([*entries, Entry("report.txt", text=text), *logs], outbox)
+        text = report_text(job, tasks, job.outcome or "done", str(error_dir) if error_dir else None, remarks)
+        publish_dir([*entries, Entry("report.txt", text=text), *log_file], outbox)
         log.info("job %d (%s): results in %s", job.id, job.name, outbox)
     for task in good:
         store.set_output_path(task.id, outbox / task.output_name)
 
     if error_dir is not None and not error_dir.exists():
         moved = {t.video for t in good}
-        rest = [f for f in files if f not in moved]
+        rest = [f for f in files if readable(f) not in moved]
         error_name = unique_name("error.txt", rest)
-        log_entries = [Entry(unique_name(JOB_LOG, [*rest, error_name]), source=job_log)] if logs else []
-        text = error_text(job, tasks, str(outbox) if outbox else None)
+        log_entries = [Entry(unique_name(JOB_LOG, [*rest, error_name]), source=job_log)] if log_file else []
+        text = error_text(job, tasks, str(outbox) if outbox else None, remarks)
         publish_dir([*(Entry(f, source=inputs / f) for f in rest), Entry(error_name, text=text), *log_entries],
                     error_dir)
         log.info("job %d (%s): moved to %s: %s", job.id, job.name, error_dir, job.error or "see error.txt")
@@ -98,11 +110,28 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
 
 
 def file_job(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = (),
-             outcome: str | None = None, error: str | None = None) -> None:
+             outcome: str | None = None, error: str | None = None, only_from: str | None = None) -> None:
     """:func:`settle` then :func:`complete`; a filing failure marks the job failed with the
     reason, keeps its inputs in the work folder, and is logged — it never propagates."""
-    settle(store, job_id, folders, outcome, error)
-    finish_filing(store, job_id, ignore)
+    if settle(store, job_id, folders, outcome, error, only_from):
+        finish_filing(store, job_id, ignore)
+
+
+def file_cancelled(store: Store, folders: Folders, ignore: Iterable[str] = ()) -> list[int]:
+    """File every queued job whose cancel was asked for, at once, even while another job renders
+    (the intake thread calls this each round). The runner never takes such a job (``claim``
+    refuses it) and it is filed only while still queued, so it is never filed twice."""
+    filed = []
+    for job in store.jobs_in("queued"):
+        if job.cancel_requested:
+            with logs.job_log(work_paths(Path(job.work_dir))[2]):
+                log.info("job %d (%s): cancelled before it started", job.id, job.name)
+                for task in store.tasks(job.id):
+                    if task.state == "queued":
+                        store.task_finished(task.id, "cancelled")
+                file_job(store, job.id, folders, ignore, outcome="cancelled", only_from="queued")
+            filed.append(job.id)
+    return filed
 
 
 def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:

@@ -4,7 +4,8 @@ Deliberately plain (huey's consumer is the model): a loop that claims the next j
 audio once, renders each video, writes progress into SQLite at most every
 ``service.progress_interval`` seconds, and hands the finished job to :mod:`results`. It reads
 two flags and nothing else to stop: the service's ``stop`` event (SIGTERM: the job is put back
-in the queue and runs again) and the job's ``cancel_requested`` column (``lipsyncd cancel``).
+in the queue and runs again) and the job's ``cancel_requested`` column (``lipsyncd cancel``; a
+queued job with that flag is never taken, and the intake thread files it at once).
 
 A job whose model is missing is not failed: it stays queued with the reason as a visible
 note, logged once, and is tried again every ``service.model_retry_interval`` seconds, so
@@ -25,10 +26,17 @@ from lipsyncd.engine.options import Progress, RenderOptions
 from . import logs
 from .config import Config
 from .engine_port import Engine, EngineFactory
+from .jobfolder import on_disk
+from .names import readable
+from .report import face_warning
 from .results import file_job, work_paths
 from .store import Job, Store
 
 log = logging.getLogger(__name__)
+
+CANCEL_CHECK_S = 0.5
+"""Longest time between two reads of a running job's cancel flag, so `lipsyncd cancel` takes
+effect within about a second even where progress is written less often."""
 
 WAITING = "Waiting: "
 """Prefix of the note on a job that cannot start yet; cleared once it can."""
@@ -58,16 +66,13 @@ class Runner:
             store.close()
 
     def step(self, store: Store) -> bool:
-        """File cancelled jobs, then claim and run the first job that can start. True if it did work."""
+        """Claim and run the first job that can start. True if it did work."""
         if self.stop.is_set():
             return False
-        for job in store.jobs_in("queued"):
-            if job.cancel_requested:
-                log.info("job %d (%s): cancelled before it started", job.id, job.name)
-                self._file(store, job.id, "cancelled")
-                return True
         now = time.monotonic()
         for job in store.jobs_in("queued"):
+            if job.cancel_requested:  # the intake thread files it
+                continue
             if self._blocked_until.get(job.id, 0.0) > now or not self._ready(store, job):
                 continue
             if store.claim(job.id):
@@ -127,9 +132,9 @@ class Runner:
         engine = self._engine
         options = RenderOptions.from_mapping(job.option_values)
         try:
-            audio = engine.load_audio(inputs / job.audio)
+            audio = engine.load_audio(on_disk(inputs, job.audio))
         except EngineError as exc:
-            message = f"The audio {job.audio} cannot be used: {exc}"
+            message = f"The audio {job.audio} cannot be used: {readable(str(exc))}"
             for task in store.tasks(job.id):
                 if task.state != "done":
                     store.task_finished(task.id, "failed", message)
@@ -145,21 +150,24 @@ class Runner:
             store.task_started(task.id)
             log.info("%s: rendering to %s", task.video, task.output_name)
             try:
-                result = engine.render(audio, inputs / task.video, outputs / task.output_name, options,
+                result = engine.render(audio, on_disk(inputs, task.video), outputs / task.output_name, options,
                                        progress=self._progress_writer(store, task.id), should_stop=should_stop,
                                        video_digest=task.video_sha256)
             except Cancelled:
                 break
             except EngineError as exc:
-                store.task_finished(task.id, "failed", str(exc))
-                log.warning("%s: failed: %s", task.video, exc)
+                store.task_finished(task.id, "failed", readable(str(exc)))
+                log.warning("%s: failed: %s", task.video, readable(str(exc)))
             except Exception as exc:  # a bug must fail one video, not the service
                 log.exception("%s: internal error", task.video)
                 store.task_finished(task.id, "failed", _internal_error(exc))
             else:
-                store.task_finished(task.id, "done")
+                warning = face_warning(result.frames, result.frames_with_face)
+                store.task_finished(task.id, "done", warning)
                 log.info("%s: done, %d frames at %.2f fps in %.1f s (face in %d frames)", task.video,
                          result.frames, result.fps, result.seconds, result.frames_with_face)
+                if warning:
+                    log.warning("%s: %s", task.video, warning)
         if self.stop.is_set():
             return "interrupted", None
         if store.cancel_requested(job.id):
@@ -171,8 +179,8 @@ class Runner:
 
     def _stop_check(self, store: Store, job_id: int) -> Callable[[], bool]:
         """should_stop for the engine: the stop flag at once; the cancel flag is a database read,
-        so at most once per ``progress_interval`` (should_stop is called every few frames)."""
-        interval = self.config.service.progress_interval
+        so at most every :data:`CANCEL_CHECK_S` (should_stop is called every few frames)."""
+        interval = min(self.config.service.progress_interval, CANCEL_CHECK_S)
         last = [float("-inf"), False]
 
         def should_stop() -> bool:
@@ -201,4 +209,4 @@ class Runner:
 
 
 def _internal_error(exc: Exception) -> str:
-    return f"Internal error ({type(exc).__name__}: {exc}). Please report it, with job.log."
+    return f"Internal error ({type(exc).__name__}: {readable(str(exc))}). Please report it, with job.log."

@@ -17,6 +17,11 @@ results are being published, so a restart finishes either step instead of losing
 duplicating anything. The schema is versioned with ``PRAGMA user_version``; each migration
 runs once, in a transaction.
 
+A job's ``note`` says what an active job waits for or what last happened to it (a missing model,
+an interrupted attempt, "same as job #3"); it is cleared when the job starts running and when
+it is filed, so it never goes stale. A finished task's ``error`` is why it failed or, for a
+``done`` task, a warning about its result (few frames with a face).
+
 Each thread and each process opens its own :class:`Store`; WAL and a busy timeout let the
 service and a ``lipsyncd cancel`` in another shell write without "database is locked".
 """
@@ -41,6 +46,8 @@ ACTIVE_STATES = ("intake", "queued", "running", "filing")
 _NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
 HAD_FAILED = " The job had failed because: "
 """Joins a filing problem and the reason the job had failed (see :meth:`Store.filing_failed`)."""
+_NO_PROGRESS = "progress = 0, frames_done = NULL, frames_total = NULL"
+"""A task about to run (again) shows nothing of an earlier attempt's progress."""
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -342,7 +349,7 @@ class Store:
     def claim(self, job_id: int) -> bool:
         """queued → running, one more attempt. False when someone else changed it first."""
         cur = self.db.execute(
-            f"UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
+            f"UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, note = NULL, "
             f"updated_at = {_NOW} WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
             [job_id])
         return cur.rowcount == 1
@@ -351,9 +358,14 @@ class Store:
         """A visible reason a job is waiting (for example a missing model)."""
         self._update(job_id, note=note)
 
+    def set_content_hash(self, job_id: int, content_hash: str) -> None:
+        """The identity of a job's inputs, known once intake has hashed them (a skipped job keeps
+        it too, so its report can name the job it repeats)."""
+        self._update(job_id, content_hash=content_hash)
+
     def task_started(self, task_id: int) -> None:
         self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
-                        "progress = 0, error = NULL WHERE id = ?", [task_id])
+                        f"{_NO_PROGRESS}, error = NULL WHERE id = ?", [task_id])
 
     def task_progress(self, task_id: int, frames_done: int, frames_total: int) -> None:
         fraction = min(1.0, frames_done / frames_total) if frames_total else 0.0
@@ -369,21 +381,22 @@ class Store:
     def interrupt(self, job_id: int, note: str) -> None:
         """running → queued: the service stopped mid-job; it runs again, finished videos kept."""
         with self.db.atomic():
-            self.db.execute("UPDATE tasks SET state = 'queued', progress = 0 WHERE job_id = ? AND state = 'running'",
+            self.db.execute(f"UPDATE tasks SET state = 'queued', {_NO_PROGRESS} WHERE job_id = ? AND state = 'running'",
                             [job_id])
             self._update(job_id, state="queued", note=note)
 
     # -- finishing ------------------------------------------------------------------------
 
     def begin_filing(self, job_id: int, outcome: str, error: str | None,
-                     outbox_path: Path | None, error_path: Path | None) -> None:
+                     outbox_path: Path | None, error_path: Path | None, only_from: str | None = None) -> bool:
         """Record the outcome and where results go *before* moving anything, so a crash while
-        filing resumes with the same destinations."""
+        filing resumes with the same destinations. With ``only_from``, only a job still in that
+        state is taken (False otherwise): two threads never both file one job."""
         if outcome not in FINAL_STATES:
             raise ValueError(outcome)
-        self._update(job_id, state="filing", outcome=outcome, error=error,
-                     outbox_path=str(outbox_path) if outbox_path else None,
-                     error_path=str(error_path) if error_path else None)
+        return self._update(job_id, state="filing", outcome=outcome, error=error, note=None,
+                            outbox_path=str(outbox_path) if outbox_path else None,
+                            error_path=str(error_path) if error_path else None, _only_from=only_from)
 
     def set_output_path(self, task_id: int, path: Path) -> None:
         self.db.execute("UPDATE tasks SET output_path = ? WHERE id = ?", [str(path), task_id])
@@ -426,7 +439,7 @@ class Store:
             raise StoreError(f"job {job.id} ({job.name}) was never queued (its folder was not taken as a valid "
                              "job), so it cannot run again as it is; drop its folder into the inbox again")
         with self.db.atomic():
-            self.db.execute("UPDATE tasks SET state = 'queued', progress = 0, error = NULL "
+            self.db.execute(f"UPDATE tasks SET state = 'queued', {_NO_PROGRESS}, error = NULL "
                             "WHERE job_id = ? AND state != 'done'", [job_id])
             self._update(job_id, state="queued", outcome=None, error=None, cancel_requested=0,
                          note=f"{note}; before: {job.error}" if job.error else note,
@@ -434,10 +447,14 @@ class Store:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _update(self, job_id: int, **values: Any) -> None:
+    def _update(self, job_id: int, _only_from: str | None = None, **values: Any) -> bool:
+        """Set ``values`` on the job (only while it is in state ``_only_from``, if given); True if it was."""
         sets = ", ".join(f"{k} = {v.sql if isinstance(v, _Now) else '?'}" for k, v in values.items())
         params = [v for v in values.values() if not isinstance(v, _Now)]
-        self.db.execute(f"UPDATE jobs SET {sets}, updated_at = {_NOW} WHERE id = ?", [*params, job_id])
+        guard = " AND state = ?" if _only_from else ""
+        cur = self.db.execute(f"UPDATE jobs SET {sets}, updated_at = {_NOW} WHERE id = ?{guard}",
+                              [*params, job_id, *([_only_from] if _only_from else [])])
+        return cur.rowcount == 1
 
 
 class _Now:

@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import AudioError, Cancelled, EngineError, ModelError, NoFaceError, VideoError
+from .formats import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .options import Progress, RenderOptions, RenderResult
 
 if TYPE_CHECKING:
     from .engine import LipSyncEngine
 
 __all__ = [
-    "AudioError", "Cancelled", "EngineError", "LipSyncEngine", "ModelError", "NoFaceError",
-    "Progress", "RenderOptions", "RenderResult", "VideoError",
+    "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "AudioError", "Cancelled", "EngineError",
+    "LipSyncEngine", "ModelError", "NoFaceError", "Progress", "RenderOptions", "RenderResult", "VideoError",
 ]
 
 

@@ -20,6 +20,7 @@ import librosa
 import numpy as np
 
 from .errors import AudioError
+from .formats import empty_file_message
 
 SAMPLE_RATE = 16_000
 # The reference's hparams (Wav2Lip hparams.py), the ones melspectrogram() depends on.
@@ -54,6 +55,8 @@ def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     Raises :class:`AudioError` when the file cannot be opened or has no audio stream.
     """
     name = Path(path).name
+    if empty := empty_file_message(Path(path), "audio file"):
+        raise AudioError(empty)
     chunks: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:

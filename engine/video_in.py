@@ -22,8 +22,9 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .errors import VideoError, reason
+from .formats import IMAGE_SUFFIXES, empty_file_message
 
-STILL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+STILL_SUFFIXES = frozenset(IMAGE_SUFFIXES)
 """Files read as one still picture (with cv2, which applies a JPEG's EXIF orientation)."""
 
 _COMMON_RATES = tuple(Fraction(r) for r in (24, 25, 30, 48, 50, 60, 120)) + tuple(
@@ -238,6 +239,8 @@ class _SlotReader:
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise VideoError(f"The video '{path.name}' does not exist or is not a file.")
+    if empty := empty_file_message(path, "video"):
+        raise VideoError(empty)
     try:
         return av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
@@ -303,6 +306,8 @@ def _known(value: int) -> int | None:
 
 def _load_still(path: Path) -> np.ndarray:
     """Decode a still to BGR; cv2 turns phone JPEGs upright from their EXIF orientation."""
+    if empty := empty_file_message(path, "image"):
+        raise VideoError(empty)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:

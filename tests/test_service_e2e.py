@@ -71,7 +71,8 @@ def test_service_renders_a_dropped_job_and_files_the_broken_video_to_error(
         assert (result.width, result.height) == (info.width, info.height)
     assert (outbox / "report.txt").is_file()
     assert sorted(p.name for p in (outbox / "input").iterdir()) == ["face.mp4", "portrait.png"]
-    assert sorted(p.name for p in error.iterdir()) == ["broken.mp4", "error.txt", "job.log", "voice over.wav"]
+    assert sorted(p.name for p in error.iterdir()) == [".DS_Store", "broken.mp4", "error.txt", "job.log",
+                                                       "voice over.wav"]  # junk travels too: nothing is deleted
     reason = (error / "error.txt").read_text()
     assert "broken.mp4" in reason and "damaged" in reason and ".processing" not in reason
     assert [p.name for p in (tmp_path / "inbox").iterdir()] == [".processing"]

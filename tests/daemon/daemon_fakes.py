@@ -4,7 +4,8 @@ Its behaviour is chosen by what a test writes into a video file, so the same fak
 process and in the subprocess harness: ``noface`` in a video raises NoFaceError, ``broken``
 raises VideoError, ``torchbusy`` keeps torch's threads multiplying matrices for
 ``TORCH_BUSY_S`` seconds without ever calling ``should_stop`` (a CPU network batch that cannot
-be interrupted), anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each).
+be interrupted), anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each),
+with a face in one of them when the video contains ``fewfaces``, else in all.
 An audio file containing ``silence`` raises AudioError.
 """
 
@@ -73,7 +74,8 @@ class FakeEngine:
         tmp.write_bytes(b"LIPSYNCED " + audio[:16] + b" + " + data)
         os.replace(tmp, output)
         self.rendered.append(video.name)
-        return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, FRAMES, 0.01)
+        faces = 1 if b"fewfaces" in data else FRAMES
+        return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, faces, 0.01)
 
 
 def _keep_torch_busy(seconds: float, progress: Callable[[Progress], None] | None) -> None:

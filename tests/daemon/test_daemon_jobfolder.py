@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 import pytest
 from daemon_helpers import make_job
-from lipsyncd.daemon.jobfolder import JobFolderError, content_hash, file_hashes, is_junk, load_spec, output_names
+from lipsyncd.daemon.jobfolder import (
+    JobFolderError,
+    content_hash,
+    file_hashes,
+    file_sha256,
+    is_junk,
+    load_spec,
+    on_disk,
+    output_names,
+)
 from lipsyncd.engine.options import RenderOptions
 
 DEFAULTS = RenderOptions()
@@ -66,3 +76,39 @@ def test_content_hash_ignores_names_but_not_bytes_or_options(tmp_path):
     d = make_job(tmp_path, "d", {"s.wav": b"A", "v.mp4": b"V", "job.yaml": "engine: {crf: 30}"})
     hashes = [content_hash(file_hashes(f, spec_of(f)), spec_of(f)) for f in (a, b, c, d)]
     assert hashes[0] == hashes[1] and len(set(hashes)) == 3
+
+
+def test_media_are_taken_from_the_lone_sub_folder_at_any_depth(tmp_path):
+    folder = make_job(tmp_path, "Job", {"Job/Job/s.wav": b"a", "Job/Job/v.mp4": b"1", "readme.txt": b"r",
+                                        "__MACOSX/Job/._v.mp4": b"j", ".hidden/x.mp4": b"h"})
+    spec = spec_of(folder)
+    assert (spec.audio, spec.videos) == ("Job/Job/s.wav", ("Job/Job/v.mp4",))
+
+
+def test_media_at_the_top_keep_sub_folders_unused(tmp_path):
+    folder = make_job(tmp_path, "j", {"s.wav": b"a", "v.mp4": b"1", "Job/s.wav": b"a", "Job/w.mp4": b"2"})
+    assert spec_of(folder).videos == ("v.mp4",)
+
+
+def test_names_not_in_utf8_are_read_as_text_and_found_on_disk(tmp_path):
+    raw = os.fsdecode(b"Caf\xe9.mp4")
+    folder = make_job(tmp_path, "j", {"s.wav": b"a", raw: b"1", "job.yaml": "videos: [café.mp4]\n"})
+    spec = spec_of(folder)
+    assert spec.videos == ("Café.mp4",)
+    assert on_disk(folder, "Café.mp4") == folder / raw
+    assert file_hashes(folder, spec)["Café.mp4"] == file_sha256(folder / raw)
+
+
+def test_a_linked_job_yaml_is_an_error(tmp_path):
+    folder = make_job(tmp_path, "j", {"s.wav": b"a", "v.mp4": b"1", "elsewhere.yaml": b"priority: 3\n"})
+    os.symlink(folder / "elsewhere.yaml", folder / "job.yaml")
+    with pytest.raises(JobFolderError, match="job.yaml is a link; links are not followed"):
+        spec_of(folder)
+
+
+def test_a_lone_sub_folder_named_in_an_old_encoding(tmp_path):
+    sub = os.fsdecode(b"Caf\xe9")
+    folder = make_job(tmp_path, "j", {f"{sub}/s.wav": b"a", f"{sub}/v.mp4": b"1"})
+    spec = spec_of(folder)
+    assert (spec.audio, spec.videos) == ("Café/s.wav", ("Café/v.mp4",))
+    assert on_disk(folder, "Café/v.mp4").read_bytes() == b"1"

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
+import time
+import warnings
 
 import pytest
 from lipsyncd.daemon import logs
+from lipsyncd.daemon.watcher import InboxWatcher
 
 
 @pytest.fixture
 def restore_logging():
     """setup() changes the process-wide "lipsyncd" logger; later tests (caplog) need it back."""
     root = logging.getLogger(logs.ROOT)
-    saved = (list(root.handlers), root.level, root.propagate)
+    saved = (list(root.handlers), root.level, root.propagate, warnings.showwarning)
     yield
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
     root.propagate = saved[2]
+    warnings.showwarning = saved[3]
 
 
 def test_journal_lines_carry_the_syslog_priority():
@@ -49,3 +54,44 @@ def test_job_log_gets_this_thread_s_lines_only(tmp_path):
     text = path.read_text()
     assert "INFO rendering clip.mp4" in text
     assert "another folder" not in text and "after the job" not in text
+
+
+def test_a_library_warning_is_one_short_log_line(capsys, restore_logging):
+    logs.setup("debug")
+    huge = "Callback with id '1' already exists for watch " + "<Watch wd=3 path=b'/srv/inbox/x'> " * 1000
+    warnings.warn_explicit(huge, RuntimeWarning, "/venv/site-packages/watchdog/observers/inotify.py", 365)
+    warnings.warn_explicit("something odd", UserWarning, "/venv/site-packages/other/mod.py", 7)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    watchdog_line, other_line = lines
+    assert "DEBUG" in watchdog_line and "RuntimeWarning: Callback with id '1' already exists" in watchdog_line
+    assert "more characters cut" in watchdog_line and len(watchdog_line) < logs.MAX_WARNING_CHARS + 150
+    assert "WARNING" in other_line and other_line.endswith("UserWarning: something odd (mod.py:7)")
+
+
+def test_a_storm_of_folders_keeps_every_journal_line_short(tmp_path, capsys, restore_logging):
+    """Folders created and removed by the hundred: watchdog's inotify observer warns when a
+    sub-folder appears between its watch on the parent and its scan of it (a race, so the storm
+    repeats until it happened), each warning holding its whole watch table."""
+    logs.setup("debug")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = InboxWatcher(inbox, "inotify", 1)
+    watcher.start()
+    lines: list[str] = []
+    try:
+        for _ in range(20):
+            for i in range(200):
+                (inbox / f"job {i}").mkdir()
+                for depth in ("a", "a/b", "a/b/c"):
+                    (inbox / f"job {i}" / depth).mkdir()
+            for i in range(200):
+                shutil.rmtree(inbox / f"job {i}")
+            time.sleep(0.3)
+            lines += capsys.readouterr().err.splitlines()
+            if any("already exists for watch" in line for line in lines):
+                break
+    finally:
+        watcher.stop()
+    assert any("already exists for watch" in line for line in lines)  # the storm did provoke watchdog
+    assert max(len(line) for line in lines) < logs.MAX_WARNING_CHARS + 150

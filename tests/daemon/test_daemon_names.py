@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 import pytest
-from lipsyncd.daemon.names import unique_in_dir, unique_name, windows_safe
+from lipsyncd.daemon.names import readable, unique_in_dir, unique_name, windows_safe
 
 
 @pytest.mark.parametrize("name, safe", [
@@ -38,3 +39,18 @@ def test_unique_in_dir_sees_existing_entries(tmp_path):
     (tmp_path / "Job").mkdir()
     assert unique_in_dir(tmp_path, "job") == "job (2)"
     assert unique_in_dir(tmp_path / "missing", "job", reserved=["JOB"]) == "job (2)"
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"Caf\xe9.mp4", "Café.mp4"),          # Latin-1 / Windows-1252
+    (b"\x93quoted\x94", "“quoted”"),       # Windows-1252 only
+    (b"odd \x81 byte", "odd \ufffd byte"),  # no meaning in Windows-1252
+    ("déjà vu".encode(), "déjà vu"),       # valid UTF-8 stays as it is
+])
+def test_readable_reads_bytes_that_are_not_utf8_as_windows_1252(raw, text):
+    assert readable(os.fsdecode(raw)) == text
+
+
+def test_written_names_are_always_valid_utf8():
+    safe = windows_safe(os.fsdecode(b"Entr\xe9e\x81.mp4"))
+    assert safe == "Entrée\ufffd.mp4" and safe.encode("utf-8")

@@ -116,8 +116,9 @@ def test_an_invalid_job_yaml_goes_to_error_naming_the_field(cfg, store, engine, 
     make_job(cfg.folders.inbox, "bad yaml", {"speech.wav": b"a", "x.mp4": b"v", "job.yaml": job_yaml})
     drain(cfg, store, engine)
     err = cfg.folders.error / "bad yaml"
-    assert tree(err) == {"speech.wav", "x.mp4", "job.yaml", "error.txt"}
+    assert tree(err) == {"speech.wav", "x.mp4", "job.yaml", "error.txt", "job.log"}
     assert message in (err / "error.txt").read_text()
+    assert message in (err / "job.log").read_text()
     assert store.find_job("bad yaml").state == "failed"
     assert engine.rendered == []
 
@@ -165,15 +166,41 @@ def test_names_users_type_never_crash_and_outputs_are_windows_safe(cfg, store, e
     assert {f"input/{name}" for name in files} <= tree(out)
 
 
-def test_names_in_an_old_encoding_are_refused_readably_not_crashed_on(cfg, store, engine):
+def test_names_in_an_old_encoding_render_with_valid_output_names(cfg, store, engine):
+    """A share with the wrong charset writes Latin-1 bytes (Python: surrogate escapes)."""
     folder = Path(os.fsdecode(bytes(cfg.folders.inbox) + b"/caf\xe9"))
-    make_job(folder.parent, folder.name, {"s.wav": b"a", os.fsdecode(b"v\xe9.mp4"): b"v"})
+    latin1 = os.fsdecode(b"Entr\xe9e \x81.mp4")
+    make_job(folder.parent, folder.name, {"s.wav": b"a", latin1: b"v", "fine.mp4": b"w"})
     drain(cfg, store, engine)
     job = store.job(1)
-    assert (job.name, job.state) == ("caf\ufffd", "failed")
-    err = cfg.folders.error / "caf\ufffd"
-    assert "The file name 'v\ufffd.mp4' is not valid text" in (err / "error.txt").read_text()
-    assert (err / os.fsdecode(b"v\xe9.mp4")).read_bytes() == b"v"
+    assert (job.name, job.state) == ("café", "done")
+    assert engine.rendered == [latin1, "fine.mp4"]
+    out = cfg.folders.outbox / "café"
+    names = {p.name for p in out.iterdir()}
+    assert {"Entrée \ufffd.mp4", "fine.mp4"} <= names
+    for name in names:
+        name.encode("utf-8")  # every name the service wrote is valid UTF-8 (no surrogate escapes)
+    assert (out / "input" / latin1).read_bytes() == b"v"  # the input comes back byte for byte, name too
+    report = (out / "report.txt").read_text(encoding="utf-8")
+    assert "ok      Entrée \ufffd.mp4  ->  Entrée \ufffd.mp4" in report
+    assert "Entrée" in (out / "job.log").read_text(encoding="utf-8")
+
+
+def test_a_failing_video_with_an_old_encoding_name_is_reported_readably(cfg, store, engine):
+    latin1 = os.fsdecode(b"visage \xe9.mov")
+    make_job(cfg.folders.inbox, "bad", {"s.wav": b"a", latin1: b"broken", "ok.mp4": b"v"})
+    drain(cfg, store, engine)
+    err = cfg.folders.error / "bad"
+    assert "visage é.mov: visage é.mov cannot be decoded." in (err / "error.txt").read_text(encoding="utf-8")
+    assert (err / latin1).read_bytes() == b"broken"
+    assert (cfg.folders.outbox / "bad" / "ok.mp4").is_file()
+
+
+def test_two_names_that_read_the_same_are_refused_not_confused(cfg, store, engine):
+    make_job(cfg.folders.inbox, "twins", {"s.wav": b"a", "Café.mp4": b"1", os.fsdecode(b"Caf\xe9.mp4"): b"2"})
+    drain(cfg, store, engine)
+    assert "Two files are both named 'Café.mp4'" in (cfg.folders.error / "twins" / "error.txt").read_text()
+    assert engine.rendered == []
 
 
 def test_windows_reserved_job_names_are_sanitised(cfg, store, engine):
@@ -193,14 +220,30 @@ def test_results_never_overwrite_an_existing_folder(cfg, store, engine):
     assert (cfg.folders.outbox / "Interview (3)" / "face.mp4").is_file()
 
 
-def test_junk_files_are_ignored_and_not_filed(cfg, store, engine):
-    make_job(cfg.folders.inbox, "mac", {"s.wav": b"a", "v.mp4": b"v", ".DS_Store": b"j", "._v.mp4": b"j",
-                                        "Thumbs.db": b"j", "desktop.ini": b"j", "~$notes.docx": b"j",
-                                        "v.mp4.part": b"j", "x.crdownload": b"j", "__MACOSX/._s.wav": b"j",
-                                        "@eaDir/v.mp4/SYNOPHOTO.jpg": b"j", ".syncthing.v.mp4.tmp": b"j"})
+JUNK = {".DS_Store": b"j", "._v.mp4": b"j", "Thumbs.db": b"j", "desktop.ini": b"j", "~$notes.docx": b"j",
+        "v.mp4.part": b"j", "x.crdownload": b"j", "__MACOSX/._s.wav": b"j", "@eaDir/v.mp4/SYNOPHOTO.jpg": b"j",
+        ".syncthing.v.mp4.tmp": b"j"}
+
+
+def test_junk_files_are_not_used_but_travel_with_the_job(cfg, store, engine):
+    make_job(cfg.folders.inbox, "mac", {"s.wav": b"a", "v.mp4": b"v", **JUNK})
     drain(cfg, store, engine)
     assert engine.rendered == ["v.mp4"]
-    assert tree(cfg.folders.outbox / "mac") == {"v.mp4", "input/v.mp4", "input/s.wav", "report.txt", "job.log"}
+    assert tree(cfg.folders.outbox / "mac") == {"v.mp4", "input/v.mp4", "input/s.wav", "report.txt", "job.log",
+                                                 *(f"input/{name}" for name in JUNK)}
+    assert_nothing_held(cfg)
+
+
+def test_junk_of_a_failed_job_goes_to_error_with_it(cfg, store, engine):
+    make_job(cfg.folders.inbox, "mac", {"s.wav": b"a", "v.mp4": b"noface", **JUNK})
+    drain(cfg, store, engine)
+    assert tree(cfg.folders.error / "mac") == {"s.wav", "v.mp4", "error.txt", "job.log", *JUNK}
+
+
+def test_a_folder_of_junk_only_is_not_taken(cfg, store, engine):
+    make_job(cfg.folders.inbox, "still copying", {".DS_Store": b"j", "v.mp4.part": b"j"})
+    drain(cfg, store, engine)
+    assert (cfg.folders.inbox / "still copying" / "v.mp4.part").is_file() and store.status() == []
 
 
 @pytest.mark.parametrize("policy, expected_state", [("skip", "skipped"), ("rerun", "done")])
@@ -212,7 +255,7 @@ def test_identical_redrop_is_recognised(cfg, store, engine, policy, expected_sta
     drain(cfg, store, engine)
     second = store.find_job("take 2")
     assert second.state == expected_state
-    assert "Same audio, videos and options as job #1 (take 1)" in second.note
+    assert second.note is None  # a finished job keeps no note; its report says it
     report = (cfg.folders.outbox / "take 2" / "report.txt").read_text()
     assert "Same audio, videos and options as job #1" in report
     assert engine.rendered == ["face.mp4"] * (1 if policy == "skip" else 2)
