@@ -81,8 +81,9 @@ def test_a_second_service_exits_at_once_naming_the_first_and_status_and_cancel_w
 
         status = lipsyncd(config, "status")
         assert status.returncode == 0, status.stderr
+        # healthy: a heartbeat younger than the 30 s limit (a loaded machine starts `status` slowly)
         assert status.stdout.splitlines()[0] in {f"service: running (pid {first.pid}), last heartbeat {n} s ago"
-                                                 for n in (0, 1, 2, 3)}
+                                                 for n in range(30)}
         assert "running" in status.stdout.splitlines()[2]
         cancel = lipsyncd(config, "cancel", "talk")
         assert cancel.returncode == 0 and "cancelling" in cancel.stdout
