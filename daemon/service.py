@@ -21,6 +21,7 @@ from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
 from .runner import Runner
+from .share import NOTE_PREFIX, ShareError, ShareGuard
 from .store import Store
 from .systemd import Notifier
 from .watcher import InboxWatcher
@@ -34,13 +35,17 @@ INTAKE_STALL_S = 600.0
 """Hashing a large video over a slow share is the longest thing intake does in one round."""
 
 
-def prepare_folders(config: Config) -> None:
-    """Create the folders the service writes to (``make run`` starts from nothing)."""
-    f = config.folders
-    for path in (f.inbox, f.outbox, f.error, f.state, f.processing, config.engine.models_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    if config.engine.cache_dir is not None:
-        config.engine.cache_dir.mkdir(parents=True, exist_ok=True)
+def prepare_folders(config: Config, share: ShareGuard | None = None) -> str | None:
+    """Create the local folders, with their parents (``make run`` starts from nothing), then the
+    share's folders where that is safe (:meth:`ShareGuard.prepare`). Why the share is not
+    there yet, or None."""
+    for path in (config.folders.state, config.engine.models_dir, config.engine.cache_dir):
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+    reason = (share or ShareGuard.for_config(config)).prepare()
+    if reason is None:
+        config.folders.processing.mkdir(exist_ok=True)
+    return reason
 
 
 def default_engine_factory(config: Config) -> EngineFactory:
@@ -51,16 +56,22 @@ def default_engine_factory(config: Config) -> EngineFactory:
 def run(config: Config, engine_factory: EngineFactory | None = None, notifier: Notifier | None = None) -> int:
     """Run until SIGTERM/SIGINT; the exit status (non-zero when a worker thread died)."""
     notifier = notifier or Notifier()
-    prepare_folders(config)
-    store = Store(config.folders.database)
-    recover(store, config)
     stop = threading.Event()
     _install_signal_handlers(stop)
+    share = ShareGuard.for_config(config)
+    try:
+        if not _wait_for_share(config, share, stop, notifier):
+            return 0
+    except ShareError as exc:
+        log.critical("%s", exc)
+        return 1
+    store = Store(config.folders.database)
+    recover(store, config)
 
     watcher = InboxWatcher(config.folders.inbox, config.watch.mode, config.watch.poll_interval)
     watcher.start()
-    intake = Intake(config, watcher)
-    runner = Runner(config, engine_factory or default_engine_factory(config), stop)
+    intake = Intake(config, watcher, share=share)
+    runner = Runner(config, engine_factory or default_engine_factory(config), stop, share=share)
     threads = [threading.Thread(target=intake.run, args=(stop,), name="intake", daemon=True),
                threading.Thread(target=runner.run, name="runner", daemon=True)]
     for thread in threads:
@@ -84,7 +95,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         if healthy and notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
             notifier.watchdog()
             last_ping = now
-        text = _status_line(store)
+        text = f"{NOTE_PREFIX}{share.last_reason}" if share.last_reason else _status_line(store)
         if text != status:
             status = text
             notifier.status(text)
@@ -99,6 +110,25 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     watcher.stop()
     store.close()
     return 1 if crashed else 0
+
+
+def _wait_for_share(config: Config, share: ShareGuard, stop: threading.Event, notifier: Notifier) -> bool:
+    """Prepare the folders; while the share is not there, say so and look again every second.
+    READY goes out meanwhile, or systemd would count a slow NAS as a failed start. False if
+    the service was stopped while waiting."""
+    reason = prepare_folders(config, share)
+    if reason is None:
+        return True
+    notifier.ready(f"{NOTE_PREFIX}{reason}")
+    last_ping = 0.0
+    while not stop.wait(SUPERVISOR_TICK):
+        now = time.monotonic()
+        if notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
+            notifier.watchdog()
+            last_ping = now
+        if prepare_folders(config, share) is None:
+            return True
+    return False
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
