@@ -1,0 +1,66 @@
+"""systemd/lipsyncd.service: verifies cleanly, starts on hosts without the share or a render
+group, keeps GPU access, and its ``systemd-analyze security`` exposure stays at or below 2.5.
+
+Needs ``systemd-analyze`` (Debian package ``systemd``, which CI installs); no running systemd.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+UNIT = Path(__file__).parents[2] / "systemd" / "lipsyncd.service"
+INSTALLED_EXEC = "/opt/lipsyncd/.venv/bin/lipsyncd"
+MAX_EXPOSURE = 2.5
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess:
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze is missing: apt-get install systemd"
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
+
+
+def settings(key: str) -> list[str]:
+    return re.findall(rf"^{key}=(.*)$", UNIT.read_text(), flags=re.MULTILINE)
+
+
+def test_the_unit_verifies_without_a_single_warning(tmp_path):
+    # verify checks that ExecStart= exists: point it at this checkout's lipsyncd instead of /opt
+    local = Path(sys.executable).with_name("lipsyncd")
+    assert local.is_file()
+    unit = tmp_path / "lipsyncd.service"
+    unit.write_text(UNIT.read_text().replace(INSTALLED_EXEC, str(local)))
+    result = analyze("verify", str(unit))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_the_exposure_score_is_at_most_2_5():
+    result = analyze("security", "--offline=yes", "--no-pager", str(UNIT))
+    score = re.search(r"Overall exposure level for lipsyncd\.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout + result.stderr
+    print(f"systemd-analyze security exposure: {score.group(1)}")
+    assert float(score.group(1)) <= MAX_EXPOSURE
+
+
+def test_nothing_in_the_unit_fails_a_host_without_the_share_or_a_render_group():
+    paths = [p for line in settings("ReadWritePaths") for p in line.split()]
+    assert paths and all(p.startswith("-") for p in paths)  # a missing path is skipped, not 226/NAMESPACE
+    assert settings("SupplementaryGroups") == []  # a missing group would be 216/GROUP
+
+
+def test_gpu_access_is_kept():
+    assert settings("PrivateDevices") == ["no"] and settings("DevicePolicy") == ["closed"]
+    allowed = " ".join(settings("DeviceAllow"))
+    for device in ("/dev/nvidiactl", "/dev/nvidia-uvm", "char-nvidia-frontend", "char-nvidia-uvm"):
+        assert f"{device} rw" in allowed
+    assert settings("ProcSubset") == []  # the CUDA driver reads /proc/driver/nvidia
+    assert settings("MemoryDenyWriteExecute") == []  # CUDA and torch compile kernels at run time
+    assert any("nvidia-modprobe -u" in line and line.startswith("+") for line in settings("ExecStartPre"))
+
+
+def test_the_watchdog_notices_a_hung_service_within_two_minutes():
+    (watchdog,) = settings("WatchdogSec")  # the service pings every half of it (daemon/systemd.py)
+    assert watchdog.endswith("s") and int(watchdog.removesuffix("s")) <= 120
