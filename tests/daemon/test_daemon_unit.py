@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 UNIT = Path(__file__).parents[2] / "systemd" / "lipsyncd.service"
-INSTALLED_EXEC = "/opt/lipsyncd/.venv/bin/lipsyncd"
+INSTALLED_EXEC = "/opt/lipsyncd/venv/bin/lipsyncd"
 MAX_EXPOSURE = 2.5
 
 
