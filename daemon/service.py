@@ -7,6 +7,9 @@ worker threads are alive and have shown a sign of life recently. Signal handlers
 stop flag; the runner sees it, the engine aborts the current video within a second or so, the
 job goes back to the queue. If the video does not stop within ``service.shutdown_timeout``
 the process exits anyway: the job is still marked running, and the next start re-queues it.
+
+Nothing touches the share before :class:`ShareGuard` says it is there: a service started while
+it is not mounted tells systemd READY with a STATUS saying so, and waits for it before recovery.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
-from lipsyncd.daemon import results
+from lipsyncd.daemon import results, service
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.filing import FilingError
 from lipsyncd.daemon.intake import Intake, recover
@@ -194,17 +194,16 @@ def test_a_share_gone_mid_render_requeues_the_job_with_a_note_and_it_finishes_wh
     runner = Runner(cfg, lambda: engine, threading.Event(), share=guard)
     while runner.step(store):
         pass
-    talk = store.find_job("talk")
-    jobs = [store.job(1), store.job(2)]
+    jobs = [store.job(1), store.job(2)]  # job 1 was rendering when the share went
     assert [j.state for j in jobs] == ["queued", "queued"]
     assert all(is_waiting_note(j.note) and "is not there" in j.note for j in jobs)
-    assert [t.state for t in store.tasks(talk.id)] == ["queued", "queued"]
+    assert {t.state for t in store.tasks(1)} == {"queued"}
     assert not share.exists() and intake.tick(store) == []  # nothing created, nothing claimed
     away.rename(share)
     while runner.step(store):
         pass
     assert [store.job(1).state, store.job(2).state] == ["done", "done"]
-    assert store.job(talk.id).note is None and store.job(talk.id).attempt == 2
+    assert [(store.job(i).note, store.job(i).attempt) for i in (1, 2)] == [(None, 2), (None, 1)]
     assert sorted(p.name for p in cfg.folders.outbox.iterdir()) == ["next", "talk"]
     assert list(cfg.folders.error.iterdir()) == []
     store.close()
@@ -255,3 +254,14 @@ def test_a_finished_job_whose_inputs_were_left_held_is_filed_at_start(cfg, store
     assert store.job(1).state == "done"
     assert (cfg.folders.outbox / "held" / "face.mp4").is_file()
     assert list(cfg.folders.processing.iterdir()) == []
+
+
+def test_the_service_refuses_an_inbox_that_is_a_file_in_one_line(cfg, tmp_path, caplog):
+    inbox = tmp_path / "share" / "inbox"
+    inbox.parent.mkdir()
+    inbox.write_text("not a folder")
+    broken = dataclasses.replace(cfg, folders=dataclasses.replace(cfg.folders, inbox=inbox))
+    assert service.run(broken, engine_factory=FakeEngine) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"] == [
+        f"folders.inbox: {inbox} is a file, not a folder; move it away or change folders.inbox"]
+    assert inbox.read_text() == "not a folder"
