@@ -1,18 +1,26 @@
 """systemd/lipsyncd.service: verifies cleanly, starts on hosts without the share or a render
-group, keeps GPU access, and its ``systemd-analyze security`` exposure stays at or below 2.5.
+group, keeps GPU access, its ``systemd-analyze security`` exposure stays at or below 2.5, and
+a real render runs under its system-call filter.
 
-Needs ``systemd-analyze`` (Debian package ``systemd``, which CI installs); no running systemd.
+Needs ``systemd-analyze`` (Debian package ``systemd``) and ``python3-seccomp`` for the filter,
+both installed in CI; no running systemd.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+from media_tools import write_wav
+
 UNIT = Path(__file__).parents[2] / "systemd" / "lipsyncd.service"
+FILTER = Path(__file__).with_name("syscall_filter.py")
 INSTALLED_EXEC = "/opt/lipsyncd/venv/bin/lipsyncd"
 MAX_EXPOSURE = 2.5
 
@@ -64,3 +72,24 @@ def test_gpu_access_is_kept():
 def test_the_watchdog_notices_a_hung_service_within_two_minutes():
     (watchdog,) = settings("WatchdogSec")  # the service pings every half of it (daemon/systemd.py)
     assert watchdog.endswith("s") and int(watchdog.removesuffix("s")) <= 120
+
+
+@pytest.mark.slow
+def test_a_render_runs_under_the_units_system_call_filter(models_dir, face_clip, tmp_path):
+    assert settings("SystemCallFilter") == ["@system-service"] and settings("SystemCallErrorNumber") == ["EPERM"]
+    speech = write_wav(tmp_path / "speech.wav", np.random.default_rng(0).normal(0, 0.1, 6400).astype(np.float32))
+    script = textwrap.dedent(f"""
+        import ctypes, os, sys
+        from pathlib import Path
+        libc = ctypes.CDLL(None, use_errno=True)  # the filter is on: a mount is refused
+        assert libc.mount(b"none", b"{tmp_path}", b"tmpfs", 0, None) == -1 and ctypes.get_errno() == 1
+        from lipsyncd.engine import LipSyncEngine, RenderOptions
+        engine = LipSyncEngine(Path("{models_dir}"), device="cpu", cache_dir=Path("{tmp_path / 'cache'}"))
+        audio = engine.load_audio(Path("{speech}"))
+        result = engine.render(audio, Path("{face_clip}"), Path("{tmp_path / 'out.mp4'}"), RenderOptions())
+        print("rendered", result.frames, "frames, face in", result.frames_with_face)
+    """)
+    run = subprocess.run([sys.executable, str(FILTER), sys.executable, "-c", script], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("rendered 10 frames") and (tmp_path / "out.mp4").stat().st_size > 0
