@@ -28,7 +28,7 @@ from .filing import Entry, FilingError, publish_dir, remove_tree
 from .jobfolder import is_junk, list_files
 from .names import unique_in_dir, unique_name, windows_safe
 from .report import error_text, report_text, short
-from .share import ShareGuard, waiting_note
+from .share import ShareGuard, is_waiting_note, waiting_note
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,8 @@ def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = (), share: 
         if share is not None and (reason := share.check()):
             _wait_for_share(store, job_id, reason)
             return
+        if is_waiting_note(store.job(job_id).note):
+            store.set_note(job_id, None)
         complete(store, job_id, ignore)
     except OSError as exc:
         if share is not None and (reason := share.check()):

@@ -68,7 +68,6 @@ class Runner:
             return False
         for job in store.jobs_in("filing"):  # filing put off while the share was away
             if is_waiting_note(job.note):
-                store.set_note(job.id, None)
                 finish_filing(store, job.id, self.config.watch.ignore, self.share)
                 return True
         for job in store.jobs_in("queued"):

@@ -232,7 +232,8 @@ def test_filing_waits_while_the_share_is_gone_instead_of_failing(shared, tmp_pat
     (tmp_path / "away").rename(tmp_path / "share")
     while runner.step(store):
         pass
-    assert store.job(1).state == "done" and (cfg.folders.outbox / "talk" / "face.mp4").is_file()
+    assert (store.job(1).state, store.job(1).note) == ("done", None)
+    assert (cfg.folders.outbox / "talk" / "face.mp4").is_file()
     assert list(cfg.folders.processing.iterdir()) == []
     store.close()
 
