@@ -234,12 +234,17 @@ class ShareGuard:
         mount point or where its parent is missing; otherwise create it and record its mount."""
         if not path.exists():
             mounted = {m.point for m in mounts(self._mountinfo)}
+            real = Path(os.path.realpath(path))
             for point in sorted(fstab_points(self._fstab) - mounted):
-                if path.is_relative_to(point):
+                if real.is_relative_to(point):
                     return f"the share {point} is not mounted (it is in /etc/fstab); the {name} folder {path} is on it"
             if not path.parent.is_dir():
                 return f"the folder {path.parent} does not exist: create it, or mount the share that holds it"
-            path.mkdir()
+            try:
+                path.mkdir()
+            except OSError as exc:
+                raise ShareError(f"folders.{name}: cannot create {path} ({exc.strerror}); create it for the "
+                                 "service's user, as the README's install steps show") from None
             log.info("created the %s folder %s", name, path)
         mount = self._mount_of(path)
         self._expected[name] = mount.point if mount else Path(path.anchor)

@@ -266,3 +266,14 @@ def test_the_service_refuses_an_inbox_that_is_a_file_in_one_line(cfg, tmp_path, 
     assert [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"] == [
         f"folders.inbox: {inbox} is a file, not a folder; move it away or change folders.inbox"]
     assert inbox.read_text() == "not a folder"
+
+
+def test_a_folder_the_service_may_not_create_is_one_clear_error(tmp_path, table, monkeypatch):
+    (tmp_path / "share").mkdir()
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(ShareError, match=r"^folders\.inbox: cannot create .*/share/inbox \(Permission denied\); "):
+        guard_for(tmp_path, table).prepare()
