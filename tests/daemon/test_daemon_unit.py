@@ -1,9 +1,9 @@
 """systemd/lipsyncd.service: verifies cleanly, starts on hosts without the share or a render
 group, keeps GPU access, its ``systemd-analyze security`` exposure stays at or below 2.5, and
-a real render runs under its system-call filter.
+a real render runs under its system-call filter; the Samba example loads.
 
-Needs ``systemd-analyze`` (Debian package ``systemd``) and ``python3-seccomp`` for the filter,
-both installed in CI; no running systemd.
+Needs ``systemd-analyze`` (Debian package ``systemd``), ``python3-seccomp`` for the filter and
+``testparm`` (``samba-common-bin``) for the Samba example, all installed in CI; no running systemd.
 """
 
 from __future__ import annotations
@@ -93,3 +93,14 @@ def test_a_render_runs_under_the_units_system_call_filter(models_dir, face_clip,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.startswith("rendered 10 frames") and (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_the_samba_example_loads_and_keeps_the_service_folders_out_of_reach():
+    tool = shutil.which("testparm")
+    assert tool, "testparm is missing: apt-get install samba-common-bin"
+    example = UNIT.with_name("smb.conf.example")
+    result = subprocess.run([tool, "-s", str(example)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Loaded services file OK." in result.stderr, result.stderr
+    share = result.stdout.split("[lipsync]", 1)[1]
+    assert "veto files = /.processing/.lipsyncd-*/" in share and "force group = lipsync" in share
+    assert "force directory mode = 02770" in share and "create mask = 0660" in share
