@@ -69,6 +69,11 @@ def outage(request, tmp_path: Path):
     o.cleanup()
 
 
+WAITING = ("queued", "filing")
+"""A job caught by the outage waits in the queue (interrupted) or, if its last video just
+finished, with its results not filed yet; never failed."""
+
+
 def states(db: Path) -> list[tuple]:
     return query(db, "SELECT name, state, note, error FROM jobs ORDER BY id")
 
@@ -79,20 +84,20 @@ def test_a_share_outage_mid_run_fails_nothing_writes_nothing_and_resumes(tmp_pat
     db = tmp_path / "state" / "lipsyncd.sqlite3"
     for name, files in JOBS.items():
         make_job(share / "inbox", name, files)
-    proc = start(config, frame_delay=0.03)
+    proc = start(config, frame_delay=0.05)
     try:
         wait_for(lambda: len(query(db, "SELECT 1 FROM jobs WHERE state = 'queued'")) == 2
                  and bool(query(db, "SELECT 1 FROM tasks WHERE state = 'running' AND progress > 0")),
                  "all jobs claimed and one rendering")
         outage.begin()
-        wait_for(lambda: all(s[1] == "queued" and (s[2] or "").startswith("Waiting for the share: ")
+        wait_for(lambda: all(s[1] in WAITING and (s[2] or "").startswith("Waiting for the share: ")
                              for s in states(db)), "every job to wait for the share", timeout=10)
         if outage.kind == "umount":
             assert f"the share {share} is not mounted" in states(db)[0][2]
         for _ in range(3):  # the service keeps looking; it must keep its hands off meanwhile
             assert outage.bare_contents() == [] and proc.poll() is None
             time.sleep(0.4)
-        assert [s[1] for s in states(db)] == ["queued"] * 3 and all(s[3] is None for s in states(db))
+        assert all(s[1] in WAITING and s[3] is None for s in states(db))
         assert sorted(p.name for p in (outage.store / "error").iterdir()) == []
         assert sorted(p.name for p in (outage.store / "outbox").iterdir()) == []
         outage.end()
@@ -107,7 +112,7 @@ def test_a_share_outage_mid_run_fails_nothing_writes_nothing_and_resumes(tmp_pat
         assert (out / "a.mp4").read_bytes().startswith(b"LIPSYNCED") and (out / "b.mp4").is_file()
     assert list((share / "error").iterdir()) == []
     assert list((share / "inbox" / ".processing").iterdir()) == []
-    assert query(db, "SELECT max(attempt) FROM jobs") == [(2,)]  # the running one was interrupted, once
+    assert query(db, "SELECT min(attempt), max(attempt) FROM jobs") in ([(1, 2)], [(1, 1)])  # rerun at most once
 
 
 def test_a_service_started_while_the_share_is_away_waits_and_creates_nothing(tmp_path, outage):
