@@ -35,7 +35,7 @@ class Check:
 
 def run_checks(config: Config) -> list[Check]:
     checks: list[Callable[[Config], list[Check]]] = [
-        _codecs, _gpu, _models, _folders, _free_space, _state_is_local]
+        _codecs, _gpu, _models, _share, _folders, _free_space, _state_is_local]
     results = []
     for check in checks:
         try:
@@ -91,6 +91,16 @@ def _models(config: Config) -> list[Check]:
     except ModelError as exc:
         return [Check("model", FAIL, str(exc), f"lipsyncd models fetch {name}")]
     return [Check("model", OK, f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")]
+
+
+def _share(config: Config) -> list[Check]:
+    from .share import ShareGuard
+
+    reason = ShareGuard.for_config(config).diagnose()
+    if reason:
+        return [Check("share", FAIL, reason, "mount the share (or put the folder back); the service waits for it "
+                                             "meanwhile and resumes by itself")]
+    return [Check("share", OK, "inbox, outbox and error are where the service expects them")]
 
 
 def _folders(config: Config) -> list[Check]:

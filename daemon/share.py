@@ -170,6 +170,24 @@ class ShareGuard:
             self._last = (now, reason)
             return reason
 
+    def diagnose(self) -> str | None:
+        """What the service would say about the share now, from the recorded mounts, creating
+        and writing nothing (``lipsyncd doctor``). Folder paths that are files or dangling links
+        are left to doctor's folder checks."""
+        with self._lock:
+            recorded = self._read_record()
+            for name, path in self.folders.items():
+                if path.exists() and not path.is_dir() or path.is_symlink() and not path.exists():
+                    continue
+                if str(path) in recorded:
+                    self._expected[name] = Path(recorded[str(path)])
+                    reason = self._probe(name, path, read_only=True)
+                else:
+                    reason = None if path.exists() else self._unmounted_fstab_point(name, path)
+                if reason:
+                    return reason
+        return None
+
     @property
     def last_reason(self) -> str | None:
         """The latest answer, without looking again (never blocks on a hung network mount)."""
@@ -177,14 +195,14 @@ class ShareGuard:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _probe(self, name: str, path: Path) -> str | None:
+    def _probe(self, name: str, path: Path, read_only: bool = False) -> str | None:
         expected = self._expected.get(name)
         if expected is None:  # prepare() not run (tests drive parts of the service directly)
             return None
         try:
             st = path.stat()
         except FileNotFoundError:
-            if not self._create_if_safe(name, path, expected):
+            if read_only or not self._create_if_safe(name, path, expected):
                 return self._missing(name, path, expected)
             st = path.stat()
         except OSError as exc:
@@ -198,7 +216,8 @@ class ShareGuard:
             log.info("%s is now on the mount %s (was %s)", path, mount.point, expected)
             self._expected[name] = mount.point
             try:
-                self._save()
+                if not read_only:
+                    self._save()
             except OSError as exc:
                 log.warning("cannot update %s: %s", self.record, exc.strerror)
         if not path.is_dir():
@@ -233,11 +252,8 @@ class ShareGuard:
         """First sight of this folder path: refuse to create it under a declared but unmounted
         mount point or where its parent is missing; otherwise create it and record its mount."""
         if not path.exists():
-            mounted = {m.point for m in mounts(self._mountinfo)}
-            real = Path(os.path.realpath(path))
-            for point in sorted(fstab_points(self._fstab) - mounted):
-                if real.is_relative_to(point):
-                    return f"the share {point} is not mounted (it is in /etc/fstab); the {name} folder {path} is on it"
+            if reason := self._unmounted_fstab_point(name, path):
+                return reason
             if not path.parent.is_dir():
                 return f"the folder {path.parent} does not exist: create it, or mount the share that holds it"
             try:
@@ -248,6 +264,16 @@ class ShareGuard:
             log.info("created the %s folder %s", name, path)
         mount = self._mount_of(path)
         self._expected[name] = mount.point if mount else Path(path.anchor)
+        return None
+
+    def _unmounted_fstab_point(self, name: str, path: Path) -> str | None:
+        """A mount point /etc/fstab declares above ``path`` that is not mounted: the folder
+        belongs on a share that is not there."""
+        mounted = {m.point for m in mounts(self._mountinfo)}
+        real = Path(os.path.realpath(path))
+        for point in sorted(fstab_points(self._fstab) - mounted):
+            if real.is_relative_to(point):
+                return f"the share {point} is not mounted (it is in /etc/fstab); the {name} folder {path} is on it"
         return None
 
     def _mount_of(self, path: Path) -> Mount | None:

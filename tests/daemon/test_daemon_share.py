@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
-from lipsyncd.daemon import results, service
+from lipsyncd.daemon import doctor, results, service
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.filing import FilingError
 from lipsyncd.daemon.intake import Intake, recover
@@ -277,3 +277,15 @@ def test_a_folder_the_service_may_not_create_is_one_clear_error(tmp_path, table,
     monkeypatch.setattr(Path, "mkdir", refused)
     with pytest.raises(ShareError, match=r"^folders\.inbox: cannot create .*/share/inbox \(Permission denied\); "):
         guard_for(tmp_path, table).prepare()
+
+
+def test_doctor_says_when_the_share_is_away_and_touches_nothing(shared, tmp_path):
+    cfg, _guard = shared
+    assert doctor._share(cfg)[0].level == doctor.OK
+    (tmp_path / "share").rename(tmp_path / "away")
+    (tmp_path / "share").mkdir()  # an empty folder where the share was
+    record = (cfg.folders.state / "share.json").read_text()
+    (check,) = doctor._share(cfg)
+    assert (check.level, check.detail) == (doctor.FAIL, f"the inbox folder {cfg.folders.inbox} is not there "
+                                                        "(moved or renamed?)")
+    assert list((tmp_path / "share").iterdir()) == [] and (cfg.folders.state / "share.json").read_text() == record
