@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make run   set up (first time) and start the service on ./var with config.example.yaml
 #   make test  set up (first time) and run the test suite
+# and, for a systemd host (README: "Install as a systemd service"), run as the service user:
+#   make install PREFIX=/opt/lipsyncd   a venv of the system python in $(PREFIX)/venv with lipsyncd
 # Everything installs into ./.venv from PyPI; FFmpeg comes inside the PyAV wheel.
 
 PY ?= python3
@@ -14,7 +16,13 @@ TORCH ?= torch==2.13.0
 # (pip download, no install); offline, that one test says loudly that it did not run.
 MEDIAPIPE_WHEEL_DIR := $(VENV)/wheels
 
-.PHONY: run test setup clean
+# `make install`: the system python (not a pyenv or conda one that may vanish), lipsyncd itself
+# copied in (not editable) and without the test extras.
+PREFIX ?= /opt/lipsyncd
+SYSTEM_PY ?= /usr/bin/python3
+PREFIX_BIN := $(PREFIX)/venv/bin
+
+.PHONY: run test setup clean install
 
 $(BIN)/lipsyncd: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,3 +45,11 @@ test: setup
 
 clean:
 	rm -rf $(VENV) var
+
+install:
+	$(SYSTEM_PY) -m venv $(PREFIX)/venv
+	$(PREFIX_BIN)/pip install -q --no-cache-dir --upgrade pip
+	$(PREFIX_BIN)/python -c "import torch" 2>/dev/null || $(PREFIX_BIN)/pip install -q --no-cache-dir "$(TORCH)"
+	$(PREFIX_BIN)/pip install -q --no-cache-dir --upgrade .
+	$(PREFIX_BIN)/lipsyncd --help >/dev/null
+	@echo "lipsyncd installed: $(PREFIX_BIN)/lipsyncd"

@@ -20,6 +20,8 @@ from .config import Config
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_FREE_GIB = 2.0
 LOW_FREE_GIB = 20.0
+SERVICE_USER, SERVICE_GROUP = "lipsyncd", "lipsync"
+"""Who the systemd unit runs as (User=, Group=); the fixes doctor prints use them."""
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afpfs")
 
 
@@ -33,7 +35,7 @@ class Check:
 
 def run_checks(config: Config) -> list[Check]:
     checks: list[Callable[[Config], list[Check]]] = [
-        _codecs, _gpu, _models, _folders, _database, _free_space, _state_is_local]
+        _codecs, _gpu, _models, _share, _folders, _database, _free_space, _state_is_local]
     results = []
     for check in checks:
         try:
@@ -72,7 +74,8 @@ def _gpu(config: Config) -> list[Check]:
     why = ("torch was built without CUDA (CPU build)" if torch.version.cuda is None
            else "no NVIDIA GPU is visible (driver, /dev/nvidia*, or the service's DeviceAllow)")
     fix = ("install a CUDA build of torch (README: GPU hosts) and check nvidia-smi; "
-           "under systemd, check the unit's DeviceAllow and SupplementaryGroups")
+           f"under systemd, check the unit's DeviceAllow and that {SERVICE_USER} is in the group owning "
+           f"/dev/nvidia* (ls -l /dev/nvidia*; sudo usermod -aG GROUP {SERVICE_USER})")
     if device == "cuda":
         return [Check("GPU", FAIL, f"engine.device is cuda but {why}", fix)]
     return [Check("GPU", WARN, f"{why}; videos will render on the CPU, much more slowly", fix)]
@@ -90,29 +93,43 @@ def _models(config: Config) -> list[Check]:
     return [Check("model", OK, f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")]
 
 
+def _share(config: Config) -> list[Check]:
+    from .share import ShareGuard
+
+    reason = ShareGuard.for_config(config).diagnose()
+    if reason:
+        return [Check("share", FAIL, reason, "mount the share (or put the folder back); the service waits for it "
+                                             "meanwhile and resumes by itself")]
+    return [Check("share", OK, "inbox, outbox and error are where the service expects them")]
+
+
 def _folders(config: Config) -> list[Check]:
     f = config.folders
     named = {"inbox": f.inbox, "outbox": f.outbox, "error": f.error, "state": f.state,
              "models": config.engine.models_dir}
-    return [_writable(name, path) for name, path in named.items()]
+    return [_writable(name, path, on_share=name in ("inbox", "outbox", "error")) for name, path in named.items()]
 
 
-def _writable(name: str, path: Path) -> Check:
+def _writable(name: str, path: Path, on_share: bool = False) -> Check:
     label = f"folder {name}"
+    create = f"sudo install -d -o {SERVICE_USER} -g {SERVICE_GROUP} -m 2770 {path}"
     if path.exists() and not path.is_dir():
         return Check(label, FAIL, f"{path} is a file, not a folder", f"move that file away or change folders.{name}")
+    if on_share and not path.parent.is_dir():  # the service never creates a share's folder with its parents
+        return Check(label, FAIL, f"{path} does not exist, nor does {path.parent}; the service waits for it "
+                                  "(is the share mounted?)", f"mount the share, or create it: {create}")
     if not path.is_dir():
         parent = next((p for p in path.parents if p.exists()), Path("/"))
         if os.access(parent, os.W_OK):
             return Check(label, OK, f"{path} does not exist yet; the service creates it")
         return Check(label, FAIL, f"{path} does not exist and {parent} is not writable",
-                     f"create it: sudo install -d -o lipsyncd -g lipsyncd -m 2775 {path}")
+                     f"create it: {create}")
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".lipsyncd-doctor-"):
             pass
     except OSError as exc:
         return Check(label, FAIL, f"cannot write in {path}: {exc.strerror}",
-                     f"give the service's user write access: sudo chown -R lipsyncd:lipsyncd {path} "
+                     f"give the service's user write access: sudo chown -R {SERVICE_USER}:{SERVICE_GROUP} {path} "
                      f"&& sudo chmod -R g+rwX {path}")
     return Check(label, OK, f"{path} is writable")
 

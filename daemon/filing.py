@@ -47,10 +47,10 @@ class Entry:
 
 def publish_dir(entries: Iterable[Entry], final: Path) -> None:
     """Create folder ``final`` holding ``entries``, all at once. On any error nothing is left
-    behind at the destination and :class:`FilingError` says what to do."""
+    behind at the destination and :class:`FilingError` says what to do. ``final``'s parent
+    must exist (:mod:`share` creates the outbox and error folders, only where that is safe)."""
     tmp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(4)}.tmp"
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the destination's parent must exist: never re-created under a share's bare mountpoint
         tmp.mkdir()
         for entry in entries:
             target = tmp.joinpath(*PurePosixPath(entry.relpath).parts)

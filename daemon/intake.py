@@ -23,9 +23,10 @@ from .filing import TEMP_PREFIX, move_dir, remove_tree
 from .jobfolder import JobFolderError, content_hash, file_hashes, is_junk, list_files, load_spec, output_names
 from .names import readable, unique_in_dir
 from .report import repeat_note
-from .results import INPUT_DIR, file_cancelled, file_job, finish_filing, work_paths
+from .results import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
+from .share import ShareGuard
 from .stability import StabilityTracker
-from .store import Job, Store
+from .store import FINAL_STATES, Job, Store
 from .watcher import InboxWatcher
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def recover(store: Store, config: Config) -> None:
     _remove_partial_copies(config)
     for job in store.jobs_in("filing"):
         finish_filing(store, job.id, config.watch.ignore)
-    _return_orphans(store, config)
+    _recover_work_folders(store, config)
 
 
 def _remove_partial_copies(config: Config) -> None:
@@ -113,17 +114,25 @@ def _remove_partial_copies(config: Config) -> None:
             remove_tree(tmp)
 
 
-def _return_orphans(store: Store, config: Config) -> None:
-    """Work folders no job row knows (the database was deleted or replaced) go back to the
-    inbox, so their inputs are never stranded in a hidden folder."""
+def _recover_work_folders(store: Store, config: Config) -> None:
+    """No input stays in the hidden work area: a finished job whose work folder is still there
+    (its filing failed: full disk, a share that went away) is filed again, and a work folder no
+    job row knows (the database was deleted or replaced) goes back to the inbox."""
     processing = config.folders.processing
     if not processing.is_dir():
         return
-    known = {Path(row["work_dir"]) for row in store.db.query("SELECT work_dir FROM jobs")}
-    for work in processing.iterdir():
-        if work in known or not work.is_dir() or work.name.startswith("."):
+    known = {Path(row["work_dir"]): (row["id"], row["state"])
+             for row in store.db.query("SELECT id, state, work_dir FROM jobs")}
+    for work in sorted(processing.iterdir()):
+        if not work.is_dir() or work.name.startswith("."):
             continue
         inputs = work / INPUT_DIR
+        if work in known:
+            job_id, state = known[work]
+            if state in FINAL_STATES and inputs.is_dir():
+                log.info("job %d: %s but its inputs were still held; filing it again", job_id, state)
+                refile(store, job_id, config.folders, config.watch.ignore)
+            continue
         if inputs.is_dir():
             target = config.folders.inbox / unique_in_dir(config.folders.inbox, f"recovered {work.name}")
             log.warning("%s: unknown to the database; moved back to the inbox as %s", work, target.name)
@@ -134,9 +143,11 @@ def _return_orphans(store: Store, config: Config) -> None:
 class Intake:
     """The intake loop: rescans, watcher hints, stability checks, claims."""
 
-    def __init__(self, config: Config, watcher: InboxWatcher, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: Config, watcher: InboxWatcher, clock: Callable[[], float] = time.monotonic,
+                 share: ShareGuard | None = None) -> None:
         self.config = config
         self.watcher = watcher
+        self.share = share
         self.tracker = StabilityTracker(config.watch.quiet_period, config.watch.max_wait, clock)
         self._clock = clock
         self._next_rescan = 0.0
@@ -157,6 +168,9 @@ class Intake:
         """One round: pick up names to watch, claim every folder that has held still."""
         now = self._clock()
         self.heartbeat = now
+        if self.share is not None and self.share.check():
+            self._next_rescan = now  # events are lost meanwhile: rescan everything once it is back
+            return []
         file_cancelled(store, self.config.folders, self.config.watch.ignore)
         names = self.watcher.take()
         if now >= self._next_rescan:

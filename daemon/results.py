@@ -32,6 +32,7 @@ from .filing import Entry, FilingError, publish_dir, remove_tree
 from .jobfolder import is_junk, is_link, link_note, list_files
 from .names import readable, unique_in_dir, unique_name, windows_safe
 from .report import error_text, job_warnings, repeat_note, report_text, short
+from .share import ShareGuard, is_waiting_note, waiting_note
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ def work_paths(work_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def settle(store: Store, job_id: int, folders: Folders, outcome: str | None = None,
-           error: str | None = None, only_from: str | None = None) -> bool:
+           error: str | None = None, only_from: str | None = None, keep: Iterable[str | None] = ()) -> bool:
     """Decide and record the outcome (derived from the tasks unless given) and destinations;
-    with ``only_from``, only while the job is in that state (False when it no longer was)."""
+    with ``only_from``, only while the job is in that state (False when it no longer was);
+    a folder in ``keep`` that is already in place is reused as its destination."""
     job = store.job(job_id)
     tasks = store.tasks(job_id)
     done = sum(t.state == "done" for t in tasks)
@@ -58,8 +60,9 @@ def settle(store: Store, job_id: int, folders: Folders, outcome: str | None = No
     to_outbox = outcome in ("done", "skipped")
     to_error = outcome in ("failed", "cancelled") or (outcome == "done" and done < len(tasks))
     name = windows_safe(job.name, fallback=f"job {job.id}")
-    outbox = folders.outbox / unique_in_dir(folders.outbox, name) if to_outbox else None
-    error_dir = folders.error / unique_in_dir(folders.error, name) if to_error else None
+    kept = {p.parent: p for p in (Path(k) for k in keep if k) if p.is_dir()}
+    outbox = kept.get(folders.outbox) or folders.outbox / unique_in_dir(folders.outbox, name) if to_outbox else None
+    error_dir = kept.get(folders.error) or folders.error / unique_in_dir(folders.error, name) if to_error else None
     if to_outbox and to_error and error is None:  # partly done: say so where `lipsyncd status` shows it
         error = f"{len(tasks) - done} of {len(tasks)} videos failed; see {short(error_dir)}/error.txt"
     if outcome == "done" and error is None:  # done, but hardly lip-synced: not a silent ok
@@ -110,11 +113,12 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
 
 
 def file_job(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = (),
-             outcome: str | None = None, error: str | None = None, only_from: str | None = None) -> None:
+             outcome: str | None = None, error: str | None = None, only_from: str | None = None,
+             share: ShareGuard | None = None) -> None:
     """:func:`settle` then :func:`complete`; a filing failure marks the job failed with the
     reason, keeps its inputs in the work folder, and is logged — it never propagates."""
     if settle(store, job_id, folders, outcome, error, only_from):
-        finish_filing(store, job_id, ignore)
+        finish_filing(store, job_id, ignore, share)
 
 
 def file_cancelled(store: Store, folders: Folders, ignore: Iterable[str] = ()) -> list[int]:
@@ -134,12 +138,40 @@ def file_cancelled(store: Store, folders: Folders, ignore: Iterable[str] = ()) -
     return filed
 
 
-def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
-    """:func:`complete`, turning a :class:`FilingError` into a failed job that ``retry`` can rerun."""
+def refile(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = ()) -> None:
+    """File again a finished job whose work folder is still there (its filing failed: a full
+    disk, a share that went away), so no input stays behind in the hidden work area. Result
+    folders already published for it are kept; the outcome follows its tasks again."""
+    job = store.job(job_id)
+    settle(store, job_id, folders, "cancelled" if job.cancel_requested else None, job.error,
+           keep=(job.outbox_path, job.error_path))
+    finish_filing(store, job_id, ignore)
+
+
+def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = (), share: ShareGuard | None = None) -> None:
+    """:func:`complete`, turning a :class:`FilingError` into a failed job that ``retry`` can rerun.
+    While the share is not there (before, or found out by a failure) nothing is written: the
+    job stays in ``filing`` with a note, and the runner files it once the share is back."""
     try:
+        if share is not None and (reason := share.check()):
+            _wait_for_share(store, job_id, reason)
+            return
+        if is_waiting_note(store.job(job_id).note):
+            store.set_note(job_id, None)
         complete(store, job_id, ignore)
-    except FilingError as exc:
+    except OSError as exc:
+        if share is not None and (reason := share.check()):
+            _wait_for_share(store, job_id, reason)
+            return
+        if not isinstance(exc, FilingError):
+            raise
         job = store.job(job_id)
         log.error("job %d (%s): %s (inputs kept in %s)", job.id, job.name, exc.strerror, job.work_dir)
         store.filing_failed(job_id, str(exc.strerror),
                             *(p if p and Path(p).exists() else None for p in (job.outbox_path, job.error_path)))
+
+
+def _wait_for_share(store: Store, job_id: int, reason: str) -> None:
+    job = store.job(job_id)
+    log.warning("job %d (%s): results are filed once the share is back (%s)", job.id, job.name, reason)
+    store.set_note(job_id, waiting_note(reason))

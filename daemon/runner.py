@@ -29,7 +29,8 @@ from .engine_port import Engine, EngineFactory
 from .jobfolder import on_disk
 from .names import readable
 from .report import face_warning
-from .results import file_job, work_paths
+from .results import file_job, finish_filing, work_paths
+from .share import ShareGuard, is_waiting_note, waiting_note
 from .store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 CANCEL_CHECK_S = 0.5
 """Longest time between two reads of a running job's cancel flag, so `lipsyncd cancel` takes
 effect within about a second even where progress is written less often."""
-
+SHARE_CHECK_S = 1.0
+"""During a render the share is looked at no more often than this."""
 WAITING = "Waiting: "
 """Prefix of the note on a job that cannot start yet; cleared once it can."""
 INTERRUPTED = "Interrupted by a service stop; it runs again at the next start."
@@ -46,14 +48,17 @@ INTERRUPTED = "Interrupted by a service stop; it runs again at the next start."
 class Runner:
     """Runs queued jobs; one instance, in one thread, with its own database connection."""
 
-    def __init__(self, config: Config, engine_factory: EngineFactory, stop: threading.Event) -> None:
+    def __init__(self, config: Config, engine_factory: EngineFactory, stop: threading.Event,
+                 share: ShareGuard | None = None) -> None:
         self.config = config
+        self.share = share
         self._engine_factory = engine_factory
         self._engine: Engine | None = None
         self.stop = stop
         self.heartbeat = time.monotonic()
         self._blocked_until: dict[int, float] = {}
         self._told: set[str] = set()
+        self._share_gone: str | None = None
 
     def run(self) -> None:
         store = Store(self.config.folders.database)
@@ -66,9 +71,14 @@ class Runner:
             store.close()
 
     def step(self, store: Store) -> bool:
-        """Claim and run the first job that can start. True if it did work."""
-        if self.stop.is_set():
+        """File filing put off while the share was away, then claim and run the first job that can
+        start. True if it did work."""
+        if self.stop.is_set() or self._share_paused(store):
             return False
+        for job in store.jobs_in("filing"):  # filing put off while the share was away
+            if is_waiting_note(job.note):
+                finish_filing(store, job.id, self.config.watch.ignore, self.share)
+                return True
         now = time.monotonic()
         for job in store.jobs_in("queued"):
             if job.cancel_requested:  # the intake thread files it
@@ -79,10 +89,33 @@ class Runner:
                 try:
                     self._run(store, job.id)
                 except Exception as exc:  # a bug must fail this job, not stop the service in a loop
+                    if reason := self._share_lost():
+                        store.interrupt(job.id, waiting_note(reason))
+                        return True
                     log.exception("job %d (%s): internal error", job.id, job.name)
                     self._file(store, job.id, "failed", _internal_error(exc))
                 return True
         return False
+
+    def _share_paused(self, store: Store) -> bool:
+        """While the share is away nothing starts and queued jobs say why; once it is back that
+        note goes. True while it is away."""
+        if self.share is None:
+            return False
+        reason = self.share.check()
+        for job in store.jobs_in("queued"):
+            if reason and job.note != waiting_note(reason):
+                store.set_note(job.id, waiting_note(reason))
+            elif not reason and is_waiting_note(job.note):
+                store.set_note(job.id, None)
+        return reason is not None
+
+    def _share_lost(self, max_age: float = 0.0) -> str | None:
+        """Why the share is away, if it is: then a failure is the share's, not the job's. The
+        answer sticks for the rest of the job's attempt, even if the share is back at once."""
+        reason = self.share.check(max_age) if self.share is not None else None
+        self._share_gone = reason or self._share_gone
+        return reason
 
     def _ready(self, store: Store, job: Job) -> bool:
         """Can the engine start this job now? If not, say why on the job and try again later."""
@@ -119,21 +152,25 @@ class Runner:
             outcome, error = self._render_all(store, job, inputs, outputs)
             log.info("job %d (%s): %s", job.id, job.name, error or outcome or "finished")
         if outcome == "interrupted":
-            store.interrupt(job_id, INTERRUPTED)
+            store.interrupt(job_id, error or INTERRUPTED)
             return
         self._file(store, job_id, outcome, error)
 
     def _file(self, store: Store, job_id: int, outcome: str | None, error: str | None = None) -> None:
-        file_job(store, job_id, self.config.folders, self.config.watch.ignore, outcome=outcome, error=error)
+        file_job(store, job_id, self.config.folders, self.config.watch.ignore, outcome=outcome, error=error,
+                 share=self.share)
 
     def _render_all(self, store: Store, job: Job, inputs: Path, outputs: Path) -> tuple[str | None, str | None]:
         """Render every pending video; (outcome, error) with outcome None meaning "from the tasks"."""
         assert self._engine is not None and job.audio is not None
         engine = self._engine
         options = RenderOptions.from_mapping(job.option_values)
+        self._share_gone = None
         try:
             audio = engine.load_audio(on_disk(inputs, job.audio))
         except EngineError as exc:
+            if reason := self._share_lost():
+                return "interrupted", waiting_note(reason)
             message = f"The audio {job.audio} cannot be used: {readable(str(exc))}"
             for task in store.tasks(job.id):
                 if task.state != "done":
@@ -155,12 +192,10 @@ class Runner:
                                        video_digest=task.video_sha256)
             except Cancelled:
                 break
-            except EngineError as exc:
-                store.task_finished(task.id, "failed", readable(str(exc)))
-                log.warning("%s: failed: %s", task.video, readable(str(exc)))
-            except Exception as exc:  # a bug must fail one video, not the service
-                log.exception("%s: internal error", task.video)
-                store.task_finished(task.id, "failed", _internal_error(exc))
+            except Exception as exc:
+                if self._share_lost():  # the share went away under the render: not the video's fault
+                    break
+                self._task_failed(store, task.id, task.video, exc)
             else:
                 warning = face_warning(result.frames, result.frames_with_face)
                 store.task_finished(task.id, "done", warning)
@@ -170,6 +205,8 @@ class Runner:
                     log.warning("%s: %s", task.video, warning)
         if self.stop.is_set():
             return "interrupted", None
+        if self._share_gone or self._share_lost():
+            return "interrupted", waiting_note(self._share_gone or "")
         if store.cancel_requested(job.id):
             for task in store.tasks(job.id):
                 if task.state in ("queued", "running"):
@@ -177,14 +214,24 @@ class Runner:
             return "cancelled", None
         return None, None
 
+    @staticmethod
+    def _task_failed(store: Store, task_id: int, video: str, exc: Exception) -> None:
+        if isinstance(exc, EngineError):
+            store.task_finished(task_id, "failed", readable(str(exc)))
+            log.warning("%s: failed: %s", video, readable(str(exc)))
+        else:  # a bug must fail one video, not the service
+            log.error("%s: internal error", video, exc_info=exc)
+            store.task_finished(task_id, "failed", _internal_error(exc))
+
     def _stop_check(self, store: Store, job_id: int) -> Callable[[], bool]:
-        """should_stop for the engine: the stop flag at once; the cancel flag is a database read,
-        so at most every :data:`CANCEL_CHECK_S` (should_stop is called every few frames)."""
+        """should_stop for the engine: the stop flag at once; the share at most once a second
+        (a few ``stat`` calls); the cancel flag is a database read, so at most every
+        :data:`CANCEL_CHECK_S` (should_stop is called every few frames)."""
         interval = min(self.config.service.progress_interval, CANCEL_CHECK_S)
         last = [float("-inf"), False]
 
         def should_stop() -> bool:
-            if self.stop.is_set():
+            if self.stop.is_set() or self._share_lost(SHARE_CHECK_S):
                 return True
             now = time.monotonic()
             if now - last[0] >= interval:

@@ -16,6 +16,9 @@ At start, before anything else, the service takes the state folder's lock (one s
 database; see :mod:`lock`), opens and checks the database, and points every library cache
 (numba's, torch's, matplotlib's) at its own cache folder: nothing depends on ``$HOME``. Any
 problem there is a :class:`StartError` of one line, before systemd is told READY.
+
+Nothing touches the share before :class:`ShareGuard` says it is there: a service started while
+it is not mounted tells systemd READY with a STATUS saying so, and waits for it before recovery.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
 from .lock import AlreadyRunning, ServiceLock
 from .runner import INTERRUPTED, Runner
+from .share import NOTE_PREFIX, ShareError, ShareGuard
 from .store import Store, StoreError
 from .systemd import Notifier
 from .watcher import InboxWatcher
@@ -58,13 +62,27 @@ class StartError(RuntimeError):
     """The service cannot start; the message is the one line to show (what, where, what to do)."""
 
 
-def prepare_folders(config: Config) -> None:
-    """Create the folders the service writes to (``make run`` starts from nothing)."""
-    f = config.folders
-    for path in (f.inbox, f.outbox, f.error, f.state, f.processing, config.engine.models_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    if config.engine.cache_dir is not None:
-        config.engine.cache_dir.mkdir(parents=True, exist_ok=True)
+def prepare_local_folders(config: Config) -> None:
+    """Create the folders on the service's own disk, with their parents (``make run`` starts
+    from nothing)."""
+    for path in (config.folders.state, config.engine.models_dir, config.engine.cache_dir):
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_folders(config: Config, share: ShareGuard | None = None) -> str | None:
+    """Every folder the service uses; why the share is not there yet, or None."""
+    prepare_local_folders(config)
+    return prepare_share_folders(config, share)
+
+
+def prepare_share_folders(config: Config, share: ShareGuard | None = None) -> str | None:
+    """Create the share's folders where that is safe (:meth:`ShareGuard.prepare`). Why the
+    share is not there yet, or None."""
+    reason = (share or ShareGuard.for_config(config)).prepare()
+    if reason is None:
+        config.folders.processing.mkdir(exist_ok=True)
+    return reason
 
 
 def library_cache_root(config: Config) -> Path:
@@ -91,14 +109,25 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     use_service_caches(config)
     lock = ServiceLock(config.folders.state)
     store = _start(config, lock)
-    recover(store, config)
     stop = threading.Event()
     _install_signal_handlers(stop)
+    share = ShareGuard.for_config(config)
+    try:
+        share_there = _wait_for_share(config, share, stop, notifier, lock)
+    except ShareError as exc:
+        store.close()
+        lock.release()
+        raise StartError(str(exc)) from None
+    if not share_there:
+        store.close()
+        lock.release()
+        return 0
+    recover(store, config)
 
     watcher = InboxWatcher(config.folders.inbox, config.watch.mode, config.watch.poll_interval)
     watcher.start()
-    intake = Intake(config, watcher)
-    runner = Runner(config, engine_factory or default_engine_factory(config), stop)
+    intake = Intake(config, watcher, share=share)
+    runner = Runner(config, engine_factory or default_engine_factory(config), stop, share=share)
     threads = [threading.Thread(target=intake.run, args=(stop,), name="intake", daemon=True),
                threading.Thread(target=runner.run, name="runner", daemon=True)]
     for thread in threads:
@@ -124,7 +153,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         if healthy and notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
             notifier.watchdog()
             last_ping = now
-        text = _status_line(store)
+        text = f"{NOTE_PREFIX}{share.last_reason}" if share.last_reason else _status_line(store)
         if text != status:
             status = text
             notifier.status(text)
@@ -145,7 +174,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
 def _start(config: Config, lock: ServiceLock) -> Store:
     """Folders, the lock, a usable database: a :class:`StartError` of one line if any is missing."""
     try:
-        prepare_folders(config)
+        prepare_local_folders(config)
     except OSError as exc:
         where = exc.filename or config.folders.state
         raise StartError(f"cannot create the folder {where} ({exc.strerror}); create it for the service's "
@@ -179,6 +208,28 @@ def _leave_now(store: Store, config: Config, code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _wait_for_share(config: Config, share: ShareGuard, stop: threading.Event, notifier: Notifier,
+                    lock: ServiceLock) -> bool:
+    """Prepare the share's folders; while the share is not there, say so and look again every
+    second. READY goes out meanwhile, or systemd would count a slow NAS as a failed start, and
+    the lock's heartbeat goes on (``lipsyncd status``: running). False if the service was
+    stopped while waiting."""
+    reason = prepare_share_folders(config, share)
+    if reason is None:
+        return True
+    notifier.ready(f"{NOTE_PREFIX}{reason}")
+    last_ping = 0.0
+    while not stop.wait(SUPERVISOR_TICK):
+        now = time.monotonic()
+        if notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
+            notifier.watchdog()
+            last_ping = now
+        lock.beat()
+        if prepare_share_folders(config, share) is None:
+            return True
+    return False
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

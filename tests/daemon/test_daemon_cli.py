@@ -139,4 +139,7 @@ def test_doctor_flags_a_folder_it_cannot_use(tmp_path):
     (tmp_path / "outbox").write_text("a file where a folder should be")
     check = doctor._writable("outbox", tmp_path / "outbox")
     assert (check.level, check.detail) == (doctor.FAIL, f"{tmp_path / 'outbox'} is a file, not a folder")
-    assert doctor._writable("error", tmp_path / "new" / "error").level == doctor.OK  # created at start
+    assert doctor._writable("state", tmp_path / "new" / "state").level == doctor.OK  # created at start
+    share = doctor._writable("error", tmp_path / "share" / "error", on_share=True)  # ... but not on a share
+    assert share.level == doctor.FAIL and "is the share mounted?" in share.detail
+    assert share.fix.endswith(f"sudo install -d -o lipsyncd -g lipsync -m 2770 {tmp_path / 'share' / 'error'}")

@@ -26,6 +26,7 @@ def test_publish_builds_under_a_hidden_name_then_appears_whole(tmp_path):
         real_link(s, d)
 
     os_link, os.link = os.link, spy
+    (tmp_path / "out").mkdir()
     try:
         publish_dir([Entry("a.mp4", source=src), Entry("sub/report.txt", text="hello\n")], tmp_path / "out" / "Job")
     finally:
@@ -56,6 +57,7 @@ def test_a_corrupted_copy_is_an_error_and_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "link", exdev)
     monkeypatch.setattr(filing, "_copy_data", corrupting)
+    (tmp_path / "out").mkdir()
     with pytest.raises(FilingError, match="Could not write to"):
         publish_dir([Entry("a.mp4", source=src)], tmp_path / "out" / "Job")
     assert list((tmp_path / "out").iterdir()) == []
@@ -84,6 +86,7 @@ def test_move_dir_across_file_systems_copies_then_deletes(tmp_path, monkeypatch)
     (src / "sub" / "b.txt").write_bytes(b"b")
     monkeypatch.setattr(os, "rename", lambda a, b, _real=os.rename: exdev() if Path(a) == src else _real(a, b))
     monkeypatch.setattr(os, "link", exdev)
+    (tmp_path / "inbox").mkdir()
     move_dir(src, tmp_path / "inbox" / "Job")
     assert not src.exists()
     assert (tmp_path / "inbox" / "Job" / "sub" / "b.txt").read_bytes() == b"b"
