@@ -66,7 +66,7 @@ def test_the_lock_admits_one_holder_and_probe_sees_it_without_creating_anything(
 def test_a_second_service_exits_at_once_naming_the_first_and_status_and_cancel_work_beside_it(tmp_path):
     config, db = write_config(tmp_path), tmp_path / "state" / "lipsyncd.sqlite3"
     make_job(tmp_path / "inbox", "talk", FILES)
-    first = start(config, frame_delay=0.2)
+    first = start(config, frame_delay=3.0)  # 30 s of render: long enough for three CLI starts on a busy machine
     try:
         wait_for(lambda: rendering(db), "a render to start")
         began = time.monotonic()

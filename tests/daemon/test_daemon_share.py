@@ -262,9 +262,9 @@ def test_the_service_refuses_an_inbox_that_is_a_file_in_one_line(cfg, tmp_path, 
     inbox.parent.mkdir()
     inbox.write_text("not a folder")
     broken = dataclasses.replace(cfg, folders=dataclasses.replace(cfg.folders, inbox=inbox))
-    assert service.run(broken, engine_factory=FakeEngine) == 1
-    assert [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"] == [
-        f"folders.inbox: {inbox} is a file, not a folder; move it away or change folders.inbox"]
+    with pytest.raises(service.StartError) as caught:  # the CLI prints it as one line and exits 1
+        service.run(broken, engine_factory=FakeEngine)
+    assert str(caught.value) == f"folders.inbox: {inbox} is a file, not a folder; move it away or change folders.inbox"
     assert inbox.read_text() == "not a folder"
 
 
