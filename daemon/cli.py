@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,14 @@ import click
 from . import config as config_module
 from . import logs, operations
 from .config import Config, ConfigError
+from .overview import overview
+from .progress import format_duration
 from .store import Store, StoreError
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
-                  ("percent", "%"), ("current_video", "NOW"), ("message", "MESSAGE"))
+                  ("percent", "%"), ("current_video", "NOW"), ("speed", "FPS"), ("eta", "ETA"),
+                  ("when", "WHEN (UTC)"), ("message", "MESSAGE"))
+"""``speed``, ``eta`` and ``when`` are derived from the overview (see :func:`_derived`)."""
 
 
 @click.group(help="lipsyncd: drop job folders into the inbox, get lip-synced videos in the outbox.")
@@ -56,26 +61,69 @@ def run(ctx: click.Context) -> None:
     sys.exit(service.run(cfg))
 
 
-@cli.command(help="Show running, queued and recent jobs.")
+@cli.command(help="Show running, queued and recent jobs, with speed, ETA and expected start times "
+                  "(ISO 8601, UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per job) instead of a table.")
 @click.option("--limit", default=20, show_default=True, help="How many jobs to show.")
+@click.option("--watch", "watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, limit: int) -> None:
+def status(ctx: click.Context, as_json: bool, limit: int, watch: bool, interval: float) -> None:
     store = _store(ctx)
     try:
-        rows = store.status(limit)
+        while True:
+            text = _status_text(ctx, store, limit, as_json)
+            if not watch:
+                click.echo(text)
+                return
+            if sys.stdout.isatty():
+                click.echo("\x1b[H\x1b[J", nl=False)  # cursor home, clear below: redraw in place
+            click.echo(f"{text}\n\n(refreshing every {interval:g} s; Ctrl-C to stop)")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
     finally:
         store.close()
+
+
+def _status_text(ctx: click.Context, store: Store, limit: int, as_json: bool) -> str:
+    view = overview(store, limit)
+    rows = view["jobs"]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    elif not rows:
-        click.echo(f"No jobs yet. Drop a job folder into {_config(ctx).folders.inbox}")
+        return json.dumps(rows, indent=2, ensure_ascii=False)
+    head = "Queue PAUSED: no new job starts until `lipsyncd resume`.\n" if view["paused"] else ""
+    if not rows:
+        return f"{head}No jobs yet. Drop a job folder into {_config(ctx).folders.inbox}"
+    return head + format_table(rows)
+
+
+def _derived(row: dict[str, Any]) -> dict[str, Any]:
+    """The table's computed cells: speed and stage, time left, and when it starts or ends."""
+    state, extra = row["state"], {"speed": None, "eta": None, "when": None}
+    if state == "running":
+        fps = row.get("fps")
+        extra["speed"] = f"{row.get('stage') or ''} {fps:.1f}".strip() if fps else row.get("stage")
+        extra["eta"] = format_duration(row.get("job_eta_s"))
+        extra["when"] = _clock(row.get("expected_finish"))
+    elif state == "queued":
+        extra["eta"] = f"#{row['queue_position']}" if row.get("queue_position") else None
+        extra["when"] = _clock(row.get("expected_start")) or "unknown"
+    elif state == "filing":
+        extra["speed"] = "filing"
     else:
-        click.echo(format_table(rows))
+        extra["when"] = _clock(row.get("finished_at"))
+    return extra
+
+
+def _clock(moment: str | None) -> str | None:
+    """An ISO time without its zone and seconds for the table (the header says UTC)."""
+    return moment[:16].replace("T", " ") if moment else None
 
 
 def format_table(rows: list[dict[str, Any]], message_width: int = 60) -> str:
     """A plain aligned table; long names and messages are shortened with an ellipsis."""
+    rows = [{**row, **_derived(row)} for row in rows]
+
     def cell(key: str, value: Any) -> str:
         text = "" if value is None else f"{value:.0f}" if key == "percent" else str(value)
         text = " ".join(text.split())
@@ -112,6 +160,28 @@ def cancel(ctx: click.Context, job: str) -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+@cli.command(help="Pause the queue: the running job finishes, no new job starts (kept across restarts).")
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    store = _store(ctx)
+    try:
+        store.set_paused(True)
+    finally:
+        store.close()
+    click.echo("Queue paused: the running job (if any) finishes, then nothing starts until `lipsyncd resume`.")
+
+
+@cli.command(help="Resume a paused queue.")
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    store = _store(ctx)
+    try:
+        store.set_paused(False)
+    finally:
+        store.close()
+    click.echo("Queue resumed: the next job starts within seconds.")
 
 
 @cli.command(help="Check codecs, GPU, models, folders and free disk; say what to fix.")

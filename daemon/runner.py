@@ -9,6 +9,9 @@ in the queue and runs again) and the job's ``cancel_requested`` column (``lipsyn
 A job whose model is missing is not failed: it stays queued with the reason as a visible
 note, logged once, and is tried again every ``service.model_retry_interval`` seconds, so
 dropping the model file in later just works.
+
+The queue's pause flag (``lipsyncd pause``, the dashboard) is read before taking each job: the
+running job finishes, no new one starts until ``lipsyncd resume``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lipsyncd.engine.options import Progress, RenderOptions
 from . import logs
 from .config import Config
 from .engine_port import Engine, EngineFactory
+from .progress import VideoMeter
 from .results import file_job, work_paths
 from .store import Job, Store
 
@@ -45,6 +49,8 @@ class Runner:
         self.heartbeat = time.monotonic()
         self._blocked_until: dict[int, float] = {}
         self._told: set[str] = set()
+        self._render_fps: float | None = None
+        """The last render speed measured: the first ETA of the next video."""
 
     def run(self) -> None:
         store = Store(self.config.folders.database)
@@ -57,14 +63,18 @@ class Runner:
             store.close()
 
     def step(self, store: Store) -> bool:
-        """File cancelled jobs, then claim and run the first job that can start. True if it did work."""
+        """File cancelled jobs, then (unless the queue is paused) claim and run the first job that
+        can start. True if it did work."""
         if self.stop.is_set():
             return False
+        paused = store.paused
         for job in store.jobs_in("queued"):
             if job.cancel_requested:
                 log.info("job %d (%s): cancelled before it started", job.id, job.name)
                 self._file(store, job.id, "cancelled")
                 return True
+        if paused:  # `lipsyncd pause`: cancelled jobs are still filed, no new job starts
+            return False
         now = time.monotonic()
         for job in store.jobs_in("queued"):
             if self._blocked_until.get(job.id, 0.0) > now or not self._ready(store, job):
@@ -185,16 +195,22 @@ class Runner:
         return should_stop
 
     def _progress_writer(self, store: Store, task_id: int) -> Callable[[Progress], None]:
-        """Progress into SQLite, throttled; every call also counts as the loop being alive."""
+        """Progress into SQLite with speed and ETA, throttled by time (every callback is measured,
+        one write per ``progress_interval``, plus at once when the stage changes or the video
+        ends); every call also counts as the loop being alive."""
         interval = self.config.service.progress_interval
-        last = [float("-inf")]
+        meter = VideoMeter(render_fps_hint=self._render_fps)
+        last = [float("-inf"), ""]
 
         def progress(p: Progress) -> None:
             now = time.monotonic()
             self.heartbeat = now
-            if now - last[0] >= interval or p.frames_done >= p.frames_total:
-                last[0] = now
-                store.task_progress(task_id, p.frames_done, p.frames_total)
+            snap = meter.update(p.stage, p.frames_done, p.frames_total, now)
+            if snap.stage == "render" and snap.fps:
+                self._render_fps = snap.fps
+            if now - last[0] >= interval or p.frames_done >= p.frames_total or p.stage != last[1]:
+                last[0], last[1] = now, p.stage
+                store.task_progress(task_id, snap.frames_done, snap.frames_total, snap.stage, snap.fps, snap.eta_s)
 
         return progress
 

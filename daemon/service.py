@@ -20,6 +20,8 @@ from types import FrameType
 from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
+from .overview import overview
+from .progress import format_duration
 from .runner import Runner
 from .store import Store
 from .systemd import Notifier
@@ -110,13 +112,16 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 
 def _status_line(store: Store) -> str:
-    """The one line ``systemctl status`` shows: the running job, or how many wait."""
-    rows = store.status(limit=20)
+    """The one line ``systemctl status`` shows: the running job with stage, speed and ETA, or how
+    many wait."""
+    view = overview(store, limit=20)
+    rows = view["jobs"]
     running = [r for r in rows if r["state"] == "running"]
     waiting = sum(r["state"] == "queued" for r in rows)
+    paused = "; queue paused" if view["paused"] else ""
     if running:
         r = running[0]
-        return (f"Job {r['id']} ({r['name']}): {r['current_video'] or '-'} {r['percent']:.0f}%, "
-                f"videos {r['videos_done']}; {waiting} queued")
-    return f"Idle; {waiting} queued" if waiting else "Idle"
-
+        speed = f" {r['fps']:.1f} fps" if r["fps"] else ""
+        return (f"Job {r['id']} ({r['name']}): {r['current_video'] or '-'} {r['stage'] or ''} {r['percent']:.0f}%"
+                f"{speed}, ETA {format_duration(r['job_eta_s'])}, videos {r['videos_done']}; {waiting} queued{paused}")
+    return (f"Idle; {waiting} queued" if waiting else "Idle") + paused

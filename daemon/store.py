@@ -34,8 +34,19 @@ import sqlite_utils
 BUSY_TIMEOUT_S = 15.0
 FINAL_STATES = ("done", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("intake", "queued", "running", "filing")
+QUEUE_ORDER = "priority DESC, coalesce(queue_rank, id), id"
+"""The order the runner takes queued jobs in: higher priority first, then queue rank (its id
+unless someone moved it)."""
+PAUSED = "paused"
+"""Settings key of the queue's pause flag ('1' paused)."""
 
 _NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
+
+
+def _iso(column: str) -> str:
+    """SQL turning a stored UTC time into ISO 8601 with its zone (``2026-03-01T14:05:09+00:00``)."""
+    return f"replace({column}, ' ', 'T') || '+00:00'"
+
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -101,6 +112,39 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN video_sha256 TEXT;
     """,
+    # 3: live progress (stage, speed, ETA and when they were written), a queue order people can
+    # change (queue_rank; NULL: by id), and service-wide settings such as the pause flag
+    f"""
+    ALTER TABLE tasks ADD COLUMN stage TEXT;
+    ALTER TABLE tasks ADD COLUMN fps REAL;
+    ALTER TABLE tasks ADD COLUMN eta_s REAL;
+    ALTER TABLE tasks ADD COLUMN progress_at TEXT;
+    ALTER TABLE jobs ADD COLUMN queue_rank INTEGER;
+    CREATE TABLE settings (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT ({_NOW})
+    );
+    DROP VIEW status;
+    CREATE VIEW status AS
+    SELECT j.id, j.name, j.state,
+           (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'done') || '/' ||
+           (SELECT count(*) FROM tasks t WHERE t.job_id = j.id) AS videos_done,
+           round(100 * coalesce((SELECT avg(t.progress) FROM tasks t WHERE t.job_id = j.id), 0), 1) AS percent,
+           r.video AS current_video,
+           CASE WHEN j.state = 'filing' THEN 'filing' WHEN j.state = 'running' THEN r.stage END AS stage,
+           r.frames_done, r.frames_total, round(r.fps, 2) AS fps, round(r.eta_s) AS video_eta_s,
+           j.priority, j.attempt,
+           {_iso("j.created_at")} AS created_at, {_iso("j.started_at")} AS started_at,
+           {_iso("j.finished_at")} AS finished_at, {_iso("r.progress_at")} AS progress_at,
+           coalesce(j.error, j.note) AS message,
+           coalesce(j.outbox_path, j.error_path) AS result
+    FROM jobs j LEFT JOIN tasks r ON r.job_id = j.id AND r.state = 'running'
+    ORDER BY CASE j.state WHEN 'running' THEN 0 WHEN 'filing' THEN 0 WHEN 'intake' THEN 1
+                          WHEN 'queued' THEN 1 ELSE 2 END,
+             CASE WHEN j.state IN ('queued', 'intake') THEN -j.priority ELSE 0 END,
+             CASE WHEN j.state IN ('queued', 'intake') THEN coalesce(j.queue_rank, j.id) ELSE -j.id END;
+    """,
 )
 
 
@@ -130,6 +174,7 @@ class Job:
     outbox_path: str | None
     error_path: str | None
     cancel_requested: int
+    queue_rank: int | None
 
     @property
     def option_values(self) -> dict[str, Any]:
@@ -153,6 +198,10 @@ class Task:
     error: str | None
     output_path: str | None
     video_sha256: str | None
+    stage: str | None
+    fps: float | None
+    eta_s: float | None
+    progress_at: str | None
 
 
 def _record(cls: type, row: dict[str, Any]) -> Any:
@@ -219,7 +268,7 @@ class Store:
     def jobs_in(self, *states: str) -> list[Job]:
         """Jobs in ``states``, in the order the runner takes them (priority, then oldest)."""
         marks = ", ".join("?" for _ in states)
-        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY priority DESC, id", states)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY {QUEUE_ORDER}", states)
         return [_record(Job, r) for r in rows]
 
     def tasks(self, job_id: int) -> list[Task]:
@@ -277,12 +326,16 @@ class Store:
 
     def task_started(self, task_id: int) -> None:
         self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
-                        "progress = 0, error = NULL WHERE id = ?", [task_id])
+                        f"progress = 0, error = NULL, {_NO_PROGRESS} WHERE id = ?", [task_id])
 
-    def task_progress(self, task_id: int, frames_done: int, frames_total: int) -> None:
+    def task_progress(self, task_id: int, frames_done: int, frames_total: int, stage: str | None = None,
+                      fps: float | None = None, eta_s: float | None = None) -> None:
+        """Where the running video stands (a :class:`~lipsyncd.daemon.progress.Snapshot`), stamped
+        with the time it was written so readers can count the ETA down between writes."""
         fraction = min(1.0, frames_done / frames_total) if frames_total else 0.0
-        self.db.execute("UPDATE tasks SET progress = ?, frames_done = ?, frames_total = ? WHERE id = ?",
-                        [fraction, frames_done, frames_total, task_id])
+        self.db.execute(f"UPDATE tasks SET progress = ?, frames_done = ?, frames_total = ?, stage = ?, fps = ?, "
+                        f"eta_s = ?, progress_at = {_NOW} WHERE id = ?",
+                        [fraction, frames_done, frames_total, stage, fps, eta_s, task_id])
 
     def task_finished(self, task_id: int, state: str, error: str | None = None) -> None:
         """running → done | failed | cancelled."""
@@ -293,8 +346,8 @@ class Store:
     def interrupt(self, job_id: int, note: str) -> None:
         """running → queued: the service stopped mid-job; it runs again, finished videos kept."""
         with self.db.atomic():
-            self.db.execute("UPDATE tasks SET state = 'queued', progress = 0 WHERE job_id = ? AND state = 'running'",
-                            [job_id])
+            self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, {_NO_PROGRESS} "
+                            "WHERE job_id = ? AND state = 'running'", [job_id])
             self._update(job_id, state="queued", note=note)
 
     # -- finishing ------------------------------------------------------------------------
@@ -340,10 +393,77 @@ class Store:
     def requeue(self, job_id: int, note: str) -> None:
         """Run a job again from its held inputs: failed or cancelled tasks start over."""
         with self.db.atomic():
-            self.db.execute("UPDATE tasks SET state = 'queued', progress = 0, error = NULL "
+            self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, error = NULL, {_NO_PROGRESS} "
                             "WHERE job_id = ? AND state != 'done'", [job_id])
             self._update(job_id, state="queued", outcome=None, error=None, note=note, cancel_requested=0,
                          finished_at=None, outbox_path=None, error_path=None)
+
+    def move(self, job_id: int, steps: int) -> Job:
+        """Move a queued job ``steps`` places earlier (negative: later) in the queue by trading
+        places, priority and rank, with its neighbours; the runner's order is the queue's."""
+        with self.db.atomic():
+            queue = [(j.id, j.priority, j.queue_rank if j.queue_rank is not None else j.id)
+                     for j in self.jobs_in("queued")]
+            ids = [q[0] for q in queue]
+            if job_id not in ids:
+                job = self.job(job_id)
+                raise StoreError(f"job {job.id} ({job.name}) is {job.state}; only waiting jobs can be moved")
+            index = ids.index(job_id)
+            target = max(0, min(len(queue) - 1, index - steps))
+            places = [(priority, rank) for _, priority, rank in queue]  # sorted: the queue's order
+            queue.insert(target, queue.pop(index))
+            for (qid, _, _), (priority, rank) in zip(queue, places):
+                self.db.execute("UPDATE jobs SET priority = ?, queue_rank = ? WHERE id = ?", [priority, rank, qid])
+        return self.job(job_id)
+
+    def setting(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.db.execute(f"INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                        f"SET value = excluded.value, updated_at = {_NOW}", [key, value])
+
+    @property
+    def paused(self) -> bool:
+        """The whole queue is paused: the runner finishes the current job and takes no next one."""
+        return self.setting(PAUSED) == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        self.set_setting(PAUSED, "1" if paused else "0")
+
+    # -- history and estimates ----------------------------------------------------------
+
+    def video_seconds(self, job_id: int | None = None, limit: int = 20) -> list[float]:
+        """How long finished videos took to render, newest first (of one job, or of any)."""
+        where, params = ("AND job_id = ?", [job_id]) if job_id is not None else ("", [])
+        rows = self.db.execute(
+            "SELECT (julianday(finished_at) - julianday(started_at)) * 86400 FROM tasks "
+            f"WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL {where} "
+            "ORDER BY finished_at DESC, id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def history(self, states: tuple[str, ...] = FINAL_STATES, name: str = "", since: str | None = None,
+                until: str | None = None, limit: int = 100) -> list[Job]:
+        """Finished jobs, newest first; ``name``: part of the folder name (any case);
+        ``since``/``until``: ``YYYY-MM-DD`` days (UTC) the job was dropped in, both included."""
+        marks = ", ".join("?" for _ in states)
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks})"
+        params: list[Any] = list(states)
+        if name:
+            sql += " AND instr(lower(name), lower(?)) > 0"
+            params.append(name)
+        if since:
+            sql += " AND created_at >= ?"
+            params.append(since)
+        if until:
+            sql += " AND created_at < date(?, '+1 day')"
+            params.append(until)
+        rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [_record(Job, r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        return {state: n for state, n in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -351,6 +471,9 @@ class Store:
         sets = ", ".join(f"{k} = {v.sql if isinstance(v, _Now) else '?'}" for k, v in values.items())
         params = [v for v in values.values() if not isinstance(v, _Now)]
         self.db.execute(f"UPDATE jobs SET {sets}, updated_at = {_NOW} WHERE id = ?", [*params, job_id])
+
+
+_NO_PROGRESS = "stage = NULL, fps = NULL, eta_s = NULL, progress_at = NULL"
 
 
 class _Now:
