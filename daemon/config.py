@@ -9,6 +9,7 @@ paths). Environment variables ``LIPSYNCD_<SECTION>_<KEY>`` (for example
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,6 +84,24 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The dashboard (``daemon/web``): off unless enabled; on loopback unless ``host`` says
+    otherwise, and then only with credentials."""
+
+    enabled: bool
+    host: str
+    port: int
+    token: str | None
+    username: str | None
+    password: str | None
+    upload: bool
+
+    @property
+    def needs_login(self) -> bool:
+        return bool(self.token or self.username)
+
+
+@dataclass(frozen=True)
 class Config:
     folders: Folders
     watch: Watch
@@ -90,6 +109,7 @@ class Config:
     service: Service
     engine: EngineSettings
     source: str
+    web: Web = Web(False, "127.0.0.1", 8765, None, None, None, True)
     """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
 
@@ -101,6 +121,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
                 "log_level": "info"},
     "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {}},
+    "web": {"enabled": False, "host": "127.0.0.1", "port": 8765, "token": None, "username": None,
+            "password": None, "upload": True},
 }
 
 
@@ -198,7 +220,46 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
     engine = EngineSettings(_path("engine.models_dir", e["models_dir"]), _choice("engine.device", e["device"], DEVICES),
                             None if e["cache_dir"] in (None, "") else _path("engine.cache_dir", e["cache_dir"]),
                             options)
-    return Config(folders, watch, jobs, service, engine, source)
+    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]))
+
+
+def _web(w: dict[str, Any]) -> Web:
+    for key in ("enabled", "upload"):
+        if not isinstance(w[key], bool):
+            raise ConfigError(f"web.{key}: must be true or false; got {w[key]!r}")
+    port = w["port"]
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"web.port: must be a port number from 1 to 65535; got {port!r}")
+    host = w["host"]
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigError(f"web.host: must be an address such as 127.0.0.1 or 0.0.0.0; got {host!r}")
+    secrets = {}
+    for key in ("token", "username", "password"):
+        value = w[key]
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise ConfigError(f"web.{key}: must be text (or left out); got {value!r}")
+        secrets[key] = str(value) if value is not None else None
+    if bool(secrets["username"]) != bool(secrets["password"]):
+        raise ConfigError("web.username and web.password: give both or neither")
+    if secrets["token"] is not None and len(secrets["token"]) < 16:
+        raise ConfigError("web.token: must be at least 16 characters (for example the output of "
+                          "`openssl rand -hex 16`)")
+    web = Web(w["enabled"], host.strip(), port, secrets["token"], secrets["username"], secrets["password"],
+              w["upload"])
+    if web.enabled and not is_loopback(web.host) and not web.needs_login:
+        raise ConfigError(f"web.host: {web.host} can be reached from other machines, so the dashboard needs "
+                          "a login: set web.token, or web.username and web.password")
+    return web
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _path(name: str, value: Any) -> Path:

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from .config import Config
 from .engine_port import EngineFactory, open_engine
@@ -67,6 +68,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
                threading.Thread(target=runner.run, name="runner", daemon=True)]
     for thread in threads:
         thread.start()
+    web = _start_web(config)
     queued = len(store.jobs_in("queued"))
     notifier.ready(f"Watching {config.folders.inbox}; {queued} job(s) queued")
     log.info("ready: watching %s, results to %s (%d job(s) queued)", config.folders.inbox, config.folders.outbox,
@@ -98,9 +100,27 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         log.warning("the current video did not stop within %.0f s; its job runs again at the next start",
                     config.service.shutdown_timeout)
     threads[0].join(5)
+    if web is not None:
+        web.stop()
     watcher.stop()
     store.close()
     return 1 if crashed else 0
+
+
+def _start_web(config: Config) -> Any:
+    """The dashboard's server thread when ``web.enabled``; None when off or not installed."""
+    if not config.web.enabled:
+        return None
+    try:
+        from .web.server import WebServer
+    except ImportError as exc:
+        log.error("web.enabled is true but the dashboard's packages are missing (%s); install them with "
+                  "pip install 'lipsyncd[web]'. The service runs without the dashboard.", exc.name)
+        return None
+    server = WebServer(config)
+    server.start()
+    log.info("dashboard on %s", server.url)
+    return server
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -462,6 +462,14 @@ class Store:
         rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         return [_record(Job, r) for r in rows]
 
+    def mean_job_seconds(self, limit: int = 20) -> float | None:
+        """Mean start-to-finish seconds of the last ``limit`` done jobs."""
+        row = self.db.execute(
+            "SELECT avg(s) FROM (SELECT (julianday(finished_at) - julianday(started_at)) * 86400 AS s FROM jobs "
+            "WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?)", [limit]).fetchone()
+        return row[0]
+
     def count_by_state(self) -> dict[str, int]:
         return {state: n for state, n in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
 
