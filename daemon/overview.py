@@ -28,7 +28,7 @@ def overview(store: Store, limit: int = 50, now: datetime | None = None) -> dict
         if row["state"] == "running":
             busy = True
             row["video_eta_s"] = pr.remaining_now(row["video_eta_s"], pr.parse_db_time(row["progress_at"]), now)
-            row["job_eta_s"] = _job_eta(store, row, now)
+            row["job_eta_s"] = _job_eta(store, row, now, per_video)
             running_left = row["job_eta_s"]
         elif row["state"] == "filing":
             busy = True
@@ -43,15 +43,15 @@ def overview(store: Store, limit: int = 50, now: datetime | None = None) -> dict
     return {"now": pr.iso(now), "paused": paused, "seconds_per_video": per_video, "jobs": rows}
 
 
-def _job_eta(store: Store, row: dict[str, Any], now: datetime) -> float | None:
+def _job_eta(store: Store, row: dict[str, Any], now: datetime, per_video: float | None) -> float | None:
     tasks = store.tasks(row["id"])
     current = next((t for t in tasks if t.state == "running"), None)
     after = sum(t.state == "queued" for t in tasks)
     if current is None:  # between two videos
-        return None
+        return pr.job_eta(0.0, 0.0, store.video_seconds(row["id"]), after, per_video)
     started = pr.parse_db_time(current.started_at)
-    elapsed = (now - started).total_seconds() if started else 0.0
-    return pr.job_eta(row["video_eta_s"], max(0.0, elapsed), store.video_seconds(row["id"]), after)
+    elapsed = max(0.0, (now - started).total_seconds()) if started else 0.0
+    return pr.job_eta(row["video_eta_s"], elapsed, store.video_seconds(row["id"]), after, per_video)
 
 
 def _videos_left(row: dict[str, Any]) -> int:

@@ -90,19 +90,27 @@ def remaining_now(eta_s: float | None, written_at: datetime | None, now: datetim
 
 
 def job_eta(current_eta_s: float | None, current_elapsed_s: float, finished_seconds: Sequence[float],
-            videos_after_current: int) -> float | None:
+            videos_after_current: int, typical_video_s: float | None = None) -> float | None:
     """Seconds until a running job's last video is rendered.
 
-    ``finished_seconds``: how long this job's finished videos took; the videos after the current
-    one are assumed to take their mean, else as long as the current one is projected to take."""
+    A video takes what this job's finished videos took on average, else what the current one
+    is projected to take (elapsed + ETA), else ``typical_video_s`` (recent videos of any job).
+    While the current video has no ETA of its own yet (just started), it is assumed to take
+    that same time; between two videos pass ``current_eta_s=0`` and ``current_elapsed_s=0``."""
+    if finished_seconds:
+        per_video: float | None = sum(finished_seconds) / len(finished_seconds)
+    elif current_eta_s is not None:
+        per_video = current_elapsed_s + current_eta_s
+    else:
+        per_video = typical_video_s
     if current_eta_s is None:
-        return None
+        if per_video is None:
+            return None
+        current_eta_s = max(0.0, per_video - current_elapsed_s)
     if videos_after_current == 0:
         return current_eta_s
-    if finished_seconds:
-        per_video = sum(finished_seconds) / len(finished_seconds)
-    else:
-        per_video = current_elapsed_s + current_eta_s
+    if per_video is None:
+        return None
     return current_eta_s + videos_after_current * per_video
 
 

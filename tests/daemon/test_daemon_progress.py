@@ -53,7 +53,14 @@ def test_job_eta_uses_finished_videos_else_the_current_projection():
     assert pr.job_eta(10.0, 20.0, [], 0) == 10.0
     assert pr.job_eta(10.0, 20.0, [], 2) == pytest.approx(10.0 + 2 * 30.0)
     assert pr.job_eta(10.0, 20.0, [40.0, 60.0], 2) == pytest.approx(10.0 + 2 * 50.0)
-    assert pr.job_eta(None, 20.0, [40.0], 1) is None
+    assert pr.job_eta(None, 20.0, [], 1) is None  # nothing known at all
+
+
+def test_a_video_without_its_own_eta_yet_is_assumed_to_take_a_typical_time():
+    assert pr.job_eta(None, 5.0, [40.0], 1) == pytest.approx(35.0 + 40.0)  # this job's videos took 40 s
+    assert pr.job_eta(None, 5.0, [], 2, typical_video_s=30.0) == pytest.approx(25.0 + 60.0)
+    assert pr.job_eta(None, 50.0, [], 0, typical_video_s=30.0) == 0.0  # overdue: never negative
+    assert pr.job_eta(0.0, 0.0, [20.0], 2) == pytest.approx(40.0)  # between two videos
 
 
 def test_expected_starts_follow_the_queue():

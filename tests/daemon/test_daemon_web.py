@@ -50,7 +50,7 @@ def test_dashboard_shows_the_running_job_with_stage_speed_and_eta(cfg, store):
     assert "Interview 🎬" in page.text and 'class="stage">render' in page.text and ">8.0</span> fps" in page.text
     assert 'aria-valuenow="40.0"' in page.text
     status = client(cfg).get("/api/status").json()
-    assert status["jobs"][0]["stage"] == "render" and status["jobs"][0]["video_eta_s"] <= 7.5
+    assert status["jobs"][0]["stage"] == "render" and status["jobs"][0]["video_eta_s"] <= 8  # rounded to the second
 
 
 def test_results_stream_as_one_zip_with_unicode_names(cfg, store):
