@@ -102,6 +102,12 @@ class Web:
 
 
 @dataclass(frozen=True)
+class StatusFiles:
+    folder: Path | None
+    """Where lipsyncd-status.txt/.html are kept current (the share's root); None: not written."""
+
+
+@dataclass(frozen=True)
 class Config:
     folders: Folders
     watch: Watch
@@ -110,6 +116,7 @@ class Config:
     engine: EngineSettings
     source: str
     web: Web = Web(False, "127.0.0.1", 8765, None, None, None, True)
+    status: StatusFiles = StatusFiles(None)
     """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
 
@@ -123,6 +130,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {}},
     "web": {"enabled": False, "host": "127.0.0.1", "port": 8765, "token": None, "username": None,
             "password": None, "upload": True},
+    "status": {"folder": None},
 }
 
 
@@ -220,7 +228,11 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
     engine = EngineSettings(_path("engine.models_dir", e["models_dir"]), _choice("engine.device", e["device"], DEVICES),
                             None if e["cache_dir"] in (None, "") else _path("engine.cache_dir", e["cache_dir"]),
                             options)
-    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]))
+    folder = m["status"]["folder"]
+    status = StatusFiles(None if folder in (None, "") else _path("status.folder", folder))
+    if status.folder is not None and status.folder.is_relative_to(folders.inbox):
+        raise ConfigError("status.folder: must not be inside folders.inbox (use the share's root beside it)")
+    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status)
 
 
 def _web(w: dict[str, Any]) -> Web:

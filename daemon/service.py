@@ -24,6 +24,7 @@ from .intake import Intake, recover
 from .overview import overview
 from .progress import format_duration
 from .runner import Runner
+from .sharestatus import ShareStatus
 from .store import Store
 from .systemd import Notifier
 from .watcher import InboxWatcher
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 SUPERVISOR_TICK = 1.0
 RUNNER_STALL_S = 900.0
 """No progress callback for this long during a render counts as hung (the watchdog stops)."""
+STATUS_JOBS = 20
+"""Jobs in the STATUS line's count and the share's status files (running, queued, then recent)."""
 INTAKE_STALL_S = 600.0
 """Hashing a large video over a slow share is the longest thing intake does in one round."""
 
@@ -69,6 +72,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     for thread in threads:
         thread.start()
     web = _start_web(config)
+    share_status = ShareStatus(config.status.folder) if config.status.folder else None
     queued = len(store.jobs_in("queued"))
     notifier.ready(f"Watching {config.folders.inbox}; {queued} job(s) queued")
     log.info("ready: watching %s, results to %s (%d job(s) queued)", config.folders.inbox, config.folders.outbox,
@@ -88,7 +92,10 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         if healthy and notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
             notifier.watchdog()
             last_ping = now
-        text = _status_line(store)
+        view = overview(store, limit=STATUS_JOBS)
+        if share_status is not None:
+            share_status.update(view)
+        text = _status_line(view)
         if text != status:
             status = text
             notifier.status(text)
@@ -131,10 +138,9 @@ def _install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def _status_line(store: Store) -> str:
+def _status_line(view: dict[str, Any]) -> str:
     """The one line ``systemctl status`` shows: the running job with stage, speed and ETA, or how
     many wait."""
-    view = overview(store, limit=20)
     rows = view["jobs"]
     running = [r for r in rows if r["state"] == "running"]
     waiting = sum(r["state"] == "queued" for r in rows)

@@ -49,7 +49,8 @@ class Service:
     def __init__(self, root: Path, **web) -> None:
         self.port = free_port()
         self.root = root
-        self.config = write_config(root, web={"enabled": True, "port": self.port, **web})
+        self.config = write_config(root, web={"enabled": True, "port": self.port, **web},
+                                   status={"folder": str(root)})
         self.db = root / "state" / "lipsyncd.sqlite3"
         self.proc = start(self.config, FRAME_DELAY)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -132,6 +133,9 @@ def test_progress_moves_live_and_the_zip_holds_exactly_the_outputs(service, page
     with zipfile.ZipFile(archive) as z:
         assert {n: z.read(n) for n in z.namelist()} == expected
     assert sorted(expected) == ["Grüße.mp4", "camera A.mp4"]
+    share_status = service.root / "lipsyncd-status.txt"
+    wait_for(lambda: "Interview 🎬: done → outbox" in share_status.read_text(encoding="utf-8"),
+             "the share's status file", timeout=10)
 
 
 def test_pause_cancel_retry_and_resume_from_the_pages(service, page):
