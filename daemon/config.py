@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,15 @@ class StatusFiles:
 
 
 @dataclass(frozen=True)
+class Notify:
+    webhook: str | None
+    command: tuple[str, ...]
+    apprise: tuple[str, ...]
+    retries: int
+    backoff: float
+
+
+@dataclass(frozen=True)
 class Config:
     folders: Folders
     watch: Watch
@@ -117,6 +127,7 @@ class Config:
     source: str
     web: Web = Web(False, "127.0.0.1", 8765, None, None, None, True)
     status: StatusFiles = StatusFiles(None)
+    notify: Notify = Notify(None, (), (), 5, 10.0)
     """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
 
@@ -131,6 +142,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "web": {"enabled": False, "host": "127.0.0.1", "port": 8765, "token": None, "username": None,
             "password": None, "upload": True},
     "status": {"folder": None},
+    "notify": {"webhook": None, "command": None, "apprise": [], "retries": 5, "backoff": 10},
 }
 
 
@@ -232,7 +244,27 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
     status = StatusFiles(None if folder in (None, "") else _path("status.folder", folder))
     if status.folder is not None and status.folder.is_relative_to(folders.inbox):
         raise ConfigError("status.folder: must not be inside folders.inbox (use the share's root beside it)")
-    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status)
+    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status, _notify(m["notify"]))
+
+
+def _notify(n: dict[str, Any]) -> Notify:
+    webhook = n["webhook"]
+    if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(("http://", "https://"))):
+        raise ConfigError(f"notify.webhook: must be an http:// or https:// URL; got {webhook!r}")
+    command = n["command"]
+    if isinstance(command, str):
+        command = shlex.split(command)
+    if command is not None and not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
+        raise ConfigError(f"notify.command: must be a command line or a list of arguments; got {command!r}")
+    apprise = n["apprise"] or []
+    if isinstance(apprise, str):
+        apprise = [apprise]
+    if not isinstance(apprise, list) or not all(isinstance(u, str) and "://" in u for u in apprise):
+        raise ConfigError(f"notify.apprise: must be a list of Apprise URLs such as 'ntfy://topic'; got {apprise!r}")
+    retries = n["retries"]
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
+        raise ConfigError(f"notify.retries: must be a whole number from 0 to 20; got {retries!r}")
+    return Notify(webhook, tuple(command or ()), tuple(apprise), retries, _seconds("notify.backoff", n["backoff"]))
 
 
 def _web(w: dict[str, Any]) -> Web:

@@ -18,6 +18,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from . import notify
 from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
@@ -72,6 +73,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     for thread in threads:
         thread.start()
     web = _start_web(config)
+    notify.start(config, stop)
     share_status = ShareStatus(config.status.folder) if config.status.folder else None
     queued = len(store.jobs_in("queued"))
     notifier.ready(f"Watching {config.folders.inbox}; {queued} job(s) queued")

@@ -113,13 +113,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN video_sha256 TEXT;
     """,
     # 3: live progress (stage, speed, ETA and when they were written), a queue order people can
-    # change (queue_rank; NULL: by id), and service-wide settings such as the pause flag
+    # change (queue_rank; NULL: by id), whether a finished job's notifications went out (jobs
+    # finished before the upgrade count as notified), and service-wide settings such as the pause flag
     f"""
     ALTER TABLE tasks ADD COLUMN stage TEXT;
     ALTER TABLE tasks ADD COLUMN fps REAL;
     ALTER TABLE tasks ADD COLUMN eta_s REAL;
     ALTER TABLE tasks ADD COLUMN progress_at TEXT;
     ALTER TABLE jobs ADD COLUMN queue_rank INTEGER;
+    ALTER TABLE jobs ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET notified = 1 WHERE state IN ('done', 'failed', 'cancelled', 'skipped');
     CREATE TABLE settings (
         key        TEXT PRIMARY KEY,
         value      TEXT NOT NULL,
@@ -175,6 +178,7 @@ class Job:
     error_path: str | None
     cancel_requested: int
     queue_rank: int | None
+    notified: int
 
     @property
     def option_values(self) -> dict[str, Any]:
@@ -396,7 +400,7 @@ class Store:
             self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, error = NULL, {_NO_PROGRESS} "
                             "WHERE job_id = ? AND state != 'done'", [job_id])
             self._update(job_id, state="queued", outcome=None, error=None, note=note, cancel_requested=0,
-                         finished_at=None, outbox_path=None, error_path=None)
+                         finished_at=None, outbox_path=None, error_path=None, notified=0)
 
     def move(self, job_id: int, steps: int) -> Job:
         """Move a queued job ``steps`` places earlier (negative: later) in the queue by trading
@@ -469,6 +473,16 @@ class Store:
             "WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL "
             "ORDER BY id DESC LIMIT ?)", [limit]).fetchone()
         return row[0]
+
+    def to_notify(self) -> list[Job]:
+        """Finished jobs whose notifications have not gone out yet, oldest first."""
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE notified = 0 AND state IN ({marks}) ORDER BY finished_at, id",
+                             FINAL_STATES)
+        return [_record(Job, r) for r in rows]
+
+    def set_notified(self, job_id: int) -> None:
+        self.db.execute("UPDATE jobs SET notified = 1 WHERE id = ?", [job_id])
 
     def count_by_state(self) -> dict[str, int]:
         return {state: n for state, n in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
