@@ -118,6 +118,15 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """Days after which finished jobs' folders and history rows are removed; None: kept."""
+
+    outbox_days: float | None
+    error_days: float | None
+    history_days: float | None
+
+
+@dataclass(frozen=True)
 class Config:
     folders: Folders
     watch: Watch
@@ -128,6 +137,7 @@ class Config:
     web: Web = Web(False, "127.0.0.1", 8765, None, None, None, True)
     status: StatusFiles = StatusFiles(None)
     notify: Notify = Notify(None, (), (), 5, 10.0)
+    retention: Retention = Retention(None, None, None)
     """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
 
@@ -143,6 +153,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "password": None, "upload": True},
     "status": {"folder": None},
     "notify": {"webhook": None, "command": None, "apprise": [], "retries": 5, "backoff": 10},
+    "retention": {"outbox_days": None, "error_days": None, "history_days": None},
 }
 
 
@@ -244,7 +255,17 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
     status = StatusFiles(None if folder in (None, "") else _path("status.folder", folder))
     if status.folder is not None and status.folder.is_relative_to(folders.inbox):
         raise ConfigError("status.folder: must not be inside folders.inbox (use the share's root beside it)")
-    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status, _notify(m["notify"]))
+    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status, _notify(m["notify"]),
+                  Retention(*(_days(f"retention.{k}", m["retention"][k])
+                              for k in ("outbox_days", "error_days", "history_days"))))
+
+
+def _days(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name}: must be a number of days above 0, or null to keep everything; got {value!r}")
+    return float(value)
 
 
 def _notify(n: dict[str, Any]) -> Notify:

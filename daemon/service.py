@@ -18,7 +18,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from . import notify
+from . import notify, retention
 from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
@@ -74,6 +74,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         thread.start()
     web = _start_web(config)
     notify.start(config, stop)
+    retention.start(config, stop)
     share_status = ShareStatus(config.status.folder) if config.status.folder else None
     queued = len(store.jobs_in("queued"))
     notifier.ready(f"Watching {config.folders.inbox}; {queued} job(s) queued")

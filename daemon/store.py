@@ -484,6 +484,22 @@ class Store:
     def set_notified(self, job_id: int) -> None:
         self.db.execute("UPDATE jobs SET notified = 1 WHERE id = ?", [job_id])
 
+    def finished_before(self, cutoff: str, column: str) -> list[Job]:
+        """Finished jobs older than ``cutoff`` (database time) whose ``column`` (``outbox_path`` or
+        ``error_path``) names a folder."""
+        if column not in ("outbox_path", "error_path"):
+            raise ValueError(column)
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) AND finished_at < ? "
+                             f"AND {column} IS NOT NULL ORDER BY id", [*FINAL_STATES, cutoff])
+        return [_record(Job, r) for r in rows]
+
+    def delete_finished_before(self, cutoff: str) -> int:
+        """Forget finished jobs (and their videos) older than ``cutoff``; how many."""
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        cur = self.db.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ?", [*FINAL_STATES, cutoff])
+        return cur.rowcount
+
     def count_by_state(self) -> dict[str, int]:
         return {state: n for state, n in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
 

@@ -19,8 +19,8 @@ def test_the_example_config_documents_every_key_and_loads_to_the_defaults(monkey
     assert example.folders.inbox == tmp_path / "var" / "inbox"
     assert example.engine.models_dir == tmp_path / "var" / "models"
     assert (example.watch, example.jobs, example.service, example.engine, example.web, example.status,
-            example.notify) == \
-           (defaults.watch, defaults.jobs, defaults.service, defaults.engine, defaults.web, defaults.status, defaults.notify)
+            example.notify, example.retention) == \
+           (defaults.watch, defaults.jobs, defaults.service, defaults.engine, defaults.web, defaults.status, defaults.notify, defaults.retention)
     raw = yaml.safe_load(EXAMPLE.read_text())
     from lipsyncd.daemon.config import DEFAULTS
     for section, keys in DEFAULTS.items():
@@ -115,3 +115,23 @@ def test_web_settings_are_checked(tmp_path, web, message):
     path.write_text(f"web: {web}\n")
     with pytest.raises(ConfigError, match=message):
         load(path, environ={})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("retention: {outbox_days: -1}", "retention.outbox_days: must be a number of days above 0, or null"),
+    ("notify: {webhook: 'ftp://x'}", "notify.webhook: must be an http:// or https:// URL"),
+    ("notify: {apprise: 'not a url'}", "notify.apprise: must be a list of Apprise URLs"),
+    ("status: {folder: var/inbox/status}", "status.folder: must not be inside folders.inbox"),
+])
+def test_notify_retention_and_status_settings_are_checked(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load(path, environ={})
+
+
+def test_a_post_job_command_line_is_split_like_a_shell(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("notify: {command: \"/usr/local/bin/after-job --tag 'lip sync'\"}\n")
+    assert load(path, environ={}).notify.command == ("/usr/local/bin/after-job", "--tag", "lip sync")
