@@ -37,7 +37,7 @@ def overview(store: Store, limit: int = 50, now: datetime | None = None) -> dict
             row["expected_finish"] = pr.iso(now + timedelta(seconds=row["job_eta_s"]))
     waiting = [row for row in rows if row["state"] == "queued"]
     starts = pr.expected_starts(now, running_left, [_videos_left(row) for row in waiting], per_video, busy)
-    for position, (row, start) in enumerate(zip(waiting, starts), start=1):
+    for position, (row, start) in enumerate(zip(waiting, starts, strict=True), start=1):
         row["queue_position"] = position
         row["expected_start"] = None if paused else pr.iso(start)
     return {"now": pr.iso(now), "paused": paused, "seconds_per_video": per_video, "jobs": rows}

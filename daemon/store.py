@@ -416,7 +416,7 @@ class Store:
             target = max(0, min(len(queue) - 1, index - steps))
             places = [(priority, rank) for _, priority, rank in queue]  # sorted: the queue's order
             queue.insert(target, queue.pop(index))
-            for (qid, _, _), (priority, rank) in zip(queue, places):
+            for (qid, _, _), (priority, rank) in zip(queue, places, strict=True):
                 self.db.execute("UPDATE jobs SET priority = ?, queue_rank = ? WHERE id = ?", [priority, rank, qid])
         return self.job(job_id)
 

@@ -18,9 +18,8 @@ def test_the_example_config_documents_every_key_and_loads_to_the_defaults(monkey
     assert example.folders == defaults.folders
     assert example.folders.inbox == tmp_path / "var" / "inbox"
     assert example.engine.models_dir == tmp_path / "var" / "models"
-    assert (example.watch, example.jobs, example.service, example.engine, example.web, example.status,
-            example.notify, example.retention) == \
-           (defaults.watch, defaults.jobs, defaults.service, defaults.engine, defaults.web, defaults.status, defaults.notify, defaults.retention)
+    sections = ("watch", "jobs", "service", "engine", "web", "status", "notify", "retention")
+    assert [getattr(example, s) for s in sections] == [getattr(defaults, s) for s in sections]
     raw = yaml.safe_load(EXAMPLE.read_text())
     from lipsyncd.daemon.config import DEFAULTS
     for section, keys in DEFAULTS.items():

@@ -7,7 +7,6 @@ import io
 import zipfile
 from pathlib import Path
 
-import pytest
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.results import OUTPUT_DIR
 from lipsyncd.daemon.store import Store
