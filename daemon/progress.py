@@ -25,6 +25,8 @@ from datetime import datetime, timedelta, timezone
 
 FPS_WINDOW_S = 10.0
 """Speed is measured over the callbacks of the last this many seconds (old ones drop out)."""
+RENDER_STAGES = ("faces", "render")
+"""The engine's stages of one render, on one frame scale."""
 MIN_SPAN_S = 0.5
 """Fewer seconds of measurement than this give no speed yet (a first burst says nothing)."""
 
@@ -67,9 +69,11 @@ class VideoMeter:
         fps = self._fps()
         if stage == "render" and fps is not None:
             self._render_fps = fps
-        render_fps = self._render_fps or self.render_fps_hint
+        # faces and render share one scale, timed at the render's speed; another stage (a
+        # preview) is a pass of its own, timed at its own speed
+        speed = self._render_fps or self.render_fps_hint if stage in RENDER_STAGES else fps
         left = max(0, frames_total - frames_done)
-        eta = left / render_fps if render_fps else None
+        eta = left / speed if speed else None
         if left == 0:
             eta = 0.0
         return Snapshot(stage, frames_done, frames_total, fps, eta)

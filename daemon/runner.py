@@ -16,11 +16,13 @@ running job finishes, no new one starts until ``lipsyncd resume``.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lipsyncd.engine.errors import Cancelled, EngineError
 from lipsyncd.engine.options import Progress, RenderOptions
@@ -29,8 +31,8 @@ from . import logs
 from .config import Config
 from .engine_port import Engine, EngineFactory
 from .progress import VideoMeter
-from .results import file_job, work_paths
-from .store import Job, Store
+from .results import PREVIEW_DIR, file_job, work_paths
+from .store import Job, Store, Task
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +146,9 @@ class Runner:
                     store.task_finished(task.id, "failed", message)
             return "failed", message
         should_stop = self._stop_check(store, job.id)
+        self._preview_all(store, job, audio, inputs, outputs, options, should_stop)
         for task in store.tasks(job.id):
-            if task.state == "done" and (outputs / task.output_name).is_file():
-                continue
-            if task.state == "failed":  # failed in an earlier, interrupted attempt: not retried
+            if not _pending(task, outputs):
                 continue
             if should_stop():
                 break
@@ -178,6 +179,35 @@ class Runner:
             return "cancelled", None
         return None, None
 
+    def _preview_all(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
+                     options: RenderOptions, should_stop: Callable[[], bool]) -> None:
+        """A preview of every pending video (``preview/<output>.jpg`` + ``.json`` in the work
+        folder, filed with the results) before the first render, so a wrong upload shows in
+        seconds. A video whose preview fails is left to its render, which reports the problem."""
+        assert self._engine is not None
+        folder = Path(job.work_dir) / PREVIEW_DIR
+        for task in store.tasks(job.id):
+            image = folder / f"{Path(task.output_name).stem}.jpg"
+            if not _pending(task, outputs) or image.is_file():  # done, or previewed in an earlier attempt
+                continue
+            if should_stop():
+                return
+            store.task_started(task.id)
+            try:
+                result = self._engine.preview(audio, inputs / task.video, image, options,
+                                              progress=self._progress_writer(store, task.id, stage="preview"),
+                                              should_stop=should_stop, video_digest=task.video_sha256)
+            except Cancelled:
+                return
+            except Exception as exc:  # noqa: BLE001 - the render meets the same problem and reports it
+                log.warning("%s: no preview: %s", task.video, exc)
+            else:
+                summary = {**result.as_dict(), "image": image.name}
+                image.with_suffix(".json").write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
+                log.info("%s: preview: %s", task.video, result.summary)
+            finally:
+                store.task_waiting(task.id)
+
     def _stop_check(self, store: Store, job_id: int) -> Callable[[], bool]:
         """should_stop for the engine: the stop flag at once; the cancel flag is a database read,
         so at most once per ``progress_interval`` (should_stop is called every few frames)."""
@@ -194,10 +224,10 @@ class Runner:
 
         return should_stop
 
-    def _progress_writer(self, store: Store, task_id: int) -> Callable[[Progress], None]:
+    def _progress_writer(self, store: Store, task_id: int, stage: str | None = None) -> Callable[[Progress], None]:
         """Progress into SQLite with speed and ETA, throttled by time (every callback is measured,
         one write per ``progress_interval``, plus at once when the stage changes or the video
-        ends); every call also counts as the loop being alive."""
+        ends); every call also counts as the loop being alive. ``stage`` overrides the engine's."""
         interval = self.config.service.progress_interval
         meter = VideoMeter(render_fps_hint=self._render_fps)
         last = [float("-inf"), ""]
@@ -205,14 +235,22 @@ class Runner:
         def progress(p: Progress) -> None:
             now = time.monotonic()
             self.heartbeat = now
-            snap = meter.update(p.stage, p.frames_done, p.frames_total, now)
+            snap = meter.update(stage or p.stage, p.frames_done, p.frames_total, now)
             if snap.stage == "render" and snap.fps:
                 self._render_fps = snap.fps
-            if now - last[0] >= interval or p.frames_done >= p.frames_total or p.stage != last[1]:
-                last[0], last[1] = now, p.stage
+            if now - last[0] >= interval or p.frames_done >= p.frames_total or snap.stage != last[1]:
+                last[0], last[1] = now, snap.stage
                 store.task_progress(task_id, snap.frames_done, snap.frames_total, snap.stage, snap.fps, snap.eta_s)
 
         return progress
+
+
+def _pending(task: Task, outputs: Path) -> bool:
+    """Does this video still need its render? (not done with its output there; not failed in an
+    earlier, interrupted attempt: those are not retried)"""
+    if task.state == "done" and (outputs / task.output_name).is_file():
+        return False
+    return task.state != "failed"
 
 
 def _internal_error(exc: Exception) -> str:

@@ -332,6 +332,11 @@ class Store:
         self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
                         f"progress = 0, error = NULL, {_NO_PROGRESS} WHERE id = ?", [task_id])
 
+    def task_waiting(self, task_id: int) -> None:
+        """Undo :meth:`task_started` for a video that was only previewed: it waits for its render."""
+        self.db.execute(f"UPDATE tasks SET state = 'queued', attempt = max(0, attempt - 1), started_at = NULL, "
+                        f"progress = 0, {_NO_PROGRESS} WHERE id = ? AND state = 'running'", [task_id])
+
     def task_progress(self, task_id: int, frames_done: int, frames_total: int, stage: str | None = None,
                       fps: float | None = None, eta_s: float | None = None) -> None:
         """Where the running video stands (a :class:`~lipsyncd.daemon.progress.Snapshot`), stamped

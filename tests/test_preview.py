@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -51,3 +55,5 @@ def test_preview_of_a_real_clip_marks_the_mouth_and_caches_the_track(models_dir,
     green = (sheet[..., 1] > 150) & (sheet[..., 0] < 80) & (sheet[..., 2] < 80)  # the crop box
     assert red.mean() > 0.002 and green.mean() > 0.001
     assert list((tmp_path / "cache" / "tracks").iterdir())  # the render reuses it
+    if os.environ.get("LIPSYNCD_SCREENSHOTS"):  # the README's example
+        shutil.copy(result.image, Path(os.environ["LIPSYNCD_SCREENSHOTS"]) / "preview-example.jpg")

@@ -8,11 +8,13 @@ that place's folder, so no URL can reach anything else on the disk.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..jobfolder import list_files
-from ..results import INPUT_DIR, JOB_LOG, OUTPUT_DIR
+from ..results import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
 from ..store import Job, Task
 
 PLACES = ("work", "outbox", "error")
@@ -74,6 +76,27 @@ def inputs(job: Job) -> list[JobFile]:
     return [f for f in all_files(job)
             if (f.place in ("work", "outbox") and f.rel.startswith(f"{INPUT_DIR}/"))
             or (f.place == "error" and f.name not in ("error.txt", JOB_LOG))]
+
+
+def previews(job: Job) -> list[tuple[JobFile, dict[str, Any]]]:
+    """Each video's preview picture and figures (made before the render; filed with the results)."""
+    places = folders(job)
+    for place in ("work", "outbox"):
+        root = places.get(place)
+        if root is None or not (root / PREVIEW_DIR).is_dir():
+            continue
+        found = []
+        for rel in list_files(root / PREVIEW_DIR):
+            if rel.endswith(".json"):
+                try:
+                    figures = json.loads((root / PREVIEW_DIR / rel).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                image = f"{PREVIEW_DIR}/{figures.get('image', '')}"
+                if (root / image).is_file():
+                    found.append((JobFile(place, image, (root / image).stat().st_size), figures))
+        return found
+    return []
 
 
 def log_tail(job: Job) -> str | None:

@@ -119,9 +119,11 @@ def test_progress_moves_live_and_the_zip_holds_exactly_the_outputs(service, page
     expect(waiting.locator("td").first).to_have_text("1")
     screenshot(page, "dashboard.png", tmp_path)
 
-    wait_for(lambda: service.state("Interview 🎬") == "done", "the job to finish", timeout=30)
-    page.locator("table.history a", has_text="Interview 🎬").first.click()
-    expect(page.locator("#job-state")).to_have_text("done")
+    page.locator("article.now h3 a").click()  # the job page, while it renders
+    expect(page.locator(".previews img")).to_have_count(2)
+    assert service.state("Interview 🎬") == "running"  # the previews came before the render ended
+    expect(page.locator(".previews figcaption").first).to_contain_text("a face in 10 of 10 frames")
+    expect(page.locator("#job-state")).to_have_text("done", timeout=30_000)  # the page follows live
     expect(page.locator(".results video")).to_have_count(2)
     screenshot(page, "job.png", tmp_path)
     with page.expect_download() as download:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 
 import pytest
@@ -62,3 +63,21 @@ def test_progress_is_written_per_frame_with_stage_speed_and_eta(cfg, store):
     assert (stage, done, total) == ("render", 8, 10) and at is not None
     assert fps == pytest.approx(1 / 0.07, rel=0.35)
     assert eta == pytest.approx(2 / fps)
+
+
+def test_every_video_is_previewed_before_the_first_render_and_filed_with_the_results(cfg, store):
+    order: list[str] = []
+    engine = FakeEngine()
+    preview, render = engine.preview, engine.render
+    engine.preview = lambda a, v, *args, **kw: order.append(f"preview {v.name}") or preview(a, v, *args, **kw)
+    engine.render = lambda a, v, *args, **kw: order.append(f"render {v.name}") or render(a, v, *args, **kw)
+    make_job(cfg.folders.inbox, "two", {"s.wav": b"speech", "a.mp4": b"1", "b.mp4": b"broken", "c.mp4": b"3"})
+    take_in(cfg, store)
+    Runner(cfg, lambda: engine, threading.Event()).step(store)
+    assert order == ["preview a.mp4", "preview b.mp4", "preview c.mp4", "render a.mp4", "render b.mp4",
+                     "render c.mp4"]
+    out = cfg.folders.outbox / "two" / "preview"
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "c.jpg", "c.json"]  # b: no preview
+    assert json.loads((out / "a.json").read_text())["summary"] == "a.mp4: a face in 10 of 10 frames"
+    assert [t.attempt for t in store.tasks(1)] == [1, 1, 1]  # a preview is not an attempt
+    assert "b.mp4: no preview: b.mp4 cannot be decoded." in (cfg.folders.outbox / "two" / "job.log").read_text()
