@@ -47,11 +47,15 @@ def _job_eta(store: Store, row: dict[str, Any], now: datetime, per_video: float 
     tasks = store.tasks(row["id"])
     current = next((t for t in tasks if t.state == "running"), None)
     after = sum(t.state == "queued" for t in tasks)
+    finished = store.video_seconds(row["id"])
     if current is None:  # between two videos
-        return pr.job_eta(0.0, 0.0, store.video_seconds(row["id"]), after, per_video)
+        return pr.job_eta(0.0, 0.0, finished, after, per_video)
+    if current.stage == "preview":  # every render is still to come, after this preview
+        renders = pr.job_eta(0.0, 0.0, finished, after + 1, per_video)
+        return None if renders is None else renders + (row["video_eta_s"] or 0.0)
     started = pr.parse_db_time(current.started_at)
     elapsed = max(0.0, (now - started).total_seconds()) if started else 0.0
-    return pr.job_eta(row["video_eta_s"], elapsed, store.video_seconds(row["id"]), after, per_video)
+    return pr.job_eta(row["video_eta_s"], elapsed, finished, after, per_video)
 
 
 def _videos_left(row: dict[str, Any]) -> int:

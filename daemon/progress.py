@@ -103,7 +103,7 @@ def job_eta(current_eta_s: float | None, current_elapsed_s: float, finished_seco
     that same time; between two videos pass ``current_eta_s=0`` and ``current_elapsed_s=0``."""
     if finished_seconds:
         per_video: float | None = sum(finished_seconds) / len(finished_seconds)
-    elif current_eta_s is not None:
+    elif current_eta_s is not None and current_elapsed_s + current_eta_s > 0:
         per_video = current_elapsed_s + current_eta_s
     else:
         per_video = typical_video_s
@@ -150,11 +150,11 @@ def parse_db_time(text: str | None) -> datetime | None:
 
 
 def iso(value: str | datetime | None) -> str | None:
-    """ISO 8601 with an explicit zone, to the second: ``2026-03-01T14:05:09+00:00``."""
+    """ISO 8601 with an explicit zone, to the nearest second: ``2026-03-01T14:05:09+00:00``."""
     moment = parse_db_time(value) if isinstance(value, str) else value
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+    return (moment.astimezone(timezone.utc) + timedelta(microseconds=500_000)).replace(microsecond=0).isoformat()
 
 
 def utc_now() -> datetime:

@@ -61,6 +61,15 @@ def test_a_video_without_its_own_eta_yet_is_assumed_to_take_a_typical_time():
     assert pr.job_eta(None, 5.0, [], 2, typical_video_s=30.0) == pytest.approx(25.0 + 60.0)
     assert pr.job_eta(None, 50.0, [], 0, typical_video_s=30.0) == 0.0  # overdue: never negative
     assert pr.job_eta(0.0, 0.0, [20.0], 2) == pytest.approx(40.0)  # between two videos
+    assert pr.job_eta(0.0, 0.0, [], 2, typical_video_s=30.0) == pytest.approx(60.0)
+    assert pr.job_eta(0.0, 0.0, [], 2) is None
+
+
+def test_a_preview_is_timed_at_its_own_speed():
+    meter = pr.VideoMeter(render_fps_hint=2.0)
+    meter.update("preview", 0, 300, now=0.0)
+    snap = meter.update("preview", 100, 300, now=1.0)
+    assert snap.fps == pytest.approx(100.0) and snap.eta_s == pytest.approx(2.0)
 
 
 def test_expected_starts_follow_the_queue():
@@ -80,8 +89,9 @@ def test_an_unknown_estimate_makes_the_later_starts_unknown():
 def test_times_are_iso_8601_with_a_zone():
     assert pr.iso("2026-03-01 14:05:09") == "2026-03-01T14:05:09+00:00"
     assert pr.iso("2026-03-01T14:05:09+00:00") == "2026-03-01T14:05:09+00:00"
-    later = datetime(2026, 3, 1, 16, 5, 9, 500000, tzinfo=timezone(timedelta(hours=2)))
+    later = datetime(2026, 3, 1, 16, 5, 9, 400000, tzinfo=timezone(timedelta(hours=2)))
     assert pr.iso(later) == "2026-03-01T14:05:09+00:00"
+    assert pr.iso(later + timedelta(milliseconds=200)) == "2026-03-01T14:05:10+00:00"  # the nearest second
     assert pr.iso(None) is None
 
 
