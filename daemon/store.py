@@ -330,12 +330,12 @@ class Store:
 
     def task_started(self, task_id: int) -> None:
         self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
-                        f"progress = 0, error = NULL, {_NO_PROGRESS} WHERE id = ?", [task_id])
+                        f"progress = 0, error = NULL, {_NO_LIVE_PROGRESS} WHERE id = ?", [task_id])
 
     def task_waiting(self, task_id: int) -> None:
         """Undo :meth:`task_started` for a video that was only previewed: it waits for its render."""
         self.db.execute(f"UPDATE tasks SET state = 'queued', attempt = max(0, attempt - 1), started_at = NULL, "
-                        f"progress = 0, {_NO_PROGRESS} WHERE id = ? AND state = 'running'", [task_id])
+                        f"progress = 0, {_NO_LIVE_PROGRESS} WHERE id = ? AND state = 'running'", [task_id])
 
     def task_progress(self, task_id: int, frames_done: int, frames_total: int, stage: str | None = None,
                       fps: float | None = None, eta_s: float | None = None) -> None:
@@ -355,7 +355,7 @@ class Store:
     def interrupt(self, job_id: int, note: str) -> None:
         """running → queued: the service stopped mid-job; it runs again, finished videos kept."""
         with self.db.atomic():
-            self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, {_NO_PROGRESS} "
+            self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, {_NO_LIVE_PROGRESS} "
                             "WHERE job_id = ? AND state = 'running'", [job_id])
             self._update(job_id, state="queued", note=note)
 
@@ -402,7 +402,7 @@ class Store:
     def requeue(self, job_id: int, note: str) -> None:
         """Run a job again from its held inputs: failed or cancelled tasks start over."""
         with self.db.atomic():
-            self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, error = NULL, {_NO_PROGRESS} "
+            self.db.execute(f"UPDATE tasks SET state = 'queued', progress = 0, error = NULL, {_NO_LIVE_PROGRESS} "
                             "WHERE job_id = ? AND state != 'done'", [job_id])
             self._update(job_id, state="queued", outcome=None, error=None, note=note, cancel_requested=0,
                          finished_at=None, outbox_path=None, error_path=None, notified=0)
@@ -516,7 +516,8 @@ class Store:
         self.db.execute(f"UPDATE jobs SET {sets}, updated_at = {_NOW} WHERE id = ?", [*params, job_id])
 
 
-_NO_PROGRESS = "stage = NULL, fps = NULL, eta_s = NULL, progress_at = NULL"
+_NO_LIVE_PROGRESS = "stage = NULL, fps = NULL, eta_s = NULL, progress_at = NULL"
+"""A task about to run (again) shows no stage, speed or ETA of an earlier attempt."""
 
 
 class _Now:
