@@ -9,7 +9,10 @@ carry one of:
   the configured credentials, so changing them logs everybody out, and ``HttpOnly`` +
   ``SameSite=Strict``, so another site's page cannot make the browser send it.
 
-Every state-changing request (anything but GET/HEAD) that is not authenticated by an
+Without credentials, only requests addressed to a loopback name (``Host: 127.0.0.1``,
+``localhost``) are answered, so a web page cannot reach the dashboard by pointing a name of its
+own at 127.0.0.1 (DNS rebinding). Every state-changing request (anything but GET/HEAD) that is
+not authenticated by an
 ``Authorization`` header must also come from our own pages: its ``Origin`` (or, failing that,
 ``Referer``) must be this server's own origin. That stops cross-site form posts even on a
 password-less loopback dashboard, which a web page in the user's browser could otherwise reach.
@@ -27,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import Web
+from ..config import Web, is_loopback
 
 COOKIE = "lipsyncd_session"
 SESSION_S = 7 * 24 * 3600
@@ -85,6 +88,12 @@ class Auth:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
 
+def loopback_host(request: Request) -> bool:
+    """Was this request addressed to this machine by a loopback name (``Host`` header)?"""
+    host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+    return is_loopback(host)
+
+
 def same_origin(request: Request) -> bool:
     """Does this request come from one of our own pages (``Origin``, else ``Referer``)?"""
     source = request.headers.get("origin") or request.headers.get("referer")
@@ -112,6 +121,10 @@ class Guard:
 
     def refusal(self, request: Request) -> Response | None:
         path = request.url.path
+        if not self.auth.required and not loopback_host(request):
+            return PlainTextResponse("Refused: this dashboard has no login, so it answers only requests addressed to "
+                                     "127.0.0.1 or localhost. To reach it under another name (a reverse proxy), set "
+                                     "web.token or web.username and web.password.", status_code=403)
         by_header = self.auth.required and self.auth.header_login(request)
         if request.method not in SAFE_METHODS and not by_header and not same_origin(request):
             return PlainTextResponse("Refused: this action must be sent from the dashboard's own pages "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,16 @@ from ..names import unique_in_dir, windows_safe
 UPLOADING = ".uploading"
 _ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_DEPTH = 8
+STALE_S = 24 * 3600.0
 
 
 class UploadError(ValueError):
     """The upload cannot be accepted; the message says why, for the person uploading."""
 
 
-def start(inbox: Path) -> str:
-    """A new, empty upload; its id."""
+def start(inbox: Path, now: float | None = None) -> str:
+    """A new, empty upload; its id. Uploads abandoned for a day (the browser was closed) go."""
+    discard_stale(inbox, now)
     upload_id = secrets.token_hex(8)
     (inbox / UPLOADING / upload_id / "job").mkdir(parents=True)
     return upload_id
@@ -68,6 +71,14 @@ def finish(inbox: Path, upload_id: str, name: str, options: dict[str, Any]) -> s
     return final
 
 
-def discard(inbox: Path, upload_id: str) -> None:
-    """Drop an abandoned upload (the person cancelled it)."""
-    shutil.rmtree(folder(inbox, upload_id).parent, ignore_errors=True)
+def discard_stale(inbox: Path, now: float | None = None) -> None:
+    """Remove uploads nothing was written to for ``STALE_S`` (never finished: not a job yet)."""
+    now = time.time() if now is None else now
+    root = inbox / UPLOADING
+    for upload in root.iterdir() if root.is_dir() else []:
+        if _ID.match(upload.name) and now - _last_write(upload) > STALE_S:
+            shutil.rmtree(upload, ignore_errors=True)
+
+
+def _last_write(folder: Path) -> float:
+    return max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)

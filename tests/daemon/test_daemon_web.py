@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -13,13 +15,13 @@ from lipsyncd.daemon.store import Store
 from lipsyncd.daemon.web.app import create_app
 from starlette.testclient import TestClient
 
-ORIGIN = {"Origin": "http://testserver"}
+ORIGIN = {"Origin": "http://127.0.0.1"}
 TOKEN = "0123456789abcdef-token"
 
 
 def client(cfg: Config, **web) -> TestClient:
     cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, enabled=True, **web))
-    return TestClient(create_app(cfg), follow_redirects=False)
+    return TestClient(create_app(cfg), base_url="http://127.0.0.1", follow_redirects=False)
 
 
 def running_job(cfg: Config, store: Store, name: str = "Interview 🎬", outputs: dict[str, bytes] | None = None) -> int:
@@ -89,18 +91,26 @@ def test_actions_pause_move_cancel_and_retry(cfg, store):
                       options={}, content_hash=name)
         ids.append(job.id)
     c = client(cfg)
-    r = c.post("/queue/pause", headers={**ORIGIN, "Referer": "http://testserver/"})
+    r = c.post("/queue/pause", headers={**ORIGIN, "Referer": "http://127.0.0.1/"})
     assert r.status_code == 303 and r.headers["location"].startswith("/?msg=Queue+paused") and store.paused
     assert "Queue paused" in c.get("/").text
     c.post(f"/jobs/{ids[1]}/up", headers=ORIGIN)
     assert [j.id for j in store.jobs_in("queued")] == [ids[1], ids[0]]
     c.post(f"/jobs/{ids[0]}/cancel", headers=ORIGIN)
     assert store.cancel_requested(ids[0])
-    r = c.post(f"/jobs/{ids[1]}/retry", headers={**ORIGIN, "Referer": f"http://testserver/jobs/{ids[1]}"})
+    r = c.post(f"/jobs/{ids[1]}/retry", headers={**ORIGIN, "Referer": f"http://127.0.0.1/jobs/{ids[1]}"})
     assert r.headers["location"].startswith(f"/jobs/{ids[1]}?msg=Not+done") and "does+not+need+a+retry" in \
         r.headers["location"]
     c.post("/queue/resume", headers=ORIGIN)
     assert not store.paused
+
+
+def test_without_a_login_only_loopback_names_are_answered(cfg, store):
+    c = client(cfg)
+    assert c.get("/api/status", headers={"Host": "localhost:8765"}).status_code == 200
+    assert c.get("/api/status", headers={"Host": "[::1]:8765"}).status_code == 200
+    refused = c.get("/api/status", headers={"Host": "attacker.example"})  # DNS rebinding
+    assert refused.status_code == 403 and "set web.token" in refused.text
 
 
 def test_cross_site_posts_are_refused(cfg, store):
@@ -163,6 +173,20 @@ def test_upload_becomes_a_job_folder_in_the_inbox_only_when_complete(cfg):
         ["Caméra A.mp4", "job.yaml", "notes/x.txt", "voice.wav"]
     assert "priority: 3" in (job / "job.yaml").read_text() and "loop: loop" in (job / "job.yaml").read_text()
     assert list((cfg.folders.inbox / ".uploading").iterdir()) == []
+
+
+def test_an_abandoned_upload_is_removed_after_a_day(cfg):
+    from lipsyncd.daemon.web import upload
+
+    old = upload.start(cfg.folders.inbox)
+    upload.target(cfg.folders.inbox, old, "a.wav").write_bytes(b"half")
+    old_dir = cfg.folders.inbox / upload.UPLOADING / old
+    day_ago = time.time() - upload.STALE_S - 60
+    for path in (old_dir, *old_dir.rglob("*")):
+        os.utime(path, (day_ago, day_ago))
+    recent = upload.start(cfg.folders.inbox)
+    upload.start(cfg.folders.inbox)
+    assert not old_dir.exists() and (cfg.folders.inbox / upload.UPLOADING / recent).is_dir()
 
 
 def test_uploads_can_be_switched_off(cfg):
