@@ -133,7 +133,8 @@ class Dashboard:
             tasks = db.tasks(job_id)
             row = next((r for r in overview(db, limit=1000)["jobs"] if r["id"] == job_id), None)
         return {"job": job, "tasks": tasks, "row": row, "results": files.results(job, tasks),
-                "inputs": files.inputs(job), "previews": files.previews(job), "log": files.log_tail(job), "final": job.state in FINAL_STATES}
+                "inputs": files.inputs(job), "previews": files.previews(job), "log": files.log_tail(job),
+                "final": job.state in FINAL_STATES}
 
     def job_page(self, request: Request) -> Response:
         return self.page(request, "job.html", **self._job(request.path_params["job_id"]))

@@ -31,9 +31,9 @@ class UploadError(ValueError):
     """The upload cannot be accepted; the message says why, for the person uploading."""
 
 
-def start(inbox: Path, now: float | None = None) -> str:
+def start(inbox: Path) -> str:
     """A new, empty upload; its id. Uploads abandoned for a day (the browser was closed) go."""
-    discard_stale(inbox, now)
+    discard_stale(inbox)
     upload_id = secrets.token_hex(8)
     (inbox / UPLOADING / upload_id / "job").mkdir(parents=True)
     return upload_id
@@ -71,9 +71,9 @@ def finish(inbox: Path, upload_id: str, name: str, options: dict[str, Any]) -> s
     return final
 
 
-def discard_stale(inbox: Path, now: float | None = None) -> None:
+def discard_stale(inbox: Path) -> None:
     """Remove uploads nothing was written to for ``STALE_S`` (never finished: not a job yet)."""
-    now = time.time() if now is None else now
+    now = time.time()
     root = inbox / UPLOADING
     for upload in root.iterdir() if root.is_dir() else []:
         if _ID.match(upload.name) and now - _last_write(upload) > STALE_S:
