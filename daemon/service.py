@@ -7,6 +7,10 @@ worker threads are alive and have shown a sign of life recently. Signal handlers
 stop flag; the runner sees it, the engine aborts the current video within a second or so, the
 job goes back to the queue. If the video does not stop within ``service.shutdown_timeout``
 the process exits anyway: the job is still marked running, and the next start re-queues it.
+
+Optional helpers run beside them, each in a thread of its own that the factory never waits
+for: the web dashboard (``web.enabled``), notifications (``notify:``) and clean-up
+(``retention:``); the supervisor also keeps the share's status files current (``status.folder``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import notify, retention
 from .config import Config
@@ -29,6 +33,9 @@ from .sharestatus import ShareStatus
 from .store import Store
 from .systemd import Notifier
 from .watcher import InboxWatcher
+
+if TYPE_CHECKING:  # the dashboard's packages are an optional extra
+    from .web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +124,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     return 1 if crashed else 0
 
 
-def _start_web(config: Config) -> Any:
+def _start_web(config: Config) -> WebServer | None:
     """The dashboard's server thread when ``web.enabled``; None when off or not installed."""
     if not config.web.enabled:
         return None
