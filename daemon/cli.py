@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,14 @@ from . import config as config_module
 from . import lock, logs, operations
 from .config import Config, ConfigError
 from .lock import ServiceState
+from .overview import overview
+from .progress import format_duration
 from .store import NoDatabase, Store, StoreError, unusable
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
-                  ("percent", "%"), ("current_video", "NOW"), ("message", "MESSAGE"))
+                  ("percent", "%"), ("current_video", "NOW"), ("speed", "FPS"), ("eta", "ETA"),
+                  ("when", "WHEN (UTC)"), ("message", "MESSAGE"))
+"""``speed``, ``eta`` and ``when`` are derived from the overview (see :func:`_derived`)."""
 HEARTBEAT_STALE_S = 30.0
 """The service touches its heartbeat every second while its threads are healthy; this much
 silence means a worker is stuck (systemd's watchdog restarts such a service)."""
@@ -70,15 +75,35 @@ def run(ctx: click.Context) -> None:
     sys.exit(code)
 
 
-@cli.command(help="Show whether the service runs, and its running, queued and recent jobs.")
+@cli.command(help="Show whether the service runs, and its running, queued and recent jobs, with speed, "
+                  "ETA and expected start times (ISO 8601, UTC).")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print JSON: {"service": {...}, "database": path, "jobs": [one object per job]}.')
+              help='Print JSON: {"service": {...}, "database": path, "paused": bool, "jobs": [one object per job]}.')
 @click.option("--limit", default=20, show_default=True, help="How many jobs to show.")
+@click.option("--watch", "watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, limit: int) -> None:
+def status(ctx: click.Context, as_json: bool, limit: int, watch: bool, interval: float) -> None:
     cfg = _config(ctx)
+    try:
+        while True:
+            text = _status_text(cfg, limit, as_json)
+            if not watch:
+                click.echo(text)
+                return
+            if sys.stdout.isatty():
+                click.echo("\x1b[H\x1b[J", nl=False)  # cursor home, clear below: redraw in place
+            click.echo(f"{text}\n\n(refreshing every {interval:g} s; Ctrl-C to stop)")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
+    """The service's health, then the jobs; read-only: before the first start it says where it
+    looked instead of creating a database."""
     service = lock.probe(cfg.folders.state)
-    rows: list[dict[str, Any]] = []
+    view: dict[str, Any] | None = None
     missing = None
     try:
         store = Store(cfg.folders.database, readonly=True)
@@ -88,23 +113,48 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
         raise click.ClickException(str(exc)) from None
     else:
         try:
-            rows = store.status(limit)
+            view = overview(store, limit)
         except sqlite3.Error as exc:  # a damaged page the open did not touch
             raise click.ClickException(str(unusable(store.path, exc))) from None
         finally:
             store.close()
+    rows = view["jobs"] if view else []
+    paused = bool(view and view["paused"])
     if as_json:
         health = {**service.as_dict(), "healthy": _healthy(service)}
-        click.echo(json.dumps({"service": health, "database": str(cfg.folders.database), "jobs": rows},
-                              indent=2, ensure_ascii=False))
-        return
-    click.echo(service_line(service))
+        return json.dumps({"service": health, "database": str(cfg.folders.database), "paused": paused,
+                           "jobs": rows}, indent=2, ensure_ascii=False)
+    lines = [service_line(service)]
     if missing:
-        click.echo(missing[0].upper() + missing[1:])
-    elif not rows:
-        click.echo(f"No jobs yet. Drop a job folder into {cfg.folders.inbox}")
+        lines.append(missing[0].upper() + missing[1:])
+        return "\n".join(lines)
+    if paused:
+        lines.append("Queue PAUSED: no new job starts until `lipsyncd resume`.")
+    lines.append(format_table(rows) if rows else f"No jobs yet. Drop a job folder into {cfg.folders.inbox}")
+    return "\n".join(lines)
+
+
+def _derived(row: dict[str, Any]) -> dict[str, Any]:
+    """The table's computed cells: speed and stage, time left, and when it starts or ends."""
+    state, extra = row["state"], {"speed": None, "eta": None, "when": None}
+    if state == "running":
+        fps = row.get("fps")
+        extra["speed"] = f"{row.get('stage') or ''} {fps:.1f}".strip() if fps else row.get("stage")
+        extra["eta"] = format_duration(row.get("job_eta_s"))
+        extra["when"] = _clock(row.get("expected_finish"))
+    elif state == "queued":
+        extra["eta"] = f"#{row['queue_position']}" if row.get("queue_position") else None
+        extra["when"] = _clock(row.get("expected_start")) or "unknown"
+    elif state == "filing":
+        extra["speed"] = "filing"
     else:
-        click.echo(format_table(rows))
+        extra["when"] = _clock(row.get("finished_at"))
+    return extra
+
+
+def _clock(moment: str | None) -> str | None:
+    """An ISO time without its zone and seconds for the table (the header says UTC)."""
+    return moment[:16].replace("T", " ") if moment else None
 
 
 def _healthy(service: ServiceState) -> bool:
@@ -133,6 +183,8 @@ def _ago(seconds: float) -> str:
 
 def format_table(rows: list[dict[str, Any]], message_width: int = 60) -> str:
     """A plain aligned table; long names and messages are shortened with an ellipsis."""
+    rows = [{**row, **_derived(row)} for row in rows]
+
     def cell(key: str, value: Any) -> str:
         text = "" if value is None else f"{value:.0f}" if key == "percent" else str(value)
         text = " ".join(text.split())
@@ -169,6 +221,28 @@ def cancel(ctx: click.Context, job: str) -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+@cli.command(help="Pause the queue: the running job finishes, no new job starts (kept across restarts).")
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    store = _store(ctx)
+    try:
+        store.set_paused(True)
+    finally:
+        store.close()
+    click.echo("Queue paused: the running job (if any) finishes, then nothing starts until `lipsyncd resume`.")
+
+
+@cli.command(help="Resume a paused queue.")
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    store = _store(ctx)
+    try:
+        store.set_paused(False)
+    finally:
+        store.close()
+    click.echo("Queue resumed: the next job starts within seconds.")
 
 
 @cli.command(help="Check codecs, GPU, models, folders and free disk; say what to fix.")

@@ -9,7 +9,9 @@ paths). Environment variables ``LIPSYNCD_<SECTION>_<KEY>`` (for example
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,48 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The dashboard (``daemon/web``): off unless enabled; on loopback unless ``host`` says
+    otherwise, and then only with credentials."""
+
+    enabled: bool
+    host: str
+    port: int
+    token: str | None
+    username: str | None
+    password: str | None
+    upload: bool
+
+    @property
+    def needs_login(self) -> bool:
+        return bool(self.token or self.username)
+
+
+@dataclass(frozen=True)
+class StatusFiles:
+    folder: Path | None
+    """Where lipsyncd-status.txt/.html are kept current (the share's root); None: not written."""
+
+
+@dataclass(frozen=True)
+class Notify:
+    webhook: str | None
+    command: tuple[str, ...]
+    apprise: tuple[str, ...]
+    retries: int
+    backoff: float
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Days after which finished jobs' folders and history rows are removed; None: kept."""
+
+    outbox_days: float | None
+    error_days: float | None
+    history_days: float | None
+
+
+@dataclass(frozen=True)
 class Config:
     folders: Folders
     watch: Watch
@@ -90,6 +134,10 @@ class Config:
     service: Service
     engine: EngineSettings
     source: str
+    web: Web = Web(False, "127.0.0.1", 8765, None, None, None, True)
+    status: StatusFiles = StatusFiles(None)
+    notify: Notify = Notify(None, (), (), 5, 10.0)
+    retention: Retention = Retention(None, None, None)
     """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
 
@@ -101,6 +149,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
                 "log_level": "info"},
     "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {}},
+    "web": {"enabled": False, "host": "127.0.0.1", "port": 8765, "token": None, "username": None,
+            "password": None, "upload": True},
+    "status": {"folder": None},
+    "notify": {"webhook": None, "command": None, "apprise": [], "retries": 5, "backoff": 10},
+    "retention": {"outbox_days": None, "error_days": None, "history_days": None},
 }
 
 
@@ -198,7 +251,80 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
     engine = EngineSettings(_path("engine.models_dir", e["models_dir"]), _choice("engine.device", e["device"], DEVICES),
                             None if e["cache_dir"] in (None, "") else _path("engine.cache_dir", e["cache_dir"]),
                             options)
-    return Config(folders, watch, jobs, service, engine, source)
+    folder = m["status"]["folder"]
+    status = StatusFiles(None if folder in (None, "") else _path("status.folder", folder))
+    if status.folder is not None and status.folder.is_relative_to(folders.inbox):
+        raise ConfigError("status.folder: must not be inside folders.inbox (use the share's root beside it)")
+    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status, _notify(m["notify"]),
+                  Retention(*(_days(f"retention.{k}", m["retention"][k])
+                              for k in ("outbox_days", "error_days", "history_days"))))
+
+
+def _days(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name}: must be a number of days above 0, or null to keep everything; got {value!r}")
+    return float(value)
+
+
+def _notify(n: dict[str, Any]) -> Notify:
+    webhook = n["webhook"]
+    if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(("http://", "https://"))):
+        raise ConfigError(f"notify.webhook: must be an http:// or https:// URL; got {webhook!r}")
+    command = n["command"]
+    if isinstance(command, str):
+        command = shlex.split(command)
+    if command is not None and not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
+        raise ConfigError(f"notify.command: must be a command line or a list of arguments; got {command!r}")
+    apprise = n["apprise"] or []
+    if isinstance(apprise, str):
+        apprise = [apprise]
+    if not isinstance(apprise, list) or not all(isinstance(u, str) and "://" in u for u in apprise):
+        raise ConfigError(f"notify.apprise: must be a list of Apprise URLs such as 'ntfy://topic'; got {apprise!r}")
+    retries = n["retries"]
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
+        raise ConfigError(f"notify.retries: must be a whole number from 0 to 20; got {retries!r}")
+    return Notify(webhook, tuple(command or ()), tuple(apprise), retries, _seconds("notify.backoff", n["backoff"]))
+
+
+def _web(w: dict[str, Any]) -> Web:
+    for key in ("enabled", "upload"):
+        if not isinstance(w[key], bool):
+            raise ConfigError(f"web.{key}: must be true or false; got {w[key]!r}")
+    port = w["port"]
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"web.port: must be a port number from 1 to 65535; got {port!r}")
+    host = w["host"]
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigError(f"web.host: must be an address such as 127.0.0.1 or 0.0.0.0; got {host!r}")
+    secrets = {}
+    for key in ("token", "username", "password"):
+        value = w[key]
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise ConfigError(f"web.{key}: must be text (or left out); got {value!r}")
+        secrets[key] = str(value) if value is not None else None
+    if bool(secrets["username"]) != bool(secrets["password"]):
+        raise ConfigError("web.username and web.password: give both or neither")
+    if secrets["token"] is not None and len(secrets["token"]) < 16:
+        raise ConfigError("web.token: must be at least 16 characters (for example the output of "
+                          "`openssl rand -hex 16`)")
+    web = Web(w["enabled"], host.strip(), port, secrets["token"], secrets["username"], secrets["password"],
+              w["upload"])
+    if web.enabled and not is_loopback(web.host) and not web.needs_login:
+        raise ConfigError(f"web.host: {web.host} can be reached from other machines, so the dashboard needs "
+                          "a login: set web.token, or web.username and web.password")
+    return web
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _path(name: str, value: Any) -> Path:

@@ -1,7 +1,7 @@
 """The engine as the daemon sees it: a small protocol, so the runner never imports torch.
 
 The real implementation is :class:`lipsyncd.engine.LipSyncEngine`; tests pass a fake with the
-same three methods. :func:`open_engine` is the one place that imports the real one, lazily,
+same four methods. :func:`open_engine` is the one place that imports the real one, lazily,
 because loading torch takes seconds and the CLI's ``status`` or ``cancel`` never needs it.
 """
 
@@ -27,6 +27,13 @@ class Engine(Protocol):
         """Write ``output`` atomically; raise an ``EngineError`` subclass with a readable message,
         ``Cancelled`` soon after ``should_stop()`` turns true. ``video_digest`` is the video's
         sha256 when the caller already has it (saves reading a large file from the share twice)."""
+
+
+    def preview(self, audio: Any, video: Path, image: Path, options: RenderOptions,
+                progress: Callable[[Progress], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, video_digest: str | None = None) -> Any:
+        """Write a preview picture of the render to ``image``; return its figures (an object with
+        ``summary`` and ``as_dict()``: :class:`lipsyncd.engine.preview.Preview`)."""
 
 
 EngineFactory = Callable[[], Engine]

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 INPUT_DIR = "input"
 OUTPUT_DIR = "output"
+PREVIEW_DIR = "preview"
+"""Previews made before the render (``<output>.jpg`` + ``.json``); filed with the results as
+``outbox/<job>/preview/`` (an error folder stays the folder as dropped; job.log has the figures)."""
 JOB_LOG = "job.log"
 
 
@@ -83,6 +86,8 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
     if duplicate is not None:
         remarks.insert(0, repeat_note(duplicate))
     log_file = [Entry(JOB_LOG, source=job_log)] if job_log.is_file() else []
+    preview_files = list_files(work / PREVIEW_DIR) if (work / PREVIEW_DIR).is_dir() else []
+    previews = [Entry(f"{PREVIEW_DIR}/{name}", source=work / PREVIEW_DIR / name) for name in preview_files]
     good = [t for t in tasks if t.state == "done"] if job.outbox_path else []
     outbox = Path(job.outbox_path) if job.outbox_path else None
     error_dir = Path(job.error_path) if job.error_path else None
@@ -93,7 +98,7 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
         entries = [Entry(t.output_name, source=outputs / t.output_name) for t in good]
         entries += [Entry(f"{INPUT_DIR}/{f}", source=inputs / f) for f in kept]
         text = report_text(job, tasks, job.outcome or "done", str(error_dir) if error_dir else None, remarks)
-        publish_dir([*entries, Entry("report.txt", text=text), *log_file], outbox)
+        publish_dir([*entries, Entry("report.txt", text=text), *log_file, *previews], outbox)
         log.info("job %d (%s): results in %s", job.id, job.name, outbox)
     for task in good:
         store.set_output_path(task.id, outbox / task.output_name)

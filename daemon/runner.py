@@ -10,15 +10,20 @@ queued job with that flag is never taken, and the intake thread files it at once
 A job whose model is missing is not failed: it stays queued with the reason as a visible
 note, logged once, and is tried again every ``service.model_retry_interval`` seconds, so
 dropping the model file in later just works.
+
+The queue's pause flag (``lipsyncd pause``, the dashboard) is read before taking each job: the
+running job finishes, no new one starts until ``lipsyncd resume``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lipsyncd.engine.errors import Cancelled, EngineError
 from lipsyncd.engine.options import Progress, RenderOptions
@@ -29,9 +34,10 @@ from .engine_port import Engine, EngineFactory
 from .jobfolder import on_disk
 from .names import readable
 from .report import face_warning
-from .results import file_job, finish_filing, work_paths
+from .progress import VideoMeter
+from .results import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .share import ShareGuard, is_waiting_note, waiting_note
-from .store import Job, Store
+from .store import Job, Store, Task
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,8 @@ class Runner:
         self._blocked_until: dict[int, float] = {}
         self._told: set[str] = set()
         self._share_gone: str | None = None
+        self._render_fps: float | None = None
+        """The last render speed measured: the first ETA of the next video."""
 
     def run(self) -> None:
         store = Store(self.config.folders.database)
@@ -71,14 +79,16 @@ class Runner:
             store.close()
 
     def step(self, store: Store) -> bool:
-        """File filing put off while the share was away, then claim and run the first job that can
-        start. True if it did work."""
+        """File filing put off while the share was away, then (unless the queue is paused) claim
+        and run the first job that can start. True if it did work."""
         if self.stop.is_set() or self._share_paused(store):
             return False
         for job in store.jobs_in("filing"):  # filing put off while the share was away
             if is_waiting_note(job.note):
                 finish_filing(store, job.id, self.config.watch.ignore, self.share)
                 return True
+        if store.paused:  # `lipsyncd pause`: the intake thread still files cancelled jobs; none starts
+            return False
         now = time.monotonic()
         for job in store.jobs_in("queued"):
             if job.cancel_requested:  # the intake thread files it
@@ -177,10 +187,9 @@ class Runner:
                     store.task_finished(task.id, "failed", message)
             return "failed", message
         should_stop = self._stop_check(store, job.id)
+        self._preview_all(store, job, audio, inputs, outputs, options, should_stop)
         for task in store.tasks(job.id):
-            if task.state == "done" and (outputs / task.output_name).is_file():
-                continue
-            if task.state == "failed":  # failed in an earlier, interrupted attempt: not retried
+            if not _pending(task, outputs):
                 continue
             if should_stop():
                 break
@@ -223,6 +232,35 @@ class Runner:
             log.error("%s: internal error", video, exc_info=exc)
             store.task_finished(task_id, "failed", _internal_error(exc))
 
+    def _preview_all(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
+                     options: RenderOptions, should_stop: Callable[[], bool]) -> None:
+        """A preview of every pending video (``preview/<output>.jpg`` + ``.json`` in the work
+        folder, filed with the results) before the first render, so a wrong upload shows in
+        seconds. A video whose preview fails is left to its render, which reports the problem."""
+        assert self._engine is not None
+        folder = Path(job.work_dir) / PREVIEW_DIR
+        for task in store.tasks(job.id):
+            image = folder / f"{Path(task.output_name).stem}.jpg"
+            if not _pending(task, outputs) or image.is_file():  # done, or previewed in an earlier attempt
+                continue
+            if should_stop():
+                return
+            store.task_started(task.id)
+            try:
+                result = self._engine.preview(audio, on_disk(inputs, task.video), image, options,
+                                              progress=self._progress_writer(store, task.id, stage="preview"),
+                                              should_stop=should_stop, video_digest=task.video_sha256)
+            except Cancelled:
+                return
+            except Exception as exc:  # noqa: BLE001 - the render meets the same problem and reports it
+                log.warning("%s: no preview: %s", task.video, exc)
+            else:
+                summary = {**result.as_dict(), "image": image.name}
+                image.with_suffix(".json").write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
+                log.info("%s: preview: %s", task.video, result.summary)
+            finally:
+                store.task_waiting(task.id)
+
     def _stop_check(self, store: Store, job_id: int) -> Callable[[], bool]:
         """should_stop for the engine: the stop flag at once; the share at most once a second
         (a few ``stat`` calls); the cancel flag is a database read, so at most every
@@ -240,19 +278,33 @@ class Runner:
 
         return should_stop
 
-    def _progress_writer(self, store: Store, task_id: int) -> Callable[[Progress], None]:
-        """Progress into SQLite, throttled; every call also counts as the loop being alive."""
+    def _progress_writer(self, store: Store, task_id: int, stage: str | None = None) -> Callable[[Progress], None]:
+        """Progress into SQLite with speed and ETA, throttled by time (every callback is measured,
+        one write per ``progress_interval``, plus at once when the stage changes or the video
+        ends); every call also counts as the loop being alive. ``stage`` overrides the engine's."""
         interval = self.config.service.progress_interval
-        last = [float("-inf")]
+        meter = VideoMeter(render_fps_hint=self._render_fps)
+        last = [float("-inf"), ""]
 
         def progress(p: Progress) -> None:
             now = time.monotonic()
             self.heartbeat = now
-            if now - last[0] >= interval or p.frames_done >= p.frames_total:
-                last[0] = now
-                store.task_progress(task_id, p.frames_done, p.frames_total)
+            snap = meter.update(stage or p.stage, p.frames_done, p.frames_total, now)
+            if snap.stage == "render" and snap.fps:
+                self._render_fps = snap.fps
+            if now - last[0] >= interval or p.frames_done >= p.frames_total or snap.stage != last[1]:
+                last[0], last[1] = now, snap.stage
+                store.task_progress(task_id, snap.frames_done, snap.frames_total, snap.stage, snap.fps, snap.eta_s)
 
         return progress
+
+
+def _pending(task: Task, outputs: Path) -> bool:
+    """Does this video still need its render? (not done with its output there; not failed in an
+    earlier, interrupted attempt: those are not retried)"""
+    if task.state == "done" and (outputs / task.output_name).is_file():
+        return False
+    return task.state != "failed"
 
 
 def _internal_error(exc: Exception) -> str:

@@ -19,6 +19,10 @@ problem there is a :class:`StartError` of one line, before systemd is told READY
 
 Nothing touches the share before :class:`ShareGuard` says it is there: a service started while
 it is not mounted tells systemd READY with a STATUS saying so, and waits for it before recovery.
+
+Optional helpers run beside them, each in a thread of its own that the factory never waits
+for: the web dashboard (``web.enabled``), notifications (``notify:``) and clean-up
+(``retention:``); the supervisor also keeps the share's status files current (``status.folder``).
 """
 
 from __future__ import annotations
@@ -32,22 +36,32 @@ import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
+from . import notify, retention
 from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .intake import Intake, recover
 from .lock import AlreadyRunning, ServiceLock
+from .overview import overview
+from .progress import format_duration
 from .runner import INTERRUPTED, Runner
 from .share import NOTE_PREFIX, ShareError, ShareGuard
+from .sharestatus import ShareStatus
 from .store import Store, StoreError
 from .systemd import Notifier
 from .watcher import InboxWatcher
+
+if TYPE_CHECKING:  # the dashboard's packages are an optional extra
+    from .web.server import WebServer
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_TICK = 1.0
 RUNNER_STALL_S = 900.0
 """No progress callback for this long during a render counts as hung (the watchdog stops)."""
+STATUS_JOBS = 20
+"""Jobs in the STATUS line's count and the share's status files (running, queued, then recent)."""
 INTAKE_STALL_S = 600.0
 """Hashing a large video over a slow share is the longest thing intake does in one round."""
 INTAKE_STOP_S = 5.0
@@ -132,6 +146,10 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
                threading.Thread(target=runner.run, name="runner", daemon=True)]
     for thread in threads:
         thread.start()
+    web = _start_web(config)
+    notify.start(config, stop)
+    retention.start(config, stop)
+    share_status = ShareStatus(config.status.folder) if config.status.folder else None
     queued = len(store.jobs_in("queued"))
     notifier.ready(f"Watching {config.folders.inbox}; {queued} job(s) queued")
     log.info("ready: watching %s, results to %s (%d job(s) queued)", config.folders.inbox, config.folders.outbox,
@@ -153,7 +171,10 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         if healthy and notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
             notifier.watchdog()
             last_ping = now
-        text = f"{NOTE_PREFIX}{share.last_reason}" if share.last_reason else _status_line(store)
+        view = overview(store, limit=STATUS_JOBS)
+        if share_status is not None:
+            share_status.update(view)
+        text = f"{NOTE_PREFIX}{share.last_reason}" if share.last_reason else _status_line(view)
         if text != status:
             status = text
             notifier.status(text)
@@ -162,6 +183,8 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     log.info("stopping")
     threads[1].join(config.service.shutdown_timeout)
     threads[0].join(INTAKE_STOP_S)
+    if web is not None:
+        web.stop()
     watcher.stop()
     code = 1 if crashed else 0
     if any(t.is_alive() for t in threads):
@@ -232,6 +255,22 @@ def _wait_for_share(config: Config, share: ShareGuard, stop: threading.Event, no
     return False
 
 
+def _start_web(config: Config) -> WebServer | None:
+    """The dashboard's server thread when ``web.enabled``; None when off or not installed."""
+    if not config.web.enabled:
+        return None
+    try:
+        from .web.server import WebServer
+    except ImportError as exc:
+        log.error("web.enabled is true but the dashboard's packages are missing (%s); install them with "
+                  "pip install 'lipsyncd[web]'. The service runs without the dashboard.", exc.name)
+        return None
+    server = WebServer(config)
+    server.start()
+    log.info("dashboard on %s", server.url)
+    return server
+
+
 def _install_signal_handlers(stop: threading.Event) -> None:
     def handler(_signum: int, _frame: FrameType | None) -> None:
         stop.set()  # only a flag: logging here could deadlock on the logging lock
@@ -240,14 +279,16 @@ def _install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def _status_line(store: Store) -> str:
-    """The one line ``systemctl status`` shows: the running job, or how many wait."""
-    rows = store.status(limit=20)
+def _status_line(view: dict[str, Any]) -> str:
+    """The one line ``systemctl status`` shows: the running job with stage, speed and ETA, or how
+    many wait."""
+    rows = view["jobs"]
     running = [r for r in rows if r["state"] == "running"]
     waiting = sum(r["state"] == "queued" for r in rows)
+    paused = "; queue paused" if view["paused"] else ""
     if running:
         r = running[0]
-        return (f"Job {r['id']} ({r['name']}): {r['current_video'] or '-'} {r['percent']:.0f}%, "
-                f"videos {r['videos_done']}; {waiting} queued")
-    return f"Idle; {waiting} queued" if waiting else "Idle"
-
+        speed = f" {r['fps']:.1f} fps" if r["fps"] else ""
+        return (f"Job {r['id']} ({r['name']}): {r['current_video'] or '-'} {r['stage'] or ''} {r['percent']:.0f}%"
+                f"{speed}, ETA {format_duration(r['job_eta_s'])}, videos {r['videos_done']}; {waiting} queued{paused}")
+    return (f"Idle; {waiting} queued" if waiting else "Idle") + paused

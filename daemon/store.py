@@ -42,12 +42,24 @@ import sqlite_utils
 BUSY_TIMEOUT_S = 15.0
 FINAL_STATES = ("done", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("intake", "queued", "running", "filing")
+QUEUE_ORDER = "priority DESC, coalesce(queue_rank, id), id"
+"""The order the runner takes queued jobs in: higher priority first, then queue rank (its id
+unless someone moved it)."""
+PAUSED = "paused"
+"""Settings key of the queue's pause flag ('1' paused)."""
 
 _NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
 HAD_FAILED = " The job had failed because: "
 """Joins a filing problem and the reason the job had failed (see :meth:`Store.filing_failed`)."""
-_NO_PROGRESS = "progress = 0, frames_done = NULL, frames_total = NULL"
-"""A task about to run (again) shows nothing of an earlier attempt's progress."""
+_NO_PROGRESS = ("progress = 0, frames_done = NULL, frames_total = NULL, stage = NULL, fps = NULL, eta_s = NULL, "
+                "progress_at = NULL")
+"""A task about to run (again) shows nothing of an earlier attempt's progress, speed or ETA."""
+
+
+def _iso(column: str) -> str:
+    """SQL turning a stored UTC time into ISO 8601 with its zone (``2026-03-01T14:05:09+00:00``)."""
+    return f"replace({column}, ' ', 'T') || '+00:00'"
+
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -113,6 +125,42 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN video_sha256 TEXT;
     """,
+    # 3: live progress (stage, speed, ETA and when they were written), a queue order people can
+    # change (queue_rank; NULL: by id), whether a finished job's notifications went out (jobs
+    # finished before the upgrade count as notified), and service-wide settings such as the pause flag
+    f"""
+    ALTER TABLE tasks ADD COLUMN stage TEXT;
+    ALTER TABLE tasks ADD COLUMN fps REAL;
+    ALTER TABLE tasks ADD COLUMN eta_s REAL;
+    ALTER TABLE tasks ADD COLUMN progress_at TEXT;
+    ALTER TABLE jobs ADD COLUMN queue_rank INTEGER;
+    ALTER TABLE jobs ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET notified = 1 WHERE state IN ('done', 'failed', 'cancelled', 'skipped');
+    CREATE TABLE settings (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT ({_NOW})
+    );
+    DROP VIEW status;
+    CREATE VIEW status AS
+    SELECT j.id, j.name, j.state,
+           (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'done') || '/' ||
+           (SELECT count(*) FROM tasks t WHERE t.job_id = j.id) AS videos_done,
+           round(100 * coalesce((SELECT avg(t.progress) FROM tasks t WHERE t.job_id = j.id), 0), 1) AS percent,
+           r.video AS current_video,
+           CASE WHEN j.state = 'filing' THEN 'filing' WHEN j.state = 'running' THEN r.stage END AS stage,
+           r.frames_done, r.frames_total, round(r.fps, 2) AS fps, round(r.eta_s) AS video_eta_s,
+           j.priority, j.attempt,
+           {_iso("j.created_at")} AS created_at, {_iso("j.started_at")} AS started_at,
+           {_iso("j.finished_at")} AS finished_at, {_iso("r.progress_at")} AS progress_at,
+           coalesce(j.error, j.note) AS message,
+           coalesce(j.outbox_path, j.error_path) AS result
+    FROM jobs j LEFT JOIN tasks r ON r.job_id = j.id AND r.state = 'running'
+    ORDER BY CASE j.state WHEN 'running' THEN 0 WHEN 'filing' THEN 0 WHEN 'intake' THEN 1
+                          WHEN 'queued' THEN 1 ELSE 2 END,
+             CASE WHEN j.state IN ('queued', 'intake') THEN -j.priority ELSE 0 END,
+             CASE WHEN j.state IN ('queued', 'intake') THEN coalesce(j.queue_rank, j.id) ELSE -j.id END;
+    """,
 )
 
 
@@ -162,6 +210,8 @@ class Job:
     outbox_path: str | None
     error_path: str | None
     cancel_requested: int
+    queue_rank: int | None
+    notified: int
 
     @property
     def option_values(self) -> dict[str, Any]:
@@ -185,6 +235,10 @@ class Task:
     error: str | None
     output_path: str | None
     video_sha256: str | None
+    stage: str | None
+    fps: float | None
+    eta_s: float | None
+    progress_at: str | None
 
 
 def _record(cls: type, row: dict[str, Any]) -> Any:
@@ -302,7 +356,7 @@ class Store:
     def jobs_in(self, *states: str) -> list[Job]:
         """Jobs in ``states``, in the order the runner takes them (priority, then oldest)."""
         marks = ", ".join("?" for _ in states)
-        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY priority DESC, id", states)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY {QUEUE_ORDER}", states)
         return [_record(Job, r) for r in rows]
 
     def tasks(self, job_id: int) -> list[Task]:
@@ -367,10 +421,19 @@ class Store:
         self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
                         f"{_NO_PROGRESS}, error = NULL WHERE id = ?", [task_id])
 
-    def task_progress(self, task_id: int, frames_done: int, frames_total: int) -> None:
+    def task_waiting(self, task_id: int) -> None:
+        """Undo :meth:`task_started` for a video that was only previewed: it waits for its render."""
+        self.db.execute(f"UPDATE tasks SET state = 'queued', attempt = max(0, attempt - 1), started_at = NULL, "
+                        f"{_NO_PROGRESS} WHERE id = ? AND state = 'running'", [task_id])
+
+    def task_progress(self, task_id: int, frames_done: int, frames_total: int, stage: str | None = None,
+                      fps: float | None = None, eta_s: float | None = None) -> None:
+        """Where the running video stands (a :class:`~lipsyncd.daemon.progress.Snapshot`), stamped
+        with the time it was written so readers can count the ETA down between writes."""
         fraction = min(1.0, frames_done / frames_total) if frames_total else 0.0
-        self.db.execute("UPDATE tasks SET progress = ?, frames_done = ?, frames_total = ? WHERE id = ?",
-                        [fraction, frames_done, frames_total, task_id])
+        self.db.execute(f"UPDATE tasks SET progress = ?, frames_done = ?, frames_total = ?, stage = ?, fps = ?, "
+                        f"eta_s = ?, progress_at = {_NOW} WHERE id = ?",
+                        [fraction, frames_done, frames_total, stage, fps, eta_s, task_id])
 
     def task_finished(self, task_id: int, state: str, error: str | None = None) -> None:
         """running → done | failed | cancelled."""
@@ -443,7 +506,108 @@ class Store:
                             "WHERE job_id = ? AND state != 'done'", [job_id])
             self._update(job_id, state="queued", outcome=None, error=None, cancel_requested=0,
                          note=f"{note}; before: {job.error}" if job.error else note,
-                         finished_at=None, outbox_path=None, error_path=None)
+                         finished_at=None, outbox_path=None, error_path=None, notified=0)
+
+    def move(self, job_id: int, steps: int) -> Job:
+        """Move a queued job ``steps`` places earlier (negative: later) in the queue by trading
+        places, priority and rank, with its neighbours; the runner's order is the queue's."""
+        with self.db.atomic():
+            queue = [(j.id, j.priority, j.queue_rank if j.queue_rank is not None else j.id)
+                     for j in self.jobs_in("queued")]
+            ids = [q[0] for q in queue]
+            if job_id not in ids:
+                job = self.job(job_id)
+                raise StoreError(f"job {job.id} ({job.name}) is {job.state}; only waiting jobs can be moved")
+            index = ids.index(job_id)
+            target = max(0, min(len(queue) - 1, index - steps))
+            places = [(priority, rank) for _, priority, rank in queue]  # sorted: the queue's order
+            queue.insert(target, queue.pop(index))
+            for (qid, _, _), (priority, rank) in zip(queue, places, strict=True):
+                self.db.execute("UPDATE jobs SET priority = ?, queue_rank = ? WHERE id = ?", [priority, rank, qid])
+        return self.job(job_id)
+
+    def setting(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.db.execute(f"INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                        f"SET value = excluded.value, updated_at = {_NOW}", [key, value])
+
+    @property
+    def paused(self) -> bool:
+        """The whole queue is paused: the runner finishes the current job and takes no next one."""
+        return self.setting(PAUSED) == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        self.set_setting(PAUSED, "1" if paused else "0")
+
+    # -- history and estimates ----------------------------------------------------------
+
+    def video_seconds(self, job_id: int | None = None, limit: int = 20) -> list[float]:
+        """How long finished videos took to render, newest first (of one job, or of any)."""
+        where, params = ("AND job_id = ?", [job_id]) if job_id is not None else ("", [])
+        rows = self.db.execute(
+            "SELECT (julianday(finished_at) - julianday(started_at)) * 86400 FROM tasks "
+            f"WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL {where} "
+            "ORDER BY finished_at DESC, id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def history(self, states: tuple[str, ...] = FINAL_STATES, name: str = "", since: str | None = None,
+                until: str | None = None, limit: int = 100) -> list[Job]:
+        """Finished jobs, newest first; ``name``: part of the folder name (any case);
+        ``since``/``until``: ``YYYY-MM-DD`` days (UTC) the job was dropped in, both included."""
+        marks = ", ".join("?" for _ in states)
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks})"
+        params: list[Any] = list(states)
+        if name:
+            sql += " AND instr(lower(name), lower(?)) > 0"
+            params.append(name)
+        if since:
+            sql += " AND created_at >= ?"
+            params.append(since)
+        if until:
+            sql += " AND created_at < date(?, '+1 day')"
+            params.append(until)
+        rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [_record(Job, r) for r in rows]
+
+    def mean_job_seconds(self, limit: int = 20) -> float | None:
+        """Mean start-to-finish seconds of the last ``limit`` done jobs."""
+        row = self.db.execute(
+            "SELECT avg(s) FROM (SELECT (julianday(finished_at) - julianday(started_at)) * 86400 AS s FROM jobs "
+            "WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?)", [limit]).fetchone()
+        return row[0]
+
+    def to_notify(self) -> list[Job]:
+        """Finished jobs whose notifications have not gone out yet, oldest first."""
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE notified = 0 AND state IN ({marks}) ORDER BY finished_at, id",
+                             FINAL_STATES)
+        return [_record(Job, r) for r in rows]
+
+    def set_notified(self, job_id: int) -> None:
+        self.db.execute("UPDATE jobs SET notified = 1 WHERE id = ?", [job_id])
+
+    def finished_before(self, cutoff: str, column: str) -> list[Job]:
+        """Finished jobs older than ``cutoff`` (database time) whose ``column`` (``outbox_path`` or
+        ``error_path``) names a folder."""
+        if column not in ("outbox_path", "error_path"):
+            raise ValueError(column)
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) AND finished_at < ? "
+                             f"AND {column} IS NOT NULL ORDER BY id", [*FINAL_STATES, cutoff])
+        return [_record(Job, r) for r in rows]
+
+    def delete_finished_before(self, cutoff: str) -> int:
+        """Forget finished jobs (and their videos) older than ``cutoff``; how many."""
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        cur = self.db.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ?", [*FINAL_STATES, cutoff])
+        return cur.rowcount
+
+    def count_by_state(self) -> dict[str, int]:
+        return {state: n for state, n in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -455,6 +619,8 @@ class Store:
         cur = self.db.execute(f"UPDATE jobs SET {sets}, updated_at = {_NOW} WHERE id = ?{guard}",
                               [*params, job_id, *([_only_from] if _only_from else [])])
         return cur.rowcount == 1
+
+
 
 
 class _Now:

@@ -30,6 +30,7 @@ from .infer import MouthGenerator
 from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
 from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_chunk
+from .preview import Preview, write_preview
 from .stages import prefetch
 from .wav2lip import load_wav2lip
 
@@ -117,6 +118,22 @@ class LipSyncEngine:
         return RenderResult(output=str(output), frames=total, fps=info.fps, duration_s=total / info.fps,
                             width=info.width, height=info.height, frames_with_face=faces_shown,
                             seconds=time.perf_counter() - started, stage_seconds=dict(timer.seconds))
+
+    def preview(self, audio: SpeechAudio, video: Path, image: Path, options: RenderOptions = RenderOptions(),
+                progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                video_digest: str | None = None) -> Preview:
+        """Write a preview picture of what :meth:`render` will do with ``video`` to ``image`` and
+        return its figures (:mod:`.preview`). Needs no Wav2Lip model; the face track it computes
+        is cached, so the render that follows does not analyse the video again."""
+        video = Path(video)
+        info = media.probe(video)
+        cache = self._track_cache_path(video, options, video_digest)
+        track = FaceTrack.load(cache) if cache is not None else None
+        if track is None:
+            track = self._analyse(video, info, options, progress, should_stop)
+            if cache is not None:
+                track.save(cache)
+        return write_preview(video, info, track, audio.duration_s, audio.frame_count(info.fps), options, Path(image))
 
     def _generator(self, options: RenderOptions) -> MouthGenerator:
         name = options.checkpoint

@@ -71,6 +71,10 @@ def test_service_renders_a_dropped_job_and_files_the_broken_video_to_error(
         assert (result.width, result.height) == (info.width, info.height)
     assert (outbox / "report.txt").is_file()
     assert sorted(p.name for p in (outbox / "input").iterdir()) == ["face.mp4", "portrait.png"]
+    # the real engine's previews, made before the renders (broken.mp4 has none: it cannot be read)
+    assert sorted(p.name for p in (outbox / "preview").iterdir()) == ["face.jpg", "face.json", "portrait.jpg",
+                                                                      "portrait.json"]
+    assert "a face in 50 of 50 frames" in (outbox / "preview" / "face.json").read_text()
     assert sorted(p.name for p in error.iterdir()) == [".DS_Store", "broken.mp4", "error.txt", "job.log",
                                                        "voice over.wav"]  # junk travels too: nothing is deleted
     reason = (error / "error.txt").read_text()

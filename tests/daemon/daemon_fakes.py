@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 from lipsyncd.engine import (
     AudioError,
     Cancelled,
@@ -26,6 +28,7 @@ from lipsyncd.engine import (
     RenderResult,
     VideoError,
 )
+from lipsyncd.engine.preview import Preview
 
 FRAMES = 10
 TORCH_BUSY_S = 60.0
@@ -39,6 +42,7 @@ class FakeEngine:
         self.on_frame = on_frame
         self.rendered: list[str] = []
         self.digests: list[str | None] = []
+        self.previewed: list[str] = []
 
     def check_ready(self, options: RenderOptions) -> None:
         if self.models_dir is not None and not (self.models_dir / f"{options.checkpoint}.pth").is_file():
@@ -50,6 +54,23 @@ class FakeEngine:
         if b"silence" in data:
             raise AudioError("the audio is silent")
         return data
+
+    def preview(self, audio: bytes, video: Path, image: Path, options: RenderOptions,
+                progress: Callable[[Progress], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, video_digest: str | None = None) -> Preview:
+        """A drawn stand-in picture (grey frame, green face box, red mouth region); fails like render."""
+        data = video.read_bytes()
+        if b"broken" in data:
+            raise VideoError(f"{video.name} cannot be decoded.")
+        picture = np.full((120, 96, 3), 90, np.uint8)
+        cv2.rectangle(picture, (18, 20), (78, 100), (0, 200, 0), 2)
+        picture[70:96, 24:72] = (40, 40, 220)
+        image.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(image), picture)
+        self.previewed.append(video.name)
+        with_face = 0 if b"noface" in data else FRAMES
+        return Preview(str(image), FRAMES, with_face, FRAMES / 25, len(audio) / 100, "trim",
+                       f"{video.name}: a face in {with_face} of {FRAMES} frames")
 
     def render(self, audio: bytes, video: Path, output: Path, options: RenderOptions,
                progress: Callable[[Progress], None] | None = None,

@@ -36,8 +36,46 @@ def test_status_prints_a_readable_table(setup):
     assert result.exit_code == 0, result.output
     service, header, row = result.output.splitlines()
     assert service == "service: not running"
-    assert header.split() == ["ID", "JOB", "STATE", "VIDEOS", "%", "NOW", "MESSAGE"]
-    assert row.split() == ["1", "Interview", "🎬", "running", "0/2", "25", "a.mp4"]
+    assert header.split() == ["ID", "JOB", "STATE", "VIDEOS", "%", "NOW", "FPS", "ETA", "WHEN", "(UTC)", "MESSAGE"]
+    assert row.split() == ["1", "Interview", "🎬", "running", "0/2", "25", "a.mp4", "unknown"]
+
+
+def test_status_shows_speed_eta_and_when_waiting_jobs_start(setup):
+    path, store = setup
+    first = store.tasks(1)[0]
+    store.task_progress(first.id, 5, 10, "render", 2.5, 2.0)  # 2 s left; the second video as long
+    waiting = store.begin_intake("next", path.parent / "inbox" / ".processing")
+    store.enqueue(waiting.id, audio="a.wav", videos=[("c.mp4", "c.mp4", None)], naming="{stem}.mp4", priority=0,
+                  options={}, content_hash="h2")
+    running, queued = json.loads(invoke(path, "status", "--json").output)["jobs"]
+    assert (running["stage"], running["fps"], running["queue_position"]) == ("render", 2.5, None)
+    assert running["job_eta_s"] > running["video_eta_s"] > 0 and running["expected_finish"].endswith("+00:00")
+    assert queued["queue_position"] == 1 and queued["expected_start"] == running["expected_finish"]
+    table = invoke(path, "status").output
+    assert "render 2.5" in table and "#1" in table
+
+
+def test_pause_and_resume_are_persisted_and_shown(setup):
+    path, store = setup
+    assert "Queue paused" in invoke(path, "pause").output and store.paused
+    assert invoke(path, "status").output.splitlines()[1].startswith("Queue PAUSED")
+    assert "resumed" in invoke(path, "resume").output and not store.paused
+
+
+def test_status_watch_redraws_until_interrupted(setup, monkeypatch):
+    from lipsyncd.daemon import cli as cli_module
+
+    sleeps = []
+
+    def fake_sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module.time, "sleep", fake_sleep)
+    result = invoke(setup[0], "status", "--watch", "--interval", "0.5")
+    assert result.exit_code == 0 and sleeps == [0.5, 0.5]
+    assert result.output.count("Interview 🎬") == 2 and "Ctrl-C to stop" in result.output
 
 
 def test_status_json(setup):

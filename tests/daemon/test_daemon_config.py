@@ -18,8 +18,8 @@ def test_the_example_config_documents_every_key_and_loads_to_the_defaults(monkey
     assert example.folders == defaults.folders
     assert example.folders.inbox == tmp_path / "var" / "inbox"
     assert example.engine.models_dir == tmp_path / "var" / "models"
-    assert (example.watch, example.jobs, example.service, example.engine) == \
-           (defaults.watch, defaults.jobs, defaults.service, defaults.engine)
+    sections = ("watch", "jobs", "service", "engine", "web", "status", "notify", "retention")
+    assert [getattr(example, s) for s in sections] == [getattr(defaults, s) for s in sections]
     raw = yaml.safe_load(EXAMPLE.read_text())
     from lipsyncd.daemon.config import DEFAULTS
     for section, keys in DEFAULTS.items():
@@ -84,3 +84,53 @@ def test_other_lipsyncd_variables_are_not_config_keys():
     """LIPSYNCD_MODELS_DIR (the models CLI's) or a test's own variable must not stop the service."""
     config = load(None, environ={"LIPSYNCD_MODELS_DIR": "/srv/models", "LIPSYNCD_MEDIAPIPE_WHEEL": "/x.whl"})
     assert config.watch.mode == "auto"
+
+
+def test_the_dashboard_is_off_and_on_loopback_by_default(tmp_path):
+    web = load(None, environ={}).web
+    assert (web.enabled, web.host, web.needs_login) == (False, "127.0.0.1", False)
+
+
+def test_a_dashboard_reachable_from_other_machines_needs_a_login(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("web: {enabled: true, host: 0.0.0.0}\n")
+    with pytest.raises(ConfigError, match="web.host: 0.0.0.0 can be reached from other machines, so the "
+                                          "dashboard needs a login"):
+        load(path, environ={})
+    web = load(path, environ={"LIPSYNCD_WEB_TOKEN": "0123456789abcdef0123"}).web
+    assert web.needs_login and web.token == "0123456789abcdef0123"
+    path.write_text("web: {enabled: true, host: '::1'}\n")
+    assert not load(path, environ={}).web.needs_login
+
+
+@pytest.mark.parametrize("web, message", [
+    ("{username: ann}", "web.username and web.password: give both or neither"),
+    ("{token: short}", "web.token: must be at least 16 characters"),
+    ("{port: 70000}", "web.port: must be a port number from 1 to 65535; got 70000"),
+    ("{enabled: yes please}", "web.enabled: must be true or false"),
+])
+def test_web_settings_are_checked(tmp_path, web, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"web: {web}\n")
+    with pytest.raises(ConfigError, match=message):
+        load(path, environ={})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("retention: {outbox_days: -1}", "retention.outbox_days: must be a number of days above 0, or null"),
+    ("notify: {webhook: 'ftp://x'}", "notify.webhook: must be an http:// or https:// URL"),
+    ("notify: {apprise: 'not a url'}", "notify.apprise: must be a list of Apprise URLs"),
+    ("status: {folder: var/inbox/status}", "status.folder: must not be inside folders.inbox"),
+])
+def test_notify_retention_and_status_settings_are_checked(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load(path, environ={})
+
+
+def test_a_post_job_command_line_is_split_like_a_shell(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("notify: {command: \"/usr/local/bin/after-job --tag 'lip sync'\"}\n")
+    assert load(path, environ={}).notify.command == ("/usr/local/bin/after-job", "--tag", "lip sync")

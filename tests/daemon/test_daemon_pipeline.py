@@ -57,7 +57,8 @@ def test_a_finished_job_lands_in_outbox_with_report_log_and_inputs(cfg, store, e
     make_job(cfg.folders.inbox, "Interview")
     drain(cfg, store, engine)
     out = cfg.folders.outbox / "Interview"
-    assert tree(out) == {"face.mp4", "report.txt", "job.log", "input/speech.wav", "input/face.mp4"}
+    assert tree(out) == {"face.mp4", "report.txt", "job.log", "input/speech.wav", "input/face.mp4",
+                         "preview/face.jpg", "preview/face.json"}
     assert (out / "face.mp4").read_bytes().startswith(b"LIPSYNCED RIFF speech")
     assert "ok      face.mp4  ->  face.mp4" in (out / "report.txt").read_text()
     assert "face.mp4: rendering" in (out / "job.log").read_text()
@@ -74,7 +75,9 @@ def test_partial_failure_splits_successes_and_failures(cfg, store, engine):
     make_job(cfg.folders.inbox, "mixed", {"speech.wav": b"a", "good.mp4": b"v", "bad.mov": b"noface",
                                           "job.yaml": "engine: {crf: 20}\n", "notes.txt": b"n"})
     drain(cfg, store, engine)
-    assert tree(cfg.folders.outbox / "mixed") == {"good.mp4", "input/good.mp4", "report.txt", "job.log"}
+    assert tree(cfg.folders.outbox / "mixed") == {"good.mp4", "input/good.mp4", "report.txt", "job.log",
+                                                  "preview/good.jpg", "preview/good.json", "preview/bad.jpg",
+                                                  "preview/bad.json"}
     err = cfg.folders.error / "mixed"
     assert tree(err) == {"bad.mov", "speech.wav", "job.yaml", "notes.txt", "error.txt", "job.log"}
     text = (err / "error.txt").read_text()
@@ -230,7 +233,7 @@ def test_junk_files_are_not_used_but_travel_with_the_job(cfg, store, engine):
     drain(cfg, store, engine)
     assert engine.rendered == ["v.mp4"]
     assert tree(cfg.folders.outbox / "mac") == {"v.mp4", "input/v.mp4", "input/s.wav", "report.txt", "job.log",
-                                                 *(f"input/{name}" for name in JUNK)}
+                                                 "preview/v.jpg", "preview/v.json", *(f"input/{name}" for name in JUNK)}
     assert_nothing_held(cfg)
 
 
@@ -389,7 +392,7 @@ def test_cross_filesystem_publish_copies_verifies_then_deletes(cfg, store, engin
     drain(cfg, store, engine)
     out = cfg.folders.outbox / "remote"
     assert (out / "input" / "face.mp4").read_bytes() == b"video bytes"
-    assert sorted(copies) == ["face.mp4", "face.mp4", "job.log", "speech.wav"]
+    assert sorted(copies) == ["face.jpg", "face.json", "face.mp4", "face.mp4", "job.log", "speech.wav"]
     assert_nothing_held(cfg)
 
 

@@ -42,13 +42,13 @@ def test_a_version_1_database_gains_the_video_hashes_and_keeps_its_tasks(tmp_pat
     with monkeypatch.context() as m:
         m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
         db = Store(tmp_path / "s.db")
-        job = db.begin_intake("old", tmp_path / ".processing")
+        job_id = db.db.execute("INSERT INTO jobs (name, state, work_dir) VALUES ('old', 'queued', 'w')").lastrowid
         db.db.execute("INSERT INTO tasks (job_id, position, video, output_name) VALUES (?, 0, 'v.mp4', 'v.mp4')",
-                      [job.id])
+                      [job_id])
         db.close()
     db = Store(tmp_path / "s.db")
-    assert db.schema_version == len(store_module.MIGRATIONS) == 2
-    (task,) = db.tasks(job.id)
+    assert db.schema_version == len(store_module.MIGRATIONS) == 3
+    (task,) = db.tasks(job_id)
     assert (task.video, task.video_sha256) == ("v.mp4", None)  # the engine then hashes the file itself
     db.close()
 
@@ -108,3 +108,78 @@ def test_a_second_connection_writes_while_the_first_reads(tmp_path):
     b.request_cancel(job_id)  # WAL: a reader never blocks a writer
     a.db.execute("COMMIT")
     assert a.cancel_requested(job_id)
+
+
+def test_a_version_2_database_gains_live_progress_and_settings(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
+        db = Store(tmp_path / "s.db")
+        job_id = db.db.execute("INSERT INTO jobs (name, state, work_dir, created_at) "
+                               "VALUES ('old', 'queued', 'w', '2026-03-01 14:05:09')").lastrowid
+        db.close()
+    db = Store(tmp_path / "s.db")
+    assert db.schema_version == 3 and not db.paused
+    (row,) = db.status()
+    assert (row["id"], row["created_at"], row["stage"]) == (job_id, "2026-03-01T14:05:09+00:00", None)
+    db.close()
+
+
+def test_progress_is_stored_with_stage_speed_eta_and_time(tmp_path):
+    db = Store(tmp_path / "s.db")
+    job_id = queued(db)
+    db.claim(job_id)
+    (task,) = db.tasks(job_id)
+    db.task_started(task.id)
+    db.task_progress(task.id, 30, 120, "render", 7.5, 12.0)
+    (row,) = db.status()
+    assert (row["stage"], row["frames_done"], row["frames_total"], row["fps"], row["video_eta_s"]) == \
+        ("render", 30, 120, 7.5, 12.0)
+    assert row["percent"] == 25.0 and row["progress_at"].endswith("+00:00")
+    db.interrupt(job_id, "stopped")
+    (task,) = db.tasks(job_id)
+    assert (task.stage, task.fps, task.eta_s, task.progress_at) == (None, None, None, None)
+    db.close()
+
+
+def test_moving_a_job_changes_the_order_the_runner_takes(tmp_path):
+    db = Store(tmp_path / "s.db")
+    a, b, c = queued(db, "a"), queued(db, "b"), queued(db, "c", priority=5)
+    assert [j.name for j in db.jobs_in("queued")] == ["c", "a", "b"]
+    db.move(b, 2)  # to the front: it takes c's place, priority included
+    assert [j.name for j in db.jobs_in("queued")] == ["b", "c", "a"]
+    assert [r["name"] for r in db.status()] == ["b", "c", "a"]
+    db.move(b, -1)
+    assert [j.name for j in db.jobs_in("queued")] == ["c", "b", "a"]
+    db.move(a, 5)  # past the front: stays first
+    assert [j.name for j in db.jobs_in("queued")] == ["a", "c", "b"]
+    d = queued(db, "d")  # a new drop still goes behind its priority's waiting jobs
+    assert [j.name for j in db.jobs_in("queued")][-1] == "d"
+    db.claim(c)
+    with pytest.raises(StoreError, match="only waiting jobs can be moved"):
+        db.move(c, 1)
+    assert d
+    db.close()
+
+
+def test_the_pause_flag_is_persisted(tmp_path):
+    db = Store(tmp_path / "s.db")
+    db.set_paused(True)
+    db.close()
+    db = Store(tmp_path / "s.db")
+    assert db.paused
+    db.set_paused(False)
+    assert not db.paused
+    db.close()
+
+
+def test_history_filters_by_state_name_and_day(tmp_path):
+    db = Store(tmp_path / "s.db")
+    for name, state, day in [("Interview A", "done", "2026-03-01"), ("interview b", "failed", "2026-03-02"),
+                             ("Promo", "done", "2026-03-03"), ("waiting", "queued", "2026-03-03")]:
+        db.db.execute("INSERT INTO jobs (name, state, work_dir, created_at) VALUES (?, ?, 'w', ?)",
+                      [name, state, f"{day} 10:00:00"])
+    assert [j.name for j in db.history()] == ["Promo", "interview b", "Interview A"]
+    assert [j.name for j in db.history(name="INTERVIEW")] == ["interview b", "Interview A"]
+    assert [j.name for j in db.history(states=("failed",))] == ["interview b"]
+    assert [j.name for j in db.history(since="2026-03-02", until="2026-03-02")] == ["interview b"]
+    db.close()

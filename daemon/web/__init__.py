@@ -1,0 +1,1 @@
+"""The web dashboard, served by the service when ``web.enabled`` is true (``pip install lipsyncd[web]``)."""
