@@ -256,7 +256,8 @@ class Runner:
                 log.warning("%s: no preview: %s", task.video, exc)
             else:
                 summary = {**result.as_dict(), "image": image.name}
-                image.with_suffix(".json").write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
+                text = readable(json.dumps(summary, ensure_ascii=False))  # names not in UTF-8 (see names.readable)
+                image.with_suffix(".json").write_text(text, encoding="utf-8")
                 log.info("%s: preview: %s", task.video, result.summary)
             finally:
                 store.task_waiting(task.id)

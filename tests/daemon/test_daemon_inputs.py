@@ -31,7 +31,7 @@ def test_a_lone_sub_folder_s_media_are_used(cfg, store, engine):
     drain(cfg, store, engine)
     assert engine.rendered == ["face.mp4"]
     assert tree(cfg.folders.outbox / "Job") == {
-        "face.mp4", "report.txt", "job.log", "input/Job/speech.wav", "input/Job/face.mp4", "input/Job/notes.txt",
+        "face.mp4", "report.txt", "job.log", "preview/face.jpg", "preview/face.json", "input/Job/speech.wav", "input/Job/face.mp4", "input/Job/notes.txt",
         "input/__MACOSX/Job/._face.mp4"}
     assert_nothing_held(cfg)
 

@@ -36,6 +36,7 @@ def test_a_paused_queue_starts_nothing_but_still_files_cancellations(cfg, store,
     runner = Runner(cfg, lambda: engine, threading.Event())
     while runner.step(store):
         pass
+    take_in(cfg, store)  # the intake thread files cancelled jobs, paused or not
     assert engine.rendered == [] and store.find_job("wait").state == "queued"
     assert store.find_job("drop").state == "cancelled"
     store.set_paused(False)
