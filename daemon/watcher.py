@@ -1,7 +1,8 @@
 """Hints that something changed in the inbox: watchdog events, inotify or polling.
 
-Events only say *which top-level folder* to look at sooner; they are never trusted to be
-complete. inotify sees nothing another machine writes to an NFS or SMB mount, so
+Events say *which top-level folder* to look at sooner, and (inotify only) which files are open
+for writing (:class:`~.writers.OpenFiles`, one of the signals :mod:`.stability` weighs); they
+are never trusted to be complete. inotify sees nothing another machine writes to an NFS or SMB mount, so
 ``watch.mode: polling`` switches to stat-based polling, and the intake loop rescans the whole
 inbox at start and every ``watch.rescan_interval`` in every mode, so a lost event delays a job
 but never loses it.
@@ -17,6 +18,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from .writers import OpenFiles
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ class _Handler(FileSystemEventHandler):
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        self._watcher.open_files.record(event)
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self._watcher.hint(path)
@@ -53,6 +57,8 @@ class InboxWatcher:
         self.mode = mode
         self.poll_interval = poll_interval
         self._names: set[str] = set()
+        self.open_files = OpenFiles()
+        """Files open for writing, as inotify reports opens and closes (empty when polling)."""
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
 
