@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lipsyncd.engine.errors import Cancelled, EngineError
+from lipsyncd.engine.errors import Cancelled, EngineError, IncompleteInputError
 from lipsyncd.engine.options import Progress, RenderOptions
 
 from . import logs
 from .config import Config
 from .engine_port import Engine, EngineFactory
 from .results import file_job, work_paths
+from .stability import InputWait
 from .store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Runner:
         self.stop = stop
         self.heartbeat = time.monotonic()
         self._blocked_until: dict[int, float] = {}
+        self._incomplete = InputWait(config.watch.quiet_period, config.watch.max_wait)
         self._told: set[str] = set()
 
     def run(self) -> None:
@@ -67,7 +69,8 @@ class Runner:
                 return True
         now = time.monotonic()
         for job in store.jobs_in("queued"):
-            if self._blocked_until.get(job.id, 0.0) > now or not self._ready(store, job):
+            if self._blocked_until.get(job.id, 0.0) > now or self._held_for_input(store, job) \
+                    or not self._ready(store, job):
                 continue
             if store.claim(job.id):
                 try:
@@ -77,6 +80,19 @@ class Runner:
                     self._file(store, job.id, "failed", _internal_error(exc))
                 return True
         return False
+
+    def _held_for_input(self, store: Store, job: Job) -> bool:
+        """An input looked incomplete: wait until it changed and settled; fail it after max_wait."""
+        verdict = self._incomplete.verdict(job.id, work_paths(Path(job.work_dir))[0])
+        if verdict == "give up":
+            self._file(store, job.id, "failed", self._incomplete.give_up(job.id))
+        return verdict != "run"
+
+    def _incomplete_input(self, job: Job, inputs: Path, exc: IncompleteInputError) -> tuple[str, str]:
+        """Not done, not failed: back to the queue, with the reason as its note, until the file is whole."""
+        log.warning("job %d (%s): %s", job.id, job.name, exc)
+        self._incomplete.hold(job.id, inputs, exc)
+        return "incomplete", f"{WAITING}{exc}"
 
     def _ready(self, store: Store, job: Job) -> bool:
         """Can the engine start this job now? If not, say why on the job and try again later."""
@@ -115,6 +131,9 @@ class Runner:
         if outcome == "interrupted":
             store.interrupt(job_id, "Interrupted by a service stop; it runs again at the next start.")
             return
+        if outcome == "incomplete":
+            store.interrupt(job_id, error or "")
+            return
         self._file(store, job_id, outcome, error)
 
     def _file(self, store: Store, job_id: int, outcome: str | None, error: str | None = None) -> None:
@@ -127,6 +146,8 @@ class Runner:
         options = RenderOptions.from_mapping(job.option_values)
         try:
             audio = engine.load_audio(inputs / job.audio)
+        except IncompleteInputError as exc:
+            return self._incomplete_input(job, inputs, exc)
         except EngineError as exc:
             message = f"The audio {job.audio} cannot be used: {exc}"
             for task in store.tasks(job.id):
@@ -149,6 +170,8 @@ class Runner:
                                        video_digest=task.video_sha256)
             except Cancelled:
                 break
+            except IncompleteInputError as exc:
+                return self._incomplete_input(job, inputs, exc)
             except EngineError as exc:
                 store.task_finished(task.id, "failed", str(exc))
                 log.warning("%s: failed: %s", task.video, exc)

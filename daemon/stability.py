@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lipsyncd.engine.complete import has_zero_tail
+from lipsyncd.engine.errors import IncompleteInputError
 
 from .config import Watch
 from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, list_files
@@ -193,3 +194,52 @@ class Readiness:
                 return readable(Path(path).relative_to(folder).as_posix())
             except ValueError:
                 return readable(Path(path).name)
+
+
+@dataclass
+class _Hold:
+    snap: Snapshot
+    since: float
+    error: IncompleteInputError
+
+
+class InputWait:
+    """Jobs whose input the engine found incomplete (still being copied into a folder that was
+    already claimed: the writer's open handle follows the file into the work area).
+
+    Such a job stays queued; :meth:`verdict` says ``"run"`` once its input folder has changed
+    since the failure and then held still for the quiet period, ``"wait"`` meanwhile, and
+    ``"give up"`` when nothing changed for ``max_wait`` (the file is cut short for good; then
+    :meth:`give_up` says why).
+    """
+
+    def __init__(self, quiet_period: float, max_wait: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_wait = max_wait
+        self._clock = clock
+        self._tracker = StabilityTracker(quiet_period, max_wait, clock)
+        self._holds: dict[int, _Hold] = {}
+
+    def hold(self, job_id: int, folder: Path, error: IncompleteInputError) -> None:
+        """Remember the input folder as the engine found it incomplete."""
+        self._holds[job_id] = _Hold(snapshot(folder), self._clock(), error)
+        self._tracker.forget(folder)
+
+    def verdict(self, job_id: int, folder: Path) -> str:
+        """``"run"`` (not held, or changed and settled: the hold is dropped), ``"wait"`` or ``"give up"``."""
+        held = self._holds.get(job_id)
+        if held is None:
+            return "run"
+        if snapshot(folder) == held.snap:
+            return "wait" if self._clock() - held.since < self.max_wait else "give up"
+        if not self._tracker.check(folder):
+            return "wait"
+        del self._holds[job_id]
+        self._tracker.forget(folder)
+        return "run"
+
+    def give_up(self, job_id: int) -> str:
+        """Drop the hold; the reason to file the job as failed with."""
+        error = self._holds.pop(job_id).error
+        return (f"The file '{error.name}' looks incomplete: {error.detail}. It did not change for "
+                f"{self.max_wait / 60:.0f} minutes, so it is not waited for any longer: copy the complete "
+                "file into the folder and drop the folder into the inbox again.")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import AudioError, Cancelled, EngineError, ModelError, NoFaceError, VideoError
+from .errors import AudioError, Cancelled, EngineError, IncompleteInputError, ModelError, NoFaceError, VideoError
 from .options import Progress, RenderOptions, RenderResult
 
 if TYPE_CHECKING:
     from .engine import LipSyncEngine
 
 __all__ = [
-    "AudioError", "Cancelled", "EngineError", "LipSyncEngine", "ModelError", "NoFaceError",
+    "AudioError", "Cancelled", "EngineError", "IncompleteInputError", "LipSyncEngine", "ModelError", "NoFaceError",
     "Progress", "RenderOptions", "RenderResult", "VideoError",
 ]
 

@@ -46,5 +46,6 @@ class IncompleteInputError(EngineError):
     file has changed and held still, instead of filing it as failed (or, worse, as done)."""
 
     def __init__(self, name: str, detail: str) -> None:
+        self.name, self.detail = name, detail
         super().__init__(f"The file '{name}' looks incomplete (still being copied?): {detail}. "
                          "The job is tried again by itself once the file is complete.")
