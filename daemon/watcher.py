@@ -39,11 +39,13 @@ def top_level_name(inbox: Path, path: str | bytes) -> str | None:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: InboxWatcher) -> None:
+    def __init__(self, watcher: InboxWatcher, open_files: OpenFiles | None) -> None:
         self._watcher = watcher
+        self._open_files = open_files
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._watcher.open_files.record(event)
+        if self._open_files is not None:
+            self._open_files.record(event)
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self._watcher.hint(path)
@@ -76,7 +78,9 @@ class InboxWatcher:
 
     def _start(self, polling: bool) -> BaseObserver:
         observer = PollingObserver(timeout=self.poll_interval) if polling else Observer()
-        observer.schedule(_Handler(self), str(self.inbox), recursive=True)
+        # Polling compares snapshots: its "modified" has no close to follow it, so only inotify's
+        # events feed the open-file bookkeeping.
+        observer.schedule(_Handler(self, None if polling else self.open_files), str(self.inbox), recursive=True)
         observer.daemon = True
         observer.start()
         log.info("watching %s (%s)", self.inbox, "polling" if polling else "inotify")

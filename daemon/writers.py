@@ -5,6 +5,8 @@
   being written. smbd, NFS's server and local copies all write locally, so this sees every
   writer that goes through *this* machine, for as long as it holds the file open — a Wi-Fi
   client stalling for minutes keeps its file open on the server the whole time.
+  One gap: a file opened within milliseconds of its brand-new folder's creation, before the
+  watch on that folder is in place, is seen only from its next write on.
 * **/proc** (:func:`files_open_for_writing`): every process's open file descriptors whose
   ``fdinfo`` flags say write or read-write. It also sees writers that opened a file before the
   service started, but only in processes the service may inspect: all of them as root, only
@@ -44,23 +46,31 @@ PROC = Path("/proc")
 
 
 class _Open:
-    """One path's open count, and whether it was written since it was first opened."""
+    """What inotify said about one path since its last close after writing."""
 
-    __slots__ = ("count", "written")
+    __slots__ = ("opens", "created", "modified")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.written = False
+        self.opens = 0
+        self.created = False
+        self.modified = False
+
+    @property
+    def being_written(self) -> bool:
+        return self.modified or (self.created and self.opens > 0)
 
 
 class OpenFiles:
     """Open/close bookkeeping from inotify events (thread-safe: the observer thread records,
     the intake thread asks).
 
-    A path counts as *being written* while it has more opens than closes and was created or
-    modified since. Readers (a thumbnailer, an antivirus scan, this service's own checks) open
-    and close without writing and never hold a folder. A lost close (inotify queue overflow) is
-    not waited for forever: the caller waives this evidence once the folder has held still for
+    A path is *being written* when it was modified and its close-after-write has not come yet
+    (every write through a file descriptor is followed by ``IN_CLOSE_WRITE`` when it is closed),
+    or when it was created and is still open (a copy stalled before its first byte). This holds
+    even where the open itself was missed (a file created in a new folder before the watch on
+    that folder was in place). Readers (a thumbnailer, an antivirus scan, this service's own
+    checks) open and close without writing and never hold a folder. A lost event is not waited
+    for forever: the caller waives this evidence once the folder has held still for
     ``watch.max_wait`` (see :mod:`.stability`).
     """
 
@@ -74,22 +84,28 @@ class OpenFiles:
             return
         src = os.fsdecode(event.src_path)
         with self._lock:
+            entry = self._files.get(src)
             if isinstance(event, FileOpenedEvent):
-                self._files.setdefault(src, _Open()).count += 1
-            elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-                self._files.setdefault(src, _Open()).written = True
-            elif isinstance(event, (FileClosedEvent, FileClosedNoWriteEvent)):
-                entry = self._files.get(src)
-                if entry is not None:
-                    entry.count -= 1
-                    if entry.count <= 0:  # all closed (or an open before the watch began)
-                        del self._files[src]
+                self._entry(src).opens += 1
+            elif isinstance(event, FileCreatedEvent):
+                self._entry(src).created = True
+            elif isinstance(event, FileModifiedEvent):
+                self._entry(src).modified = True
+            elif isinstance(event, (FileClosedEvent, FileClosedNoWriteEvent)) and entry is not None:
+                entry.opens = max(0, entry.opens - 1)
+                if isinstance(event, FileClosedEvent):
+                    entry.modified = False
+                if entry.opens == 0 and not entry.modified:
+                    del self._files[src]
             elif isinstance(event, FileDeletedEvent):
                 self._files.pop(src, None)
-            elif isinstance(event, FileMovedEvent):
-                entry = self._files.pop(src, None)
-                if entry is not None and event.dest_path:
+            elif isinstance(event, FileMovedEvent) and entry is not None:
+                del self._files[src]
+                if event.dest_path:
                     self._files[os.fsdecode(event.dest_path)] = entry
+
+    def _entry(self, path: str) -> _Open:
+        return self._files.setdefault(path, _Open())
 
     def forget(self, folder: Path) -> None:
         """Drop what is known about files below ``folder`` (claimed or gone)."""
@@ -99,11 +115,11 @@ class OpenFiles:
                 del self._files[path]
 
     def being_written(self, folder: Path) -> list[str]:
-        """Paths below ``folder`` open with writes since the open (sorted)."""
+        """Paths below ``folder`` being written (sorted)."""
         prefix = os.path.join(str(folder), "")
         with self._lock:
             return sorted(path for path, entry in self._files.items()
-                          if entry.written and entry.count > 0 and path.startswith(prefix))
+                          if entry.being_written and path.startswith(prefix))
 
 
 _O_ACCMODE = 0o3

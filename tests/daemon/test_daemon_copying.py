@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from daemon_fakes import FakeEngine
 from daemon_helpers import make_job, write_config
 from lipsyncd.daemon import config as config_module
 from lipsyncd.daemon.config import ConfigError
 from lipsyncd.daemon.intake import Intake
+from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.service import prepare_folders
 from lipsyncd.daemon.watcher import InboxWatcher
 from lipsyncd.daemon.writers import OpenFiles, ProcScan
+from lipsyncd.engine.audio import decode_audio
+from lipsyncd.engine.media import probe, read_frames
 from test_daemon_watching import FakeClock
+from test_media import make_audio, make_video
 from watchdog.events import (
     FileClosedEvent,
     FileClosedNoWriteEvent,
@@ -53,13 +59,14 @@ def ticks_claim(intake: Intake, store, clock: FakeClock, rounds: int = 5, step: 
 
 # --- the signals alone ----------------------------------------------------------------------------
 
-def test_open_files_counts_writers_not_readers(tmp_path):
+def test_open_files_holds_writers_not_readers(tmp_path):
     files = OpenFiles()
     folder = tmp_path / "job"
-    video, audio = str(folder / "face.mkv"), str(folder / "speech.wav")
+    video, audio, moved_in = str(folder / "face.mkv"), str(folder / "speech.wav"), str(folder / "moved.mp4")
     files.record(FileCreatedEvent(video))  # a new file: smbclient's put at 0 bytes, stalled
     files.record(FileOpenedEvent(video))
     files.record(FileOpenedEvent(audio))  # a reader (thumbnailer): opened, nothing written
+    files.record(FileCreatedEvent(moved_in))  # moved in from elsewhere: created, never opened
     assert files.being_written(folder) == [video]
     files.record(FileClosedNoWriteEvent(audio))
     files.record(FileModifiedEvent(video))
@@ -67,10 +74,23 @@ def test_open_files_counts_writers_not_readers(tmp_path):
     assert files.being_written(folder) == [str(folder / "renamed.mkv")]
     files.record(FileClosedEvent(str(folder / "renamed.mkv")))
     assert files.being_written(folder) == []
-    files.record(FileOpenedEvent(video))
+
+
+def test_a_write_whose_open_was_missed_holds_until_its_close(tmp_path):
+    """A file created in a brand-new folder before inotify watched that folder: only the writes
+    are seen; the close-after-write that every write is followed by releases it."""
+    files = OpenFiles()
+    video = str(tmp_path / "job" / "face.mp4")
     files.record(FileModifiedEvent(video))
-    files.forget(folder)
-    assert files.being_written(folder) == []
+    assert files.being_written(tmp_path / "job") == [video]
+    files.record(FileOpenedEvent(video))  # a reader comes and goes meanwhile
+    files.record(FileClosedNoWriteEvent(video))
+    assert files.being_written(tmp_path / "job") == [video]
+    files.record(FileClosedEvent(video))
+    assert files.being_written(tmp_path / "job") == []
+    files.record(FileModifiedEvent(video))
+    files.forget(tmp_path / "job")
+    assert files.being_written(tmp_path / "job") == []
 
 
 def test_proc_scan_finds_a_process_holding_a_file_open_for_writing(tmp_path):
@@ -101,6 +121,7 @@ def test_a_writer_holding_a_file_open_past_the_quiet_period_is_not_taken(cfg, st
                         NO_PROC if signal == "inotify" else ProcScan())
     try:
         folder = make_job(cfg.folders.inbox, "stalled copy", {"speech.wav": b"audio"})
+        time.sleep(0.2)  # an SMB client's next request: the watch on the new folder is in place
         writer = (folder / "face.mp4").open("wb")
         writer.write(b"v" * 5000)
         writer.flush()
@@ -119,6 +140,7 @@ def test_a_file_created_but_not_yet_written_is_not_taken(cfg, store):
     intake = new_intake(cfg, "inotify", clock)
     try:
         folder = make_job(cfg.folders.inbox, "slow put", {"speech.wav": b"audio"})
+        time.sleep(0.2)
         with (folder / "face.mp4").open("wb") as writer:
             assert ticks_claim(intake, store, clock, rounds=10, step=cfg.watch.quiet_period) == []
             writer.write(b"video")
@@ -252,3 +274,84 @@ def test_the_marker_still_waits_for_an_open_writer(tmp_path):
 def test_a_bad_ready_marker_is_a_one_line_config_error(tmp_path, value, message):
     with pytest.raises(ConfigError, match=f"watch.ready_marker: {message}"):
         config_module.load(write_config(tmp_path, watch={"ready_marker": value}), environ={})
+
+
+# --- an incomplete input that got through: never "done", retried once whole ------------------------
+
+class ProbingEngine(FakeEngine):
+    """The fake engine, but reading its inputs with the real decoders first, so their
+    completeness checks run as in a real render."""
+
+    def load_audio(self, path: Path) -> bytes:
+        decode_audio(path)
+        return super().load_audio(path)
+
+    def render(self, audio, video, output, options, progress=None, should_stop=None, video_digest=None):
+        info = probe(video)
+        for _ in read_frames(video, info, range(info.frame_count)):
+            pass
+        return super().render(audio, video, output, options, progress, should_stop, video_digest)
+
+
+def half(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
+def run_until(runner: Runner, store, done, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        runner.step(store)
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("cut_input", ["face.mp4", "speech.wav"])
+def test_a_truncated_input_never_yields_done_and_runs_once_complete(cfg, store, tmp_path, cut_input):
+    whole = {"face.mp4": make_video(tmp_path / "face.mp4", 75, gop=6),
+             "speech.wav": make_audio(tmp_path / "speech.wav", 3)}
+    files = {name: (half(path) if name == cut_input else path.read_bytes()) for name, path in whole.items()}
+    make_job(cfg.folders.inbox, "cut short", files)
+    clock = FakeClock()
+    intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1), clock=clock)
+    intake.tick(store)
+    clock.now += cfg.watch.quiet_period + 0.01
+    assert intake.tick(store) == [1]
+    engine = ProbingEngine()
+    runner = Runner(cfg, lambda: engine, threading.Event())
+    assert runner.step(store)
+    job = store.job(1)
+    assert job.state == "queued" and engine.rendered == []
+    assert job.note.startswith(f"Waiting: The file '{cut_input}' looks incomplete (still being copied?): ")
+    for _ in range(5):  # unchanged: held, not retried, not filed
+        assert not runner.step(store)
+    assert store.job(1).state == "queued"
+    assert list(cfg.folders.outbox.iterdir()) == [] and list(cfg.folders.error.iterdir()) == []
+
+    inputs = Path(job.work_dir) / "input"
+    (inputs / cut_input).write_bytes(whole[cut_input].read_bytes())  # the copy completes
+    run_until(runner, store, lambda: store.job(1).state == "done")
+    assert engine.rendered == ["face.mp4"]
+    assert (cfg.folders.outbox / "cut short" / "face.mp4").is_file()
+    assert "incomplete" not in (cfg.folders.outbox / "cut short" / "report.txt").read_text()
+
+
+def test_an_input_that_stays_incomplete_is_failed_after_max_wait(tmp_path):
+    from lipsyncd.daemon.store import Store
+
+    cfg = config_module.load(write_config(tmp_path, watch={"max_wait": 0.5, "quiet_period": 0}), environ={})
+    prepare_folders(cfg)
+    store = Store(cfg.folders.database)
+    try:
+        video = make_video(tmp_path / "face.mp4", 75, gop=6)
+        make_job(cfg.folders.inbox, "never finished", {"speech.wav": make_audio(tmp_path / "s.wav", 3).read_bytes(),
+                                                       "face.mp4": half(video)})
+        intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1))
+        assert intake.tick(store) + intake.tick(store) == [1]
+        runner = Runner(cfg, ProbingEngine, threading.Event())
+        run_until(runner, store, lambda: store.job(1).state == "failed")
+        text = (cfg.folders.error / "never finished" / "error.txt").read_text()
+        assert "The file 'face.mp4' looks incomplete" in text and "It did not change for" in text
+        assert (cfg.folders.error / "never finished" / "face.mp4").read_bytes() == half(video)
+    finally:
+        store.close()
