@@ -355,3 +355,18 @@ def test_an_input_that_stays_incomplete_is_failed_after_max_wait(tmp_path):
         assert (cfg.folders.error / "never finished" / "face.mp4").read_bytes() == half(video)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("fstype, expected", [("ext4", 10.0), ("cifs", 120.0), ("nfs4", 120.0)])
+def test_the_automatic_quiet_period_is_long_only_on_a_network_mount(tmp_path, monkeypatch, fstype, expected):
+    from lipsyncd.daemon import doctor
+
+    seen = []
+    monkeypatch.setattr(doctor, "filesystem_type", lambda path: seen.append(path) or fstype)
+    settings = write_config(tmp_path)
+    loaded = config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "auto"})
+    assert loaded.watch.quiet_period == expected
+    assert seen == [tmp_path]  # the inbox does not exist yet: its nearest existing parent
+    assert config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "30"}).watch.quiet_period == 30
+    with pytest.raises(ConfigError, match="watch.quiet_period: must be a number of seconds or auto; got 'soon'"):
+        config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "soon"})
