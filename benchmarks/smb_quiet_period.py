@@ -17,6 +17,7 @@ Needs root, the Debian packages samba, smbclient and iproute2, and the ``sch_tbf
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "daemon"))
 
-from samba_tools import SambaServer  # noqa: E402
+from samba_tools import SambaServer
 
 
 def ns_run(ns: str, *args: str) -> None:
@@ -80,7 +81,7 @@ def one_copy(root: Path, ns: str, rate: str, size: int, outage_s: float, outage_
         watcher.done.set()
         watcher.join()
     times = [started] + [t for t, _ in watcher.changes] + [ended]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     final = watcher.changes[-1][1] if watcher.changes else 0
     return {"rate": rate, "outage_s": outage_s, "client_rc": put.returncode, "bytes_arrived": final, "bytes": size,
             "copy_s": round(ended - started, 2), "changes": len(watcher.changes),

@@ -33,7 +33,7 @@ from lipsyncd.engine.complete import has_zero_tail
 from lipsyncd.engine.errors import IncompleteInputError
 
 from .config import Watch
-from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, list_files
+from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, is_junk, list_files
 from .names import readable
 from .writers import OpenFiles, ProcScan
 
@@ -158,7 +158,9 @@ class Readiness:
                                           "(no close seen yet)", waivable=True)
         if self.watch.ready_marker is None:
             for rel in list_files(folder):
-                if PurePosixPath(rel).suffix.lower() in MEDIA_SUFFIXES and has_zero_tail(folder / rel):
+                if is_junk(rel, self.watch.ignore) or PurePosixPath(rel).suffix.lower() not in MEDIA_SUFFIXES:
+                    continue  # ._clip.mp4 (a Mac's AppleDouble file) is mostly zeros
+                if has_zero_tail(folder / rel):
                     return self._wait(folder, f"{readable(rel)} ends in zero bytes, as a preallocated copy "
                                               "does before it is filled in", waivable=True)
         self._told.pop(folder, None)
@@ -187,13 +189,11 @@ class Readiness:
 
     @staticmethod
     def _name(folder: Path, path: str) -> str:
-        try:
-            return readable(Path(path).relative_to(os.path.realpath(folder)).as_posix())
-        except ValueError:
-            try:
-                return readable(Path(path).relative_to(folder).as_posix())
-            except ValueError:
-                return readable(Path(path).name)
+        """``path`` relative to ``folder`` (inotify's paths) or to its real path (/proc's)."""
+        for base in (folder, Path(os.path.realpath(folder))):
+            if Path(path).is_relative_to(base):
+                return readable(Path(path).relative_to(base).as_posix())
+        return readable(Path(path).name)
 
 
 @dataclass

@@ -48,7 +48,7 @@ PROC = Path("/proc")
 class _Open:
     """What inotify said about one path since its last close after writing."""
 
-    __slots__ = ("opens", "created", "modified")
+    __slots__ = ("created", "modified", "opens")
 
     def __init__(self) -> None:
         self.opens = 0

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import av
 import pytest
-
 from lipsyncd.engine import IncompleteInputError, LipSyncEngine, RenderOptions
 from lipsyncd.engine.audio import decode_audio, load_speech
 from lipsyncd.engine.complete import cut_short, has_zero_tail

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 SMB_CONF = """\
 [global]
@@ -56,7 +57,7 @@ class SambaServer:
         self.conf = root / "smb.conf"
         self._smbd: subprocess.Popen | None = None
 
-    def __enter__(self) -> "SambaServer":
+    def __enter__(self) -> Self:
         dirs = []
         for key in _DIRS:
             path = self.root / key.split()[0]

@@ -187,12 +187,13 @@ def test_a_zero_tail_that_never_changes_is_taken_after_max_wait(cfg, store, capl
         intake.watcher.stop()
 
 
-def test_a_wav_ending_in_digital_silence_is_taken(cfg, store):
-    """PCM silence is zeros: a WAV is never judged by its tail."""
+def test_a_wav_ending_in_digital_silence_and_mac_leftovers_are_taken(cfg, store):
+    """PCM silence is zeros: a WAV is never judged by its tail; nor is junk such as a Mac's
+    AppleDouble file, which is mostly zeros."""
     clock = FakeClock()
     intake = new_intake(cfg, "polling", clock)
     try:
-        folder = make_job(cfg.folders.inbox, "quiet ending", {"face.mp4": b"video"})
+        folder = make_job(cfg.folders.inbox, "quiet ending", {"face.mp4": b"video", "._face.mp4": bytes(4096)})
         (folder / "speech.wav").write_bytes(b"RIFF" + b"s" * 1000 + bytes(16_000))
         assert ticks_claim(intake, store, clock, rounds=3, step=cfg.watch.quiet_period) == [1]
     finally:
