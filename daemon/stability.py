@@ -33,7 +33,7 @@ from lipsyncd.engine.complete import has_zero_tail
 from lipsyncd.engine.errors import IncompleteInputError
 
 from .config import Watch
-from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, is_junk, list_files
+from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, JOB_FILES, VIDEO_EXTS, is_junk, list_files
 from .names import readable
 from .writers import OpenFiles, ProcScan
 
@@ -117,8 +117,9 @@ MEDIA_SUFFIXES = frozenset(AUDIO_EXTS + VIDEO_EXTS + IMAGE_EXTS)
 
 def find_marker(folder: Path, marker: str) -> str | None:
     """The hand-off file in ``folder``'s top level: ``marker`` in any case, or with ``.txt`` added
-    (what Explorer's "New text document" makes of it); None when absent."""
-    wanted = {marker.casefold(), f"{marker}.txt".casefold()}
+    (what Explorer's "New text document" makes of it; not for job.yaml, which must be itself);
+    None when absent."""
+    wanted = {marker.casefold()} if marker.lower() in JOB_FILES else {marker.casefold(), f"{marker}.txt".casefold()}
     try:
         names = os.listdir(folder)
     except OSError:

@@ -237,7 +237,7 @@ def test_job_yaml_written_last_as_the_hand_off(tmp_path):
     clock = FakeClock()
     intake = new_intake(cfg, "polling", clock)
     try:
-        folder = make_job(cfg.folders.inbox, "yaml last")
+        folder = make_job(cfg.folders.inbox, "yaml last", {"speech.wav": b"a", "face.mp4": b"v", "job.yaml.txt": b""})
         assert ticks_claim(intake, store, clock, rounds=3, step=cfg.watch.quiet_period) == []
         (folder / "job.yaml").write_text("priority: 3\n")
         assert intake.tick(store) == [1]
