@@ -98,8 +98,8 @@ def _iso_cut_short(fh: io.BufferedReader, size: int) -> str | None:
             box_size = int.from_bytes(header[8:16], "big")
         elif box_size == 0:  # "to the end of the file"
             return None
-        if box_size < 8 or (offset == 0 and kind not in _ISO_BOXES):
-            return None  # not a box structure we understand: leave it to the decoder
+        if box_size < 8 or kind not in _ISO_BOXES:
+            return None  # not a box structure we understand (garbage, damage): leave it to the decoder
         if offset + box_size > size:
             return f"its '{kind.decode('latin-1')}' section needs {offset + box_size} bytes but only {size} are there"
         offset += box_size

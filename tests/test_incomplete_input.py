@@ -85,9 +85,14 @@ def test_fewer_pictures_than_declared_is_caught_while_decoding(tmp_path):
     assert len(list(read_frames(short, info, range(40)))) == 40  # what is there reads fine
 
 
-def test_a_damaged_video_that_does_not_end_in_zeros_stays_damaged(tmp_path):
-    path = tmp_path / "noise.mkv"
-    path.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40)
+@pytest.mark.parametrize("name, data", [
+    ("noise.mkv", b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40),
+    ("garbage after a box.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 12),  # no known box follows
+])
+def test_a_damaged_video_that_does_not_end_in_zeros_stays_damaged(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert cut_short(path) is None
     with pytest.raises(VideoError):
         probe(path)
 
