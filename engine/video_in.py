@@ -131,6 +131,9 @@ def probe(path: str | os.PathLike[str], *, still_fps: float = 25.0) -> VideoInfo
             )
     except VideoError as error:
         raise _incomplete_or(path, error) from error
+    except av.FFmpegError as error:  # demuxing for the length ran into damage (or zeros)
+        raise _incomplete_or(path, VideoError(f"The video '{path.name}' is damaged and cannot be read "
+                                              f"({reason(error)}).")) from error
 
 
 def _check_not_cut_short(path: Path) -> None:
@@ -158,7 +161,7 @@ def _check_data_reaches_the_end(container: av.container.InputContainer, path: Pa
     try:
         container.seek(int(max(start, declared_end - _END_CHECK_S) * av.time_base), backward=True)
     except av.FFmpegError:
-        container.seek(0)
+        return  # no cheap look at the end: the check while decoding remains
     reached = start
     try:
         for packet in container.demux():
@@ -166,8 +169,6 @@ def _check_data_reaches_the_end(container: av.container.InputContainer, path: Pa
                 reached = max(reached, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     except av.FFmpegError:  # the demuxer ran into garbage (zeros): the data ends here
         pass
-    finally:
-        container.seek(0)
     missing = missing_seconds(declared_end - start, reached - start)
     if missing:
         raise IncompleteInputError(path.name, f"it says it lasts {declared_end - start:.1f} s but its data "
