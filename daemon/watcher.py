@@ -2,8 +2,8 @@
 
 Events say *which top-level folder* to look at sooner, and (inotify only) which files are open
 for writing (:class:`~.writers.OpenFiles`, one of the signals :mod:`.stability` weighs); they
-are never trusted to be complete. inotify sees nothing another machine writes to an NFS or SMB mount, so
-``watch.mode: polling`` switches to stat-based polling, and the intake loop rescans the whole
+are never trusted to be complete. inotify sees nothing another machine writes to an NFS or SMB
+mount, so ``watch.mode: polling`` switches to stat-based polling, and the intake loop rescans the whole
 inbox at start and every ``watch.rescan_interval`` in every mode, so a lost event delays a job
 but never loses it.
 """

@@ -1,13 +1,12 @@
 """Is something still writing a file in the inbox? Two kinds of evidence, both from the kernel.
 
 * **inotify open/close bookkeeping** (:class:`OpenFiles`), fed by the watcher's events: a file
-  that was created or written since it was opened, and whose close has not been seen yet, is
-  being written. smbd, NFS's server and local copies all write locally, so this sees every
+  written to since its last close-after-write, or created and still open, is being written. smbd, NFS's server and local copies all write locally, so this sees every
   writer that goes through *this* machine, for as long as it holds the file open — a Wi-Fi
   client stalling for minutes keeps its file open on the server the whole time.
   One gap: a file opened within milliseconds of its brand-new folder's creation, before the
   watch on that folder is in place, is seen only from its next write on.
-* **/proc** (:func:`files_open_for_writing`): every process's open file descriptors whose
+* **/proc** (:class:`ProcScan`): every process's open file descriptors whose
   ``fdinfo`` flags say write or read-write. It also sees writers that opened a file before the
   service started, but only in processes the service may inspect: all of them as root, only
   its own user's otherwise (smbd's are then out of sight, and inotify covers them).
