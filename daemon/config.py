@@ -183,7 +183,7 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
         raise ConfigError(f"watch.ignore: must be a list of file name patterns such as '*.bak'; got {ignore!r}")
     watch = Watch(_choice("watch.mode", w["mode"], WATCH_MODES), _seconds("watch.poll_interval", w["poll_interval"]),
                   _seconds("watch.rescan_interval", w["rescan_interval"]),
-                  _quiet_period(w["quiet_period"], folders.inbox),
+                  _quiet_period(w["quiet_period"], folders.inbox, w["mode"]),
                   _seconds("watch.max_wait", w["max_wait"]), tuple(ignore),
                   _ready_marker(w["ready_marker"], tuple(ignore)))
     j = m["jobs"]
@@ -232,9 +232,10 @@ def _seconds(name: str, value: Any, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def _quiet_period(value: Any, inbox: Path) -> float:
-    """Seconds, or ``auto``: :data:`QUIET_NETWORK_S` when the inbox is on a network mount,
-    :data:`QUIET_LOCAL_S` otherwise."""
+def _quiet_period(value: Any, inbox: Path, mode: str) -> float:
+    """Seconds, or ``auto``: :data:`QUIET_NETWORK_S` when the inbox is on a network mount or is
+    polled (what the README prescribes for one written by other machines), :data:`QUIET_LOCAL_S`
+    otherwise."""
     if value != "auto":
         if isinstance(value, str):
             raise ConfigError(f"watch.quiet_period: must be a number of seconds or auto; got {value!r}")
@@ -242,7 +243,7 @@ def _quiet_period(value: Any, inbox: Path) -> float:
     from .doctor import NETWORK_FS, filesystem_type  # doctor imports this module
 
     existing = next((p for p in (inbox, *inbox.parents) if p.exists()), inbox)
-    return QUIET_NETWORK_S if filesystem_type(existing) in NETWORK_FS else QUIET_LOCAL_S
+    return QUIET_NETWORK_S if mode == "polling" or filesystem_type(existing) in NETWORK_FS else QUIET_LOCAL_S
 
 
 def _ready_marker(value: Any, ignore: tuple[str, ...]) -> str | None:

@@ -364,10 +364,13 @@ def test_the_automatic_quiet_period_is_long_only_on_a_network_mount(tmp_path, mo
 
     seen = []
     monkeypatch.setattr(doctor, "filesystem_type", lambda path: seen.append(path) or fstype)
-    settings = write_config(tmp_path)
+    settings = write_config(tmp_path, watch={"mode": "inotify"})
     loaded = config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "auto"})
     assert loaded.watch.quiet_period == expected
     assert seen == [tmp_path]  # the inbox does not exist yet: its nearest existing parent
+    polled = config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "auto",
+                                                   "LIPSYNCD_WATCH_MODE": "polling"})
+    assert polled.watch.quiet_period == 120.0  # polling: the README's setting for other machines' writes
     assert config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "30"}).watch.quiet_period == 30
     with pytest.raises(ConfigError, match="watch.quiet_period: must be a number of seconds or auto; got 'soon'"):
         config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "soon"})
