@@ -20,13 +20,20 @@ from typing import Any
 import yaml
 from lipsyncd.engine.options import DEVICES, RenderOptions
 
-from .jobfolder import JobFolderError, validate_naming
+from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, JOB_FILES, VIDEO_EXTS, JobFolderError, is_junk, validate_naming
 
 ENV_PREFIX = "LIPSYNCD_"
 CONFIG_ENV = "LIPSYNCD_CONFIG"
 WATCH_MODES = ("auto", "inotify", "polling")
 DUPLICATE_POLICIES = ("rerun", "skip")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+QUIET_LOCAL_S = 10.0
+"""``watch.quiet_period: auto`` on a local disk: every writer on this machine (smbd included) is
+seen holding its file open, so the quiet period only has to cover what no signal sees."""
+QUIET_NETWORK_S = 120.0
+"""``watch.quiet_period: auto`` on a network mount, whose writers on other machines no signal
+sees: an SMB copy whose link went down for 30 s left its file unchanged for 55 s, and a client
+gives up after a 60 s outage, so twice that (README, benchmarks/smb_quiet_period.py)."""
 
 
 class ConfigError(ValueError):
@@ -60,6 +67,9 @@ class Watch:
     quiet_period: float
     max_wait: float
     ignore: tuple[str, ...]
+    ready_marker: str | None = None
+    """A file whose presence says "this folder is complete" (``READY``, or ``job.yaml`` for
+    "job.yaml is written last"); None: decide from the copy itself (quiet period, writers, tails)."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,8 @@ class Config:
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "folders": {"inbox": "var/inbox", "outbox": "var/outbox", "error": "var/error", "state": "var/state"},
-    "watch": {"mode": "auto", "poll_interval": 2, "rescan_interval": 60, "quiet_period": 10,
-              "max_wait": 3600, "ignore": []},
+    "watch": {"mode": "auto", "poll_interval": 2, "rescan_interval": 60, "quiet_period": "auto",
+              "max_wait": 3600, "ignore": [], "ready_marker": None},
     "jobs": {"duplicates": "rerun", "naming": "{stem}.mp4"},
     "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
                 "log_level": "info"},
@@ -226,8 +236,9 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
         raise ConfigError(f"watch.ignore: must be a list of file name patterns such as '*.bak'; got {ignore!r}")
     watch = Watch(_choice("watch.mode", w["mode"], WATCH_MODES), _seconds("watch.poll_interval", w["poll_interval"]),
                   _seconds("watch.rescan_interval", w["rescan_interval"]),
-                  _seconds("watch.quiet_period", w["quiet_period"], allow_zero=True),
-                  _seconds("watch.max_wait", w["max_wait"]), tuple(ignore))
+                  _quiet_period(w["quiet_period"], folders.inbox, w["mode"]),
+                  _seconds("watch.max_wait", w["max_wait"]), tuple(ignore),
+                  _ready_marker(w["ready_marker"], tuple(ignore)))
     j = m["jobs"]
     naming = j["naming"]
     try:  # the same template rules as job.yaml's output:
@@ -345,6 +356,37 @@ def _seconds(name: str, value: Any, allow_zero: bool = False) -> float:
         raise ConfigError(f"{name}: must be a number of seconds {'of 0 or more' if allow_zero else 'above 0'}; "
                           f"got {value!r}")
     return float(value)
+
+
+def _quiet_period(value: Any, inbox: Path, mode: str) -> float:
+    """Seconds, or ``auto``: :data:`QUIET_NETWORK_S` when the inbox is on a network mount or is
+    polled (what the README prescribes for one written by other machines), :data:`QUIET_LOCAL_S`
+    otherwise."""
+    if value != "auto":
+        if isinstance(value, str):
+            raise ConfigError(f"watch.quiet_period: must be a number of seconds or auto; got {value!r}")
+        return _seconds("watch.quiet_period", value, allow_zero=True)
+    from .doctor import NETWORK_FS, filesystem_type  # doctor imports this module
+
+    existing = next((p for p in (inbox, *inbox.parents) if p.exists()), inbox)
+    return QUIET_NETWORK_S if mode == "polling" or filesystem_type(existing) in NETWORK_FS else QUIET_LOCAL_S
+
+
+def _ready_marker(value: Any, ignore: tuple[str, ...]) -> str | None:
+    """A plain file name that is neither media (it would be taken for an input) nor ignored junk;
+    job.yaml is allowed: "job.yaml written last" is a common hand-off."""
+    if value in (None, ""):
+        return None
+    problem = None
+    if not isinstance(value, str) or value.strip() != value or value in (".", "..") or any(c in value for c in "/\\"):
+        problem = "must be a plain file name such as READY, or null"
+    elif value.lower() not in JOB_FILES and Path(value).suffix.lower() in AUDIO_EXTS + VIDEO_EXTS + IMAGE_EXTS:
+        problem = "must not be a media file name (it would be taken as an input)"
+    elif is_junk(value, ignore):
+        problem = "must not match an ignored file name pattern"
+    if problem:
+        raise ConfigError(f"watch.ready_marker: {problem}; got {value!r}")
+    return value
 
 
 def _check_folders(folders: Folders) -> None:

@@ -25,7 +25,7 @@ from .names import readable, unique_in_dir
 from .report import repeat_note
 from .results import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
 from .share import ShareGuard
-from .stability import StabilityTracker
+from .stability import Readiness, StabilityTracker
 from .store import FINAL_STATES, Job, Store
 from .watcher import InboxWatcher
 
@@ -141,7 +141,7 @@ def _recover_work_folders(store: Store, config: Config) -> None:
 
 
 class Intake:
-    """The intake loop: rescans, watcher hints, stability checks, claims."""
+    """The intake loop: rescans, watcher hints, readiness checks (:class:`Readiness`), claims."""
 
     def __init__(self, config: Config, watcher: InboxWatcher, clock: Callable[[], float] = time.monotonic,
                  share: ShareGuard | None = None) -> None:
@@ -149,6 +149,7 @@ class Intake:
         self.watcher = watcher
         self.share = share
         self.tracker = StabilityTracker(config.watch.quiet_period, config.watch.max_wait, clock)
+        self.readiness = Readiness(config.watch, self.tracker, watcher.open_files)
         self._clock = clock
         self._next_rescan = 0.0
         self._told: set[str] = set()
@@ -165,7 +166,7 @@ class Intake:
             store.close()
 
     def tick(self, store: Store) -> list[int]:
-        """One round: pick up names to watch, claim every folder that has held still."""
+        """One round: pick up names to watch, claim every folder that has finished copying."""
         now = self._clock()
         self.heartbeat = now
         if self.share is not None and self.share.check():
@@ -184,19 +185,19 @@ class Intake:
         for folder in self.tracker.tracked():
             try:
                 if not folder.is_dir():
-                    self.tracker.forget(folder)
-                elif self.tracker.check(folder):
+                    self.readiness.forget(folder)
+                elif self.readiness.ready(folder):
                     job_id = claim(store, self.config, folder.name)
                     if job_id is not None:
-                        self.tracker.forget(folder)
+                        self.readiness.forget(folder)
                         claimed.append(job_id)
             except OSError as exc:  # e.g. the service may not move it: say so once, retry at each rescan
                 self._tell_once(folder.name, f"{readable(folder.name)}: cannot take it from the inbox "
                                              f"({exc.strerror}); lipsyncd doctor checks folder permissions")
-                self.tracker.forget(folder)
+                self.readiness.forget(folder)
             except Exception:  # one odd folder must not stop intake; the next rescan tries again
                 log.exception("%s: could not take it from the inbox", readable(folder.name))
-                self.tracker.forget(folder)
+                self.readiness.forget(folder)
         return claimed
 
     def rescan(self) -> set[str]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lipsyncd.engine.errors import Cancelled, EngineError
+from lipsyncd.engine.errors import Cancelled, EngineError, IncompleteInputError
 from lipsyncd.engine.options import Progress, RenderOptions
 
 from . import logs
@@ -37,6 +37,7 @@ from .report import face_warning
 from .progress import VideoMeter
 from .results import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .share import ShareGuard, is_waiting_note, waiting_note
+from .stability import InputWait
 from .store import Job, Store, Task
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Runner:
         self.stop = stop
         self.heartbeat = time.monotonic()
         self._blocked_until: dict[int, float] = {}
+        self._incomplete = InputWait(config.watch.quiet_period, config.watch.max_wait)
         self._told: set[str] = set()
         self._share_gone: str | None = None
         self._render_fps: float | None = None
@@ -93,7 +95,8 @@ class Runner:
         for job in store.jobs_in("queued"):
             if job.cancel_requested:  # the intake thread files it
                 continue
-            if self._blocked_until.get(job.id, 0.0) > now or not self._ready(store, job):
+            if self._blocked_until.get(job.id, 0.0) > now or self._held_for_input(store, job) \
+                    or not self._ready(store, job):
                 continue
             if store.claim(job.id):
                 try:
@@ -126,6 +129,19 @@ class Runner:
         reason = self.share.check(max_age) if self.share is not None else None
         self._share_gone = reason or self._share_gone
         return reason
+
+    def _held_for_input(self, store: Store, job: Job) -> bool:
+        """An input looked incomplete: wait until it changed and settled; fail it after max_wait."""
+        verdict = self._incomplete.verdict(job.id, work_paths(Path(job.work_dir))[0])
+        if verdict == "give up":
+            self._file(store, job.id, "failed", self._incomplete.give_up(job.id))
+        return verdict != "run"
+
+    def _incomplete_input(self, job: Job, inputs: Path, exc: IncompleteInputError) -> tuple[str, str]:
+        """Not done, not failed: back to the queue, with the reason as its note, until the file is whole."""
+        log.warning("job %d (%s): %s", job.id, job.name, exc)
+        self._incomplete.hold(job.id, inputs, exc)
+        return "incomplete", f"{WAITING}{exc}"
 
     def _ready(self, store: Store, job: Job) -> bool:
         """Can the engine start this job now? If not, say why on the job and try again later."""
@@ -164,6 +180,9 @@ class Runner:
         if outcome == "interrupted":
             store.interrupt(job_id, error or INTERRUPTED)
             return
+        if outcome == "incomplete":
+            store.interrupt(job_id, error or "")
+            return
         self._file(store, job_id, outcome, error)
 
     def _file(self, store: Store, job_id: int, outcome: str | None, error: str | None = None) -> None:
@@ -178,6 +197,8 @@ class Runner:
         self._share_gone = None
         try:
             audio = engine.load_audio(on_disk(inputs, job.audio))
+        except IncompleteInputError as exc:
+            return self._incomplete_input(job, inputs, exc)
         except EngineError as exc:
             if reason := self._share_lost():
                 return "interrupted", waiting_note(reason)
@@ -201,6 +222,8 @@ class Runner:
                                        video_digest=task.video_sha256)
             except Cancelled:
                 break
+            except IncompleteInputError as exc:
+                return self._incomplete_input(job, inputs, exc)
             except Exception as exc:
                 if self._share_lost():  # the share went away under the render: not the video's fault
                     break

@@ -1,8 +1,9 @@
 """Hints that something changed in the inbox: watchdog events, inotify or polling.
 
-Events only say *which top-level folder* to look at sooner; they are never trusted to be
-complete. inotify sees nothing another machine writes to an NFS or SMB mount, so
-``watch.mode: polling`` switches to stat-based polling, and the intake loop rescans the whole
+Events say *which top-level folder* to look at sooner, and (inotify only) which files are open
+for writing (:class:`~.writers.OpenFiles`, one of the signals :mod:`.stability` weighs); they
+are never trusted to be complete. inotify sees nothing another machine writes to an NFS or SMB
+mount, so ``watch.mode: polling`` switches to stat-based polling, and the intake loop rescans the whole
 inbox at start and every ``watch.rescan_interval`` in every mode, so a lost event delays a job
 but never loses it.
 """
@@ -17,6 +18,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from .writers import OpenFiles
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +39,13 @@ def top_level_name(inbox: Path, path: str | bytes) -> str | None:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: InboxWatcher) -> None:
+    def __init__(self, watcher: InboxWatcher, open_files: OpenFiles | None) -> None:
         self._watcher = watcher
+        self._open_files = open_files
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if self._open_files is not None:
+            self._open_files.record(event)
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self._watcher.hint(path)
@@ -53,6 +59,8 @@ class InboxWatcher:
         self.mode = mode
         self.poll_interval = poll_interval
         self._names: set[str] = set()
+        self.open_files = OpenFiles()
+        """Files open for writing, as inotify reports opens and closes (empty when polling)."""
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
 
@@ -70,7 +78,9 @@ class InboxWatcher:
 
     def _start(self, polling: bool) -> BaseObserver:
         observer = PollingObserver(timeout=self.poll_interval) if polling else Observer()
-        observer.schedule(_Handler(self), str(self.inbox), recursive=True)
+        # Polling compares snapshots: its "modified" has no close to follow it, so only inotify's
+        # events feed the open-file bookkeeping.
+        observer.schedule(_Handler(self, None if polling else self.open_files), str(self.inbox), recursive=True)
         observer.daemon = True
         observer.start()
         log.info("watching %s (%s)", self.inbox, "polling" if polling else "inotify")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import AudioError, Cancelled, EngineError, ModelError, NoFaceError, VideoError
+from .errors import AudioError, Cancelled, EngineError, IncompleteInputError, ModelError, NoFaceError, VideoError
 from .formats import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .options import Progress, RenderOptions, RenderResult
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "AudioError", "Cancelled", "EngineError",
-    "LipSyncEngine", "ModelError", "NoFaceError", "Progress", "RenderOptions", "RenderResult", "VideoError",
+    "IncompleteInputError", "LipSyncEngine", "ModelError", "NoFaceError", "Progress", "RenderOptions",
+    "RenderResult", "VideoError",
 ]
 
 

@@ -19,7 +19,8 @@ import av
 import librosa
 import numpy as np
 
-from .errors import AudioError
+from .complete import cut_short, declares_length, has_zero_tail, missing_seconds
+from .errors import AudioError, IncompleteInputError
 from .formats import empty_file_message
 
 SAMPLE_RATE = 16_000
@@ -52,17 +53,24 @@ def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     Channels are averaged (as ``librosa.load(mono=True)`` does in the reference) rather than
     left to FFmpeg's downmix, which sums stereo at -3 dB each and would make the audio 3 dB
     louder than the reference hears it, shifting the whole mel spectrogram.
-    Raises :class:`AudioError` when the file cannot be opened or has no audio stream.
+    Raises :class:`AudioError` when the file cannot be opened or has no audio stream, and
+    :class:`IncompleteInputError` when fewer samples decode than its container declares, or it
+    fails and ends in zeros (a preallocated copy not yet filled in).
     """
     name = Path(path).name
     if empty := empty_file_message(Path(path), "audio file"):
         raise AudioError(empty)
+    detail = cut_short(path)
+    if detail:
+        raise IncompleteInputError(name, detail)
     chunks: list[np.ndarray] = []
+    declared_s: float | None = None
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AudioError(f"The file {name} has no audio track.")
             stream = container.streams.audio[0]
+            declared_s = _declared_seconds(container, stream)
             # layout=None keeps the source channels; only rate and sample format change here.
             resampler = av.AudioResampler(format="fltp", layout=None, rate=sample_rate)
             for frame in container.decode(stream):
@@ -71,12 +79,34 @@ def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     except FileNotFoundError as error:
         raise AudioError(f"The audio file {name} does not exist.") from error
     except (av.FFmpegError, ValueError) as error:
+        _check_complete(path, declared_s, sum(map(len, chunks)) / sample_rate, failed=True)
         reason = getattr(error, "strerror", None) or str(error)
         raise AudioError(f"The file {name} cannot be read as audio ({reason}). Use a common "
                          "audio format such as WAV, MP3, M4A/AAC, FLAC or OGG.") from error
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    _check_complete(path, declared_s, samples.size / sample_rate, failed=False)
     # Float sources (float WAV, some decoders) can carry NaN or overshoot; keep the promise.
     return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+
+def _check_complete(path: str | Path, declared_s: float | None, decoded_s: float, failed: bool) -> None:
+    """Raise :class:`IncompleteInputError` when less sound decoded than the container declares,
+    or, where it declares no length (or could not be read at all), when the file ends in zeros."""
+    name = Path(path).name
+    if declared_s is not None and missing_seconds(declared_s, decoded_s):
+        raise IncompleteInputError(name, f"it says it lasts {declared_s:.1f} s but only {decoded_s:.1f} s "
+                                         "of sound can be decoded")
+    if (failed or declared_s is None) and has_zero_tail(path):
+        raise IncompleteInputError(name, "its end is still empty (zero bytes)")
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    """The audio's length as its container states it; None where FFmpeg only estimates it."""
+    if not declares_length(container.format.name):
+        return None
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else None
 
 
 def _preemphasis(x: np.ndarray) -> np.ndarray:

@@ -38,3 +38,14 @@ def reason(error: BaseException) -> str:
     means nothing to the person reading ``error.txt``; the message already names the file.
     """
     return getattr(error, "strerror", None) or str(error)
+
+
+class IncompleteInputError(EngineError):
+    """An input is shorter than it says it is, or ends in the zeros of a preallocated file: most
+    likely it is still being copied. The daemon keeps the job queued and tries again once the
+    file has changed and held still, instead of filing it as failed (or, worse, as done)."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        self.name, self.detail = name, detail
+        super().__init__(f"The file '{name}' looks incomplete (still being copied?): {detail}. "
+                         "The job is tried again by itself once the file is complete.")

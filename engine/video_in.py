@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .errors import VideoError, reason
+from .complete import cut_short, declares_length, has_zero_tail, missing_seconds
+from .errors import IncompleteInputError, VideoError, reason
 from .formats import IMAGE_SUFFIXES, empty_file_message
 
 STILL_SUFFIXES = frozenset(IMAGE_SUFFIXES)
@@ -38,6 +39,8 @@ MAX_CHUNK_FRAMES = 64
 _SEEK_GAP_S = 2.0
 """A forward jump longer than this seeks instead of decoding through the gap."""
 _SWS_THREADS = min(os.cpu_count() or 1, 8)
+_END_CHECK_S = 3.0
+"""The completeness check demuxes from this far before the declared end."""
 
 _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -83,6 +86,9 @@ class VideoInfo:
     color_range: int | None = None
     start_s: float = 0.0
     """Timestamp of the first picture; slot ``i`` is shown at ``start_s + i / fps``."""
+    declares_length: bool = False
+    """The container states its real length, so running out of pictures well before
+    ``frame_count`` means the file is incomplete (see :mod:`.complete`)."""
 
     @property
     def color(self) -> ColorTags:
@@ -93,28 +99,81 @@ def probe(path: str | os.PathLike[str], *, still_fps: float = 25.0) -> VideoInfo
     """Describe a video or still; decode its first picture to prove it is usable.
 
     Raises :class:`VideoError` with a plain message when the file cannot be opened, has no video,
-    has no frames, or its first frame cannot be decoded.
+    has no frames, or its first frame cannot be decoded; :class:`IncompleteInputError` when its
+    data ends well before the length its container declares, or it fails and ends in zeros (a
+    preallocated copy not yet filled in).
     """
     path = Path(path)
-    if path.suffix.lower() in STILL_SUFFIXES:
-        image = _load_still(path)
-        return VideoInfo(str(path), image.shape[1], image.shape[0], float(still_fps), 1,
-                         1.0 / still_fps, 0, True, *_STILL_COLOR)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        first = _first_frame(container, stream, path)
-        fps = _constant_rate(stream, still_fps)
-        start_s = _frame_time(first) or 0.0
-        duration_s = _duration(container, stream, start_s)
-        rotation = (-round(first.rotation / 90) * 90) % 360
-        width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
-        return VideoInfo(
-            str(path), width, height, float(fps), max(1, round(duration_s * fps)), duration_s,
-            rotation, False,
-            _known(first.color_primaries), _known(first.color_trc), _known(first.colorspace),
-            None if first.color_range == _RANGE_UNSPECIFIED else int(first.color_range),
-            start_s,
-        )
+    try:
+        if path.suffix.lower() in STILL_SUFFIXES:
+            image = _load_still(path)
+            return VideoInfo(str(path), image.shape[1], image.shape[0], float(still_fps), 1,
+                             1.0 / still_fps, 0, True, *_STILL_COLOR)
+        _check_not_cut_short(path)
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            first = _first_frame(container, stream, path)
+            fps = _constant_rate(stream, still_fps)
+            start_s = _frame_time(first) or 0.0
+            duration_s = _duration(container, stream, start_s)
+            declares = declares_length(container.format.name)
+            if declares:
+                _check_data_reaches_the_end(container, path)
+            elif has_zero_tail(path):  # no length to check against: the zeros are the evidence
+                raise IncompleteInputError(path.name, "its end is still empty (zero bytes)")
+            rotation = (-round(first.rotation / 90) * 90) % 360
+            width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+            return VideoInfo(
+                str(path), width, height, float(fps), max(1, round(duration_s * fps)), duration_s,
+                rotation, False,
+                _known(first.color_primaries), _known(first.color_trc), _known(first.colorspace),
+                None if first.color_range == _RANGE_UNSPECIFIED else int(first.color_range),
+                start_s, declares,
+            )
+    except VideoError as error:
+        raise _incomplete_or(path, error) from error
+    except av.FFmpegError as error:  # demuxing for the length ran into damage (or zeros)
+        raise _incomplete_or(path, VideoError(f"The video '{path.name}' is damaged and cannot be read "
+                                              f"({reason(error)}).")) from error
+
+
+def _check_not_cut_short(path: Path) -> None:
+    """Raise :class:`IncompleteInputError` when the file's structure reaches past its end."""
+    detail = cut_short(path)
+    if detail:
+        raise IncompleteInputError(path.name, detail)
+
+
+def _incomplete_or(path: Path, error: VideoError) -> VideoError | IncompleteInputError:
+    """A file that cannot be read *and* ends in zeros is most likely a copy still being filled in."""
+    if has_zero_tail(path):
+        return IncompleteInputError(path.name, "it cannot be read and its end is still empty (zero bytes)")
+    return error
+
+
+def _check_data_reaches_the_end(container: av.container.InputContainer, path: Path) -> None:
+    """Cheap pre-check: seek to shortly before the end the container declares and demux (no
+    decoding) to the end of the data; raise :class:`IncompleteInputError` when the packets stop
+    well before it. A file cut off or not yet filled in has a header promising more than there is."""
+    if not container.duration:
+        return
+    start = (container.start_time or 0) / av.time_base
+    declared_end = start + container.duration / av.time_base
+    try:
+        container.seek(int(max(start, declared_end - _END_CHECK_S) * av.time_base), backward=True)
+    except av.FFmpegError:
+        return  # no cheap look at the end: the check while decoding remains
+    reached = start
+    try:
+        for packet in container.demux():
+            if packet.pts is not None and packet.time_base:
+                reached = max(reached, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except av.FFmpegError:  # the demuxer ran into garbage (zeros): the data ends here
+        pass
+    missing = missing_seconds(declared_end - start, reached - start)
+    if missing:
+        raise IncompleteInputError(path.name, f"it says it lasts {declared_end - start:.1f} s but its data "
+                                              f"ends after {reached - start:.1f} s")
 
 
 def read_frames(path: str | os.PathLike[str], info: VideoInfo, indices: Iterable[int]) -> Iterator[np.ndarray]:
@@ -171,8 +230,22 @@ class _SlotReader:
         boundary = self._boundary(slot)
         while self._next is not None and self._time(self._next) < boundary:
             self._advance()
+        if self._next is None:
+            self._check_not_cut_short(slot)
         self._slot = slot
         return self._current
+
+    def _check_not_cut_short(self, slot: int) -> None:
+        """At the end of the decoded pictures: a slot past the last one would repeat it. Within
+        the tolerance that is a container rounding its length up; beyond it, the file holds fewer
+        pictures than it declares, and a render would pass off a half-copied video as whole."""
+        info = self._info
+        decoded_s = self._time(self._current) + 1 / info.fps - info.start_s
+        if not info.declares_length or slot / info.fps < decoded_s:
+            return
+        if missing_seconds(info.frame_count / info.fps, decoded_s):
+            raise IncompleteInputError(self._path.name, f"it says it has {info.frame_count} frames but only "
+                                                        f"{round(decoded_s * info.fps)} can be decoded")
 
     def to_bgr(self, frame: av.VideoFrame) -> np.ndarray:
         """Convert with the frame's own matrix and range (swscale), then rotate for display.
@@ -225,8 +298,9 @@ class _SlotReader:
         try:
             return next(self._frames, None)
         except av.FFmpegError as error:
-            raise VideoError(f"The video '{self._path.name}' is damaged and cannot be decoded "
-                             f"past this point ({reason(error)}).") from error
+            raise _incomplete_or(self._path, VideoError(
+                f"The video '{self._path.name}' is damaged and cannot be decoded past this point "
+                f"({reason(error)}).")) from error
 
     def _boundary(self, slot: int) -> float:
         return self._info.start_s + (slot + 0.5) / self._info.fps

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lipsyncd.engine import video_in
-from lipsyncd.engine.errors import VideoError
+from lipsyncd.engine.errors import IncompleteInputError, VideoError
 from lipsyncd.engine.media import ColorTags, VideoWriter, frame_schedule, probe, read_frames
 
 BLOCK = 8
@@ -166,13 +166,11 @@ def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
 
-@pytest.mark.parametrize("content", ["random", "truncated", "empty", "audio", "missing", "bad_image"])
+@pytest.mark.parametrize("content", ["random", "empty", "audio", "missing", "bad_image"])
 def test_unusable_files_raise_video_error(tmp_path: Path, clip: Path, content: str) -> None:
     path = tmp_path / "input.mp4"
     if content == "random":
         path.write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
-    elif content == "truncated":  # moov is written last without faststart: half a file has none
-        path.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     elif content == "empty":
         path.write_bytes(b"")
     elif content == "audio":
@@ -183,6 +181,15 @@ def test_unusable_files_raise_video_error(tmp_path: Path, clip: Path, content: s
     with pytest.raises(VideoError) as caught:
         probe(path)
     assert path.name in str(caught.value)
+
+
+def test_half_a_file_is_incomplete_not_damaged(tmp_path: Path, clip: Path) -> None:
+    """moov is written last without faststart: half a file has none, and its mdat box says how
+    much is missing (more cases in tests/test_incomplete_input.py)."""
+    path = tmp_path / "input.mp4"
+    path.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with pytest.raises(IncompleteInputError, match="'input.mp4' looks incomplete"):
+        probe(path)
 
 
 # --- read_frames schedules ------------------------------------------------------------------------
