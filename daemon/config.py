@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from lipsyncd.engine.options import DEVICES, RenderOptions
 
-from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, JOB_FILES, VIDEO_EXTS, JobFolderError, is_junk, validate_naming
+from .jobfolder import JOB_FILES, MEDIA_SUFFIXES, JobFolderError, is_junk, validate_naming
 
 ENV_PREFIX = "LIPSYNCD_"
 CONFIG_ENV = "LIPSYNCD_CONFIG"
@@ -380,7 +380,7 @@ def _ready_marker(value: Any, ignore: tuple[str, ...]) -> str | None:
     problem = None
     if not isinstance(value, str) or value.strip() != value or value in (".", "..") or any(c in value for c in "/\\"):
         problem = "must be a plain file name such as READY, or null"
-    elif value.lower() not in JOB_FILES and Path(value).suffix.lower() in AUDIO_EXTS + VIDEO_EXTS + IMAGE_EXTS:
+    elif value.lower() not in JOB_FILES and Path(value).suffix.lower() in MEDIA_SUFFIXES:
         problem = "must not be a media file name (it would be taken as an input)"
     elif is_junk(value, ignore):
         problem = "must not match an ignored file name pattern"

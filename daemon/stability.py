@@ -33,7 +33,7 @@ from lipsyncd.engine.complete import has_zero_tail
 from lipsyncd.engine.errors import IncompleteInputError
 
 from .config import Watch
-from .jobfolder import AUDIO_EXTS, IMAGE_EXTS, JOB_FILES, VIDEO_EXTS, is_junk, list_files
+from .jobfolder import JOB_FILES, MEDIA_SUFFIXES, is_junk, list_files
 from .names import readable
 from .writers import OpenFiles, ProcScan
 
@@ -110,9 +110,6 @@ class StabilityTracker:
 
     def tracked(self) -> list[Path]:
         return list(self._watches)
-
-
-MEDIA_SUFFIXES = frozenset(AUDIO_EXTS + VIDEO_EXTS + IMAGE_EXTS)
 
 
 def find_marker(folder: Path, marker: str) -> str | None:
