@@ -69,3 +69,24 @@ def rule_state_dict(network: str) -> dict[str, torch.Tensor]:
 def checksums(state: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
     """``{key: (sum, sum of abs)}`` in float64, the form of ``weights_checksums.json``."""
     return {key: (float(t.sum(dtype=torch.float64)), float(t.abs().sum(dtype=torch.float64))) for key, t in state.items()}
+
+
+def shapes_only(network: str, keys: str = "file") -> dict[str, torch.Tensor]:
+    """The official file's layout as meta tensors (shapes, no data): a tiny stand-in for checks
+    of keys and shapes. ``keys="rule"`` names them as the network does instead."""
+    return {(key if keys == "file" else rule_key): torch.empty(shape, device="meta")
+            for key, shape, rule_key in layout(network)}
+
+
+def write_official_layout(models_dir: Path) -> Path:
+    """All seven official files under ``models_dir``, the weights as shapes-only tensors (a few
+    hundred KB in all): right for every layout check, but holding no numbers to run."""
+    from lipsyncd.engine.musetalk.layout import UNET_WEIGHTS, VAE_WEIGHTS, WHISPER_WEIGHTS
+
+    for config in (FIXTURES / "models").rglob("*.json"):
+        target = models_dir / config.relative_to(FIXTURES / "models")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(config.read_bytes())
+    for relative, network in ((UNET_WEIGHTS, "unet"), (VAE_WEIGHTS, "vae"), (WHISPER_WEIGHTS, "whisper")):
+        torch.save(shapes_only(network), models_dir / relative)
+    return models_dir

@@ -24,8 +24,8 @@ import torch
 from lipsyncd.engine.audio import decode_audio
 from lipsyncd.engine.musetalk import audio, face, generate
 from lipsyncd.engine.musetalk.layout import VAE_CONFIG, VAE_WEIGHTS, WHISPER_CONFIG, WHISPER_PREPROCESSOR, WHISPER_WEIGHTS
-from lipsyncd.engine.musetalk.networks import (build_unet, build_vae, build_whisper_encoder, feature_extractor,
-                                               read_config)
+from lipsyncd.engine.musetalk.configs import read_config
+from lipsyncd.engine.musetalk.networks import build_unet, build_vae, build_whisper_encoder, feature_extractor
 from lipsyncd.engine.musetalk.weights import read_weights
 from musetalk_weights import FIXTURES, checksums, rule_state_dict
 

@@ -13,7 +13,6 @@ so the library does exactly what the reference did.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,25 +22,9 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .layout import MuseTalkFiles
+from .configs import checked_config
+from .layout import (UNET_CONFIG, VAE_CONFIG, WHISPER_CONFIG, WHISPER_PREPROCESSOR, MuseTalkFiles)
 from .weights import check_layout, current_vae_names, read_weights, without_model_prefix
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """A JSON config file as a dict; ModelError saying which file is wrong otherwise."""
-    path = Path(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"The config file {path} does not exist; it comes with the model files "
-                         "(`lipsyncd models fetch musetalk`).") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"The config file {path} is not readable JSON ({error}); download it again "
-                         "with `lipsyncd models fetch musetalk`.") from error
-    if not isinstance(config, dict):
-        raise ModelError(f"The config file {path} does not hold a JSON object; download it again "
-                         "with `lipsyncd models fetch musetalk`.")
-    return config
 
 
 def _ready(module: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -132,12 +115,12 @@ class MuseTalkNetworks:
 def load_networks(files: MuseTalkFiles, device: str | torch.device = "cpu") -> MuseTalkNetworks:
     """Read, check and load all of MuseTalk from its official files (tens of seconds on CPU)."""
     networks = MuseTalkNetworks(
-        unet=build_unet(read_config(files.unet_config), read_weights(files.unet_weights),
+        unet=build_unet(checked_config(UNET_CONFIG, files.unet_config), read_weights(files.unet_weights),
                         files.unet_weights, files.unet_config),
-        vae=build_vae(read_config(files.vae_config), read_weights(files.vae_weights),
+        vae=build_vae(checked_config(VAE_CONFIG, files.vae_config), read_weights(files.vae_weights),
                       files.vae_weights, files.vae_config),
-        whisper=build_whisper_encoder(read_config(files.whisper_config), read_weights(files.whisper_weights),
-                                      files.whisper_weights, files.whisper_config),
-        features=feature_extractor(read_config(files.whisper_preprocessor)),
+        whisper=build_whisper_encoder(checked_config(WHISPER_CONFIG, files.whisper_config),
+                                      read_weights(files.whisper_weights), files.whisper_weights, files.whisper_config),
+        features=feature_extractor(checked_config(WHISPER_PREPROCESSOR, files.whisper_preprocessor)),
     )
     return networks.to(device)
