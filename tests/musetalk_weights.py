@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lipsyncd.engine.musetalk.networks import MuseTalkNetworks
 from weights import _uniform as uniform_rule_values  # the shared splitmix64 hash of the rule
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musetalk"
@@ -90,3 +91,22 @@ def write_official_layout(models_dir: Path) -> Path:
     for relative, network in ((UNET_WEIGHTS, "unet"), (VAE_WEIGHTS, "vae"), (WHISPER_WEIGHTS, "whisper")):
         torch.save(shapes_only(network), models_dir / relative)
     return models_dir
+
+
+@functools.cache
+def rule_networks() -> MuseTalkNetworks:
+    """All of MuseTalk with the rule's weights, on the CPU, built once per test process (the
+    UNet's tensors are those of :func:`rule_state_dict`, not a copy)."""
+    from lipsyncd.engine.musetalk.configs import read_config
+    from lipsyncd.engine.musetalk.layout import UNET_CONFIG, VAE_CONFIG, WHISPER_CONFIG, WHISPER_PREPROCESSOR
+    from lipsyncd.engine.musetalk.networks import build_unet, build_vae, build_whisper_encoder, feature_extractor
+
+    def config(relative: str) -> dict:
+        return read_config(FIXTURES / "models" / relative)
+
+    return MuseTalkNetworks(
+        unet=build_unet(config(UNET_CONFIG), rule_state_dict("unet")),
+        vae=build_vae(config(VAE_CONFIG), rule_state_dict("vae")),
+        whisper=build_whisper_encoder(config(WHISPER_CONFIG), rule_state_dict("whisper")),
+        features=feature_extractor(config(WHISPER_PREPROCESSOR)),
+    )

@@ -25,9 +25,9 @@ from lipsyncd.engine.audio import decode_audio
 from lipsyncd.engine.musetalk import audio, face, generate
 from lipsyncd.engine.musetalk.layout import VAE_CONFIG, VAE_WEIGHTS, WHISPER_CONFIG, WHISPER_PREPROCESSOR, WHISPER_WEIGHTS
 from lipsyncd.engine.musetalk.configs import read_config
-from lipsyncd.engine.musetalk.networks import build_unet, build_vae, build_whisper_encoder, feature_extractor
+from lipsyncd.engine.musetalk.networks import build_vae, build_whisper_encoder, feature_extractor
 from lipsyncd.engine.musetalk.weights import read_weights
-from musetalk_weights import FIXTURES, checksums, rule_state_dict
+from musetalk_weights import FIXTURES, checksums, rule_networks, rule_state_dict
 
 CONFIGS = FIXTURES / "models"
 FRAMES = ["input_frame_000013.png", "input_frame_000080.png"]
@@ -75,7 +75,7 @@ def vae(official_files: Path) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def unet() -> torch.nn.Module:
-    return build_unet(read_config(CONFIGS / "musetalkV15/musetalk.json"), rule_state_dict("unet"))
+    return rule_networks().unet  # 3.4 GB: from memory, shared with the other MuseTalk tests
 
 
 @pytest.fixture(scope="module")
