@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ def main() -> None:
         del row["_unet_out"], row["_faces"]
         print(json.dumps(row))
     result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "weights_generate_and_load_s": load_s, "rows": rows}
+              "cpu_load_average_1_5_15_min": os.getloadavg(), "weights_generate_and_load_s": load_s, "rows": rows}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
         result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9

@@ -218,6 +218,10 @@ def fetch(models_dir: str | Path, name: str, url: str | None = None,
     An already present, valid model is kept and not downloaded again.
     """
     model = model_spec(name)
+    if model.filename in musetalk_layout.OFFICIAL_FILES:
+        from .musetalk.verify import require_libraries
+
+        require_libraries()  # before a download of up to 3.4 GB that could not be checked
     dest = model_path(models_dir, name)
     if dest.is_file() and verify(models_dir, name).ok:
         return dest

@@ -104,3 +104,20 @@ def test_cli_installs_one_file(tmp_path: Path) -> None:
                                                str(source / layout.UNET_CONFIG), "--models-dir", str(folder)])
     assert result.exit_code == 0, result.output
     assert (folder / layout.UNET_CONFIG).is_file()
+
+
+def test_fetch_without_the_libraries_stops_before_downloading(tmp_path: Path, mirror: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_diffusers(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name == "diffusers":
+            raise ImportError("No module named 'diffusers'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_diffusers)
+    with pytest.raises(ModelError, match=r"pip install 'lipsyncd\[musetalk\]'"):
+        models.fetch(tmp_path / "models", "musetalk_unet")
+    assert not (tmp_path / "models").exists()
