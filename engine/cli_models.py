@@ -1,4 +1,4 @@
-"""``lipsyncd models``: list, fetch, verify and install the Wav2Lip model files.
+"""``lipsyncd models``: list, fetch, verify and install the model files (Wav2Lip, MuseTalk).
 
 The daemon's CLI mounts this group (``cli.add_command(models_group)``). The models folder is,
 first found wins: ``--models-dir``, the ``LIPSYNCD_MODELS_DIR`` environment variable, the
@@ -20,6 +20,7 @@ from .errors import ModelError
 
 DEFAULT_MODELS_DIR = Path("var/models")
 _NAMES = click.Choice(list(models.REGISTRY))
+_NAMES_OR_BUNDLES = click.Choice([*models.REGISTRY, *models.BUNDLES])
 
 
 def models_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,14 +54,14 @@ def _print_statuses(statuses: list[models.ModelStatus], as_json: bool) -> None:
     for s in statuses:
         size = f"{s.size / 1e6:.1f} MB" if s.size is not None else "-"
         state = "ok" if s.ok else ("missing" if not s.present else "BAD")
-        click.echo(f"{s.name:<12} {state:<8} {size:>10}  checksum {s.checksum:<8} {s.path}")
+        click.echo(f"{s.name:<25} {state:<8} {size:>10}  checksum {s.checksum:<8} {s.path}")
         if s.problem and s.present:
-            click.echo(f"{'':<12} {s.problem}")
+            click.echo(f"{'':<25} {s.problem}")
 
 
 @click.group("models")
 def models_group() -> None:
-    """Show, download, verify and install the Wav2Lip model files."""
+    """Show, download, verify and install the model files (Wav2Lip; MuseTalk: `musetalk` names all seven)."""
 
 
 @models_group.command("list")
@@ -72,27 +73,34 @@ def list_command(models_dir: Path | None, as_json: bool) -> None:
 
 
 @models_group.command("fetch")
-@click.argument("name", type=_NAMES)
-@click.option("--url", default=None, help="Download from this address instead of the built-in mirrors.")
+@click.argument("name", type=_NAMES_OR_BUNDLES)
+@click.option("--url", default=None, help="Download from this address instead of the built-in mirrors "
+                                          "(one model only).")
 @models_dir_option
 def fetch_command(name: str, url: str | None, models_dir: Path | None) -> None:
-    """Download model NAME (resumes an interrupted download) and check it."""
-    try:
-        path = models.fetch(resolve_models_dir(models_dir), name, url=url, progress=_Progress(name))
-    except ModelError as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(f"{name}: ready at {path}")
+    """Download model NAME, or every model of a bundle such as `musetalk` (resumes an
+    interrupted download) and check it."""
+    members = models.bundle_members(name)
+    if url and len(members) > 1:
+        raise click.ClickException(f"--url names one file, but {name} stands for {len(members)} models; "
+                                   "fetch them one by one to give each its address.")
+    for member in members:
+        try:
+            path = models.fetch(resolve_models_dir(models_dir), member, url=url, progress=_Progress(member))
+        except ModelError as error:
+            raise click.ClickException(str(error)) from error
+        click.echo(f"{member}: ready at {path}")
 
 
 @models_group.command("verify")
-@click.argument("name", type=_NAMES, required=False)
+@click.argument("name", type=_NAMES_OR_BUNDLES, required=False)
 @models_dir_option
 @_json_option
 def verify_command(name: str | None, models_dir: Path | None, as_json: bool) -> None:
-    """Check model NAME (default: every present model); exit status 1 if one is wrong."""
+    """Check model NAME or bundle (default: every present model); exit status 1 if one is wrong."""
     folder = resolve_models_dir(models_dir)
     if name:
-        statuses = [models.verify(folder, name)]
+        statuses = [models.verify(folder, member) for member in models.bundle_members(name)]
     else:
         statuses = [models.verify(folder, s.name) for s in models.list_models(folder) if s.present]
         if not statuses:

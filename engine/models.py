@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .musetalk import layout as musetalk_layout
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_done, bytes_total_or_None)`` while a download runs."""
@@ -34,6 +35,9 @@ CHUNK = 1 << 20
 ATTEMPTS_PER_URL = 3
 """A dropped connection is resumed this many times per mirror before trying the next one."""
 TIMEOUT_S = 60
+_MUSETALK_HF = "https://huggingface.co/TMElyralab/MuseTalk/resolve/main"
+_SD_VAE_HF = "https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main"
+_WHISPER_HF = "https://huggingface.co/openai/whisper-tiny/resolve/main"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class ModelSpec:
     sha256: str | None
     """Published sha256 of the official file; None where no trustworthy value was found."""
     about: str
+    approx_size: int | None = None
+    """About how many bytes the official file has (for display; the checks do not rely on it)."""
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -69,8 +75,78 @@ REGISTRY: dict[str, ModelSpec] = {
             sha256=None,  # no published checksum found that could be trusted
             about="Wav2Lip without the discriminator: slightly tighter sync, softer mouths",
         ),
+        # MuseTalk 1.5: seven files in the reference's download layout (sub-folders of the models
+        # folder). No checksum of them could be verified, so each is checked by its layout
+        # (engine/musetalk/verify.py); sizes are those of the files' contents, about.
+        ModelSpec(
+            name="musetalk_unet",
+            filename=musetalk_layout.UNET_WEIGHTS,
+            urls=(f"{_MUSETALK_HF}/{musetalk_layout.UNET_WEIGHTS}",),
+            sha256=None,
+            about="MuseTalk 1.5 UNet (TMElyralab/MuseTalk; code MIT, weights: see README)",
+            approx_size=3_400_000_000,
+        ),
+        ModelSpec(
+            name="musetalk_unet_config",
+            filename=musetalk_layout.UNET_CONFIG,
+            urls=(f"{_MUSETALK_HF}/{musetalk_layout.UNET_CONFIG}",),
+            sha256=None,
+            about="MuseTalk 1.5 UNet architecture (JSON)",
+            approx_size=1_000,
+        ),
+        ModelSpec(
+            name="sd_vae",
+            filename=musetalk_layout.VAE_WEIGHTS,
+            urls=(f"{_SD_VAE_HF}/diffusion_pytorch_model.bin",),
+            sha256=None,
+            about="Stable Diffusion VAE ft-MSE for MuseTalk (stabilityai/sd-vae-ft-mse, MIT)",
+            approx_size=335_000_000,
+        ),
+        ModelSpec(
+            name="sd_vae_config",
+            filename=musetalk_layout.VAE_CONFIG,
+            urls=(f"{_SD_VAE_HF}/config.json",),
+            sha256=None,
+            about="Stable Diffusion VAE architecture (JSON)",
+            approx_size=547,
+        ),
+        ModelSpec(
+            name="whisper_tiny",
+            filename=musetalk_layout.WHISPER_WEIGHTS,
+            urls=(f"{_WHISPER_HF}/pytorch_model.bin",),
+            sha256=None,
+            about="whisper-tiny audio encoder for MuseTalk (openai/whisper-tiny, Apache-2.0)",
+            approx_size=151_000_000,
+        ),
+        ModelSpec(
+            name="whisper_tiny_config",
+            filename=musetalk_layout.WHISPER_CONFIG,
+            urls=(f"{_WHISPER_HF}/config.json",),
+            sha256=None,
+            about="whisper-tiny architecture (JSON)",
+            approx_size=2_000,
+        ),
+        ModelSpec(
+            name="whisper_tiny_preprocessor",
+            filename=musetalk_layout.WHISPER_PREPROCESSOR,
+            urls=(f"{_WHISPER_HF}/preprocessor_config.json",),
+            sha256=None,
+            about="whisper-tiny log-mel feature parameters (JSON)",
+            approx_size=200_000,
+        ),
     )
 }
+
+BUNDLES: dict[str, tuple[str, ...]] = {
+    "musetalk": ("musetalk_unet", "musetalk_unet_config", "sd_vae", "sd_vae_config",
+                 "whisper_tiny", "whisper_tiny_config", "whisper_tiny_preprocessor"),
+}
+"""Names that stand for several models at once (``lipsyncd models fetch musetalk``)."""
+
+
+def bundle_members(name: str) -> tuple[str, ...]:
+    """The models a name stands for: a bundle's members, or the model itself."""
+    return BUNDLES.get(name) or (model_spec(name).name,)
 
 
 @dataclass(frozen=True)
@@ -142,6 +218,10 @@ def fetch(models_dir: str | Path, name: str, url: str | None = None,
     An already present, valid model is kept and not downloaded again.
     """
     model = model_spec(name)
+    if model.filename in musetalk_layout.OFFICIAL_FILES:
+        from .musetalk.verify import require_libraries
+
+        require_libraries()  # before a download of up to 3.4 GB that could not be checked
     dest = model_path(models_dir, name)
     if dest.is_file() and verify(models_dir, name).ok:
         return dest
@@ -176,7 +256,7 @@ def install_file(models_dir: str | Path, name: str, src: str | Path) -> Path:
     _check(model, src, f"{src} was not installed")
     dest = model_path(models_dir, name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".install", dir=dest.parent)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".install", dir=dest.parent)
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as out, src.open("rb") as data:
@@ -210,13 +290,24 @@ def _problem(model: ModelSpec, path: Path, deep: bool) -> tuple[str, str | None]
                             f"from the published {model.sha256[:12]}...); it is damaged, "
                             "incomplete, or a different file.")
     if deep:
-        from .wav2lip import read_state_dict  # torch loads only when a layout check is due
-
         try:
-            read_state_dict(path)
+            _check_layout(model, path)
         except ModelError as error:
             return "unknown", str(error)
     return "unknown", None
+
+
+def _check_layout(model: ModelSpec, path: Path) -> None:
+    """ModelError unless ``path`` has the layout of ``model``'s official file."""
+    # torch and the networks load only when a layout check is due
+    if model.filename in musetalk_layout.OFFICIAL_FILES:
+        from .musetalk.verify import check_file
+
+        check_file(model.filename, path)
+    else:
+        from .wav2lip import read_state_dict
+
+        read_state_dict(path)
 
 
 def _status(models_dir: str | Path, name: str, deep: bool) -> ModelStatus:
