@@ -156,15 +156,17 @@ def test_crop_reproduces_reference_input(entries: list[dict], images: list[np.nd
         step = 1.25 * extent / 192
         centre = xy.mean(axis=0) + 0.5 - 0.5 * step
         box = np.concatenate([centre - extent / 2, centre + extent / 2])[None]
-        origins, steps = crop_geometry(box, scale=1.25)
-        rgb = crop(frame, origins[0], steps[0])
+        rgb = crop(frame, crop_geometry(box, scale=1.25)[0])
         assert np.abs(rgb.astype(int) - reference).max() <= 1  # warpAffine's fixed-point rounding
 
 
 def test_crop_geometry_is_square_and_centred() -> None:
-    origins, steps = crop_geometry(np.array([[10.0, 20.0, 50.0, 120.0]]), scale=1.5)
-    np.testing.assert_allclose(steps, [150 / 192])
-    np.testing.assert_allclose(origins, [[30 - 75, 70 - 75]])
+    transform = crop_geometry(np.array([[10.0, 20.0, 50.0, 120.0]]), scale=1.5)[0]
+    step = 150 / 192
+    np.testing.assert_allclose(transform, [[step, 0, 30 - 75], [0, step, 70 - 75]])
+    turned = crop_geometry(np.array([[10.0, 20.0, 50.0, 120.0]]), scale=1.5, angles=[np.pi / 2])[0]
+    np.testing.assert_allclose(turned @ [96, 96, 1], [30, 70])       # same centre
+    np.testing.assert_allclose(turned[:, :2] @ [1, 0], [0, step], atol=1e-12)  # crop x runs down the frame
 
 
 # --- pipeline level -----------------------------------------------------------------------------

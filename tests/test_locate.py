@@ -27,7 +27,7 @@ class Scene:
             out.append([] if box is None else [Detection(box, 0.9, np.zeros((6, 2)))])
         return out
 
-    def landmarks(self, frames, boxes):
+    def landmarks(self, frames, boxes, angles=None):
         """Presence is high only when the box given overlaps the true face of that frame."""
         presence = []
         for f, b in zip(frames, boxes):

@@ -1,22 +1,31 @@
-"""Finding the one face to re-animate in each frame: detector → choice → mesh.
+"""Finding the one face to re-animate in each frame: detector → choice → mesh, following the mesh.
 
-The detector runs on every few frames and wherever the face is lost, so faces that appear,
-leave or change with a cut are found again at once; the mesh gives the lips and jaw precisely
-in every frame. When several faces are present,
-the one chosen in the previous frame is kept while it is still there (no flicking between two
-speakers), otherwise the largest or the most central one is taken, as the job asks.
+The detector runs on every few frames and wherever there is no face to follow, so faces that
+appear, leave or change with a cut are found again at once; the mesh gives the lips and jaw
+precisely in every frame and its own presence score says whether the face is still there. A
+detector that finds nothing on a frame where the mesh still sees the face is *no new evidence*,
+not "no face": BlazeFace misses clearly visible faces now and then (glasses, motion blur), so the
+mesh keeps following from where it last saw the face, and only the mesh losing it ends the
+following. Where nothing is found upright, the detector also looks at the frame turned by a
+quarter, a half and three quarters, so a face lying sideways (a phone clip that plays sideways)
+is found too; the mesh's crop is turned upright by the face's roll.
+
+When several faces are present, the one chosen in the previous frame is kept while it is still
+there (no flicking between two speakers), otherwise the largest or the most central one is
+taken, as the job asks.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 
 from .detector import Detection, FaceDetector
-from .mesh import FaceMesh
+from .mesh import FaceMesh, roll
 from .track import KEPT, MIN_PRESENCE, box_iou
 
 KEEP_IOU = 0.3
@@ -24,30 +33,44 @@ KEEP_IOU = 0.3
 Box = tuple[float, float, float, float]
 
 
+class Guide(NamedTuple):
+    """Where the mesh looks for the face in a frame: a box (x0, y0, x1, y1) and the face's roll."""
+
+    box: Box
+    roll: float
+
+
 class Detects(Protocol):
     def detect(self, frames_bgr: Sequence[np.ndarray]) -> list[list[Detection]]: ...
 
 
 class Landmarks(Protocol):
-    def landmarks(self, frames_bgr: Sequence[np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def landmarks(self, frames_bgr: Sequence[np.ndarray], boxes: np.ndarray,
+                  angles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class FaceLocator:
     """Callable (frames BGR) → for each frame, the chosen face's kept landmarks or None.
 
-    Stateful across calls (it remembers the last choice), so use one instance per video:
+    Stateful across calls (it remembers the face it follows), so use one instance per video:
     :meth:`for_video`.
     """
 
     detect_every = 4
     """Frames between detector runs while a face is followed (the mesh runs on every frame and
     says when it lost the face, which brings the detector back at once)."""
+    misses_keep_face = True
+    """A detector miss while the mesh still sees the face keeps following it. Only a mesh whose
+    presence score means something can say that; without one, a miss ends the following."""
+    search_turns = (1, 3, 2)
+    """Quarter turns (``np.rot90``) the detector also tries where it finds nothing upright and no
+    face is followed: sideways first, the likelier way a phone clip is turned."""
 
     def __init__(self, detector: Detects, mesh: Landmarks, choice: str = "largest") -> None:
         self.detector = detector
         self.mesh = mesh
         self.choice = choice
-        self._last: Box | None = None
+        self._carried: Guide | None = None
         self._count = 0
 
     @classmethod
@@ -59,55 +82,107 @@ class FaceLocator:
         return type(self)(self.detector, self.mesh, choice)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """Each frame's chosen face, resolved by rounds until nothing new can be tried.
+
+        A round plans every frame's guide from the evidence so far (detections, and the mesh box
+        of a frame before one where the guide failed), runs the mesh on every frame with a guide
+        not yet tried there, and runs the detector on frames left without a face. The mesh runs in
+        batches however the evidence falls; a frame is faceless only when neither a detection nor
+        the mesh of the frame before it gives a guide under which the mesh sees a face.
+        """
+        n = len(frames)
         found: dict[int, list[Detection]] = {}
+        anchors: dict[int, Guide] = {}
+        tried: dict[int, set[Guide]] = defaultdict(set)
+        turned: set[int] = set()
+        points: list[np.ndarray | None] = [None] * n
+        self._detect(frames, found, [i for i in range(n) if self._due(i)])
+        while True:
+            guides = self._guides(frames, found, anchors)
+            todo = [i for i in range(n) if points[i] is None and guides[i] is not None and guides[i] not in tried[i]]
+            if todo:
+                self._follow(frames, todo, guides, tried, points)
+                for i in todo:
+                    if points[i] is None and i > 0 and points[i - 1] is not None:
+                        anchors[i - 1] = _guide_of(points[i - 1])
+                continue
+            search = [i for i in range(n) if points[i] is None and i not in found]
+            if search:
+                self._detect(frames, found, search)
+                continue
+            sideways = [i for i in range(n) if points[i] is None and not found[i] and self._due(i) and i not in turned]
+            if not sideways:
+                break
+            self._detect_turned(frames, found, sideways)
+            turned.update(sideways)
+        self._count += n
+        self._carried = _guide_of(points[-1]) if n and points[-1] is not None else None
+        return [None if p is None else p[KEPT, :2].astype(np.float32) for p in points]
 
-        def detect(indices: list[int]) -> None:
-            if indices:
-                found.update(zip(indices, self.detector.detect([frames[i] for i in indices])))
+    def _due(self, i: int) -> bool:
+        """Whether frame ``i`` of this call is one the detector runs on whatever the mesh says."""
+        return (self._count + i) % self.detect_every == 0
 
-        # The detector runs on every ``detect_every``-th frame, and on any frame that has no face to
-        # follow yet or whose mesh lost the face: a face that appears, moves fast or changes with
-        # a cut is found on that very frame; in between, the last detection's box guides the mesh.
-        detect([i for i in range(len(frames)) if (self._count + i) % self.detect_every == 0])
-        boxes = self._assign(frames, found)
-        detect([i for i, box in enumerate(boxes) if box is None and i not in found])
-        boxes = self._assign(frames, found)
-        result: list[np.ndarray | None] = [None] * len(frames)
-        todo = [i for i, box in enumerate(boxes) if box is not None]
-        while todo:
-            points, presence = self.mesh.landmarks([frames[i] for i in todo], np.array([boxes[i] for i in todo]))
-            for k, i in enumerate(todo):
-                if presence[k] >= MIN_PRESENCE:
-                    result[i] = points[k, KEPT, :2].astype(np.float32)
-            lost = [i for i in todo if result[i] is None and i not in found]
-            detect(lost)
-            boxes = self._assign(frames, found)
-            todo = [i for i in lost if boxes[i] is not None]
-        self._count += len(frames)
-        self._last = boxes[-1] if boxes else self._last
-        return result
+    def _follow(self, frames: Sequence[np.ndarray], todo: list[int], guides: list[Guide | None],
+                tried: dict[int, set[Guide]], points: list[np.ndarray | None]) -> None:
+        """Run the mesh on frames ``todo`` from their guides; keep the points where it sees a face."""
+        plan = [guides[i] for i in todo]
+        mesh, presence = self.mesh.landmarks([frames[i] for i in todo], np.array([g.box for g in plan]),
+                                             np.array([g.roll for g in plan]))
+        for k, i in enumerate(todo):
+            tried[i].add(plan[k])
+            if presence[k] >= MIN_PRESENCE:
+                points[i] = mesh[k]
 
-    def _assign(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]]) -> list[Box | None]:
-        """The box the mesh starts from in each frame: the chosen detection where the detector
-        ran, else the last one chosen before it (starting from the previous chunk's last)."""
-        boxes: list[Box | None] = []
-        last = self._last
+    def _detect(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int]) -> None:
+        if indices:
+            found.update(zip(indices, self.detector.detect([frames[i] for i in indices])))
+
+    def _detect_turned(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
+                       indices: list[int]) -> None:
+        """Look for faces lying sideways or upside down: the detector on the frames turned by each
+        of :attr:`search_turns` in turn, until one finds a face; detections in frame pixels."""
+        for turns in self.search_turns:
+            empty = [i for i in indices if not found[i]]
+            if not empty:
+                return
+            turned = self.detector.detect([np.ascontiguousarray(np.rot90(frames[i], turns)) for i in empty])
+            for i, faces in zip(empty, turned):
+                height, width = frames[i].shape[:2]
+                found[i] = [face.unturned(turns, width, height) for face in faces]
+
+    def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
+                anchors: dict[int, Guide]) -> list[Guide | None]:
+        """The guide of each frame: the newest evidence at or before it. A chosen detection on the
+        frame itself, else the mesh of the frame before (where it was anchored), else whatever
+        guided the frame before (a detector miss changes nothing). None: no face to follow."""
+        guides: list[Guide | None] = []
+        last = self._carried
         for i, frame in enumerate(frames):
-            if i in found:
+            last = anchors.get(i - 1, last)
+            if found.get(i):
                 pick = self._choose(found[i], last, frame.shape[1], frame.shape[0])
-                last = pick.box if pick else None
-            boxes.append(last)
-        return boxes
+                last = Guide(pick.box, pick.roll) if pick else last
+            elif i in found and not self.misses_keep_face:
+                last = None
+            guides.append(last)
+        return guides
 
-    def _choose(self, found: list[Detection], last: Box | None, width: int, height: int) -> Detection | None:
-        if not found:
-            return None
+    def _choose(self, found: list[Detection], last: Guide | None, width: int, height: int) -> Detection | None:
         if last is not None:
-            same = max(found, key=lambda d: box_iou(d.box, last))
-            if box_iou(same.box, last) >= KEEP_IOU:
+            same = max(found, key=lambda d: box_iou(d.box, last.box))
+            if box_iou(same.box, last.box) >= KEEP_IOU:
                 return same
         if self.choice == "center":
             cx, cy = width / 2, height / 2
             return min(found, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
         return max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
 
+
+def _guide_of(points: np.ndarray) -> Guide:
+    """The guide a mesh gives the next frame: its bounding box and its roll (upright where the
+    landmarks lack the eye corners: FAN fills only the kept rows)."""
+    xy = points[:, :2]
+    box = np.concatenate([np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)])
+    angle = float(roll(points[None])[0])
+    return Guide(tuple(float(v) for v in box), angle if np.isfinite(angle) else 0.0)
