@@ -6,9 +6,12 @@ precisely in every frame and its own presence score says whether the face is sti
 detector that finds nothing on a frame where the mesh still sees the face is *no new evidence*,
 not "no face": BlazeFace misses clearly visible faces now and then (glasses, motion blur), so the
 mesh keeps following from where it last saw the face, and only the mesh losing it ends the
-following. Where nothing is found upright, the detector also looks at the frame turned by a
-quarter, a half and three quarters, so a face lying sideways (a phone clip that plays sideways)
-is found too; the mesh's crop is turned upright by the face's roll.
+following.
+
+Faces at any roll: while no face is followed, the detector looks at each frame upright and
+turned by a quarter, a half and three quarters, and keeps the turn that scores best, so a face
+lying sideways (a phone clip that plays sideways) is found; while one is followed, the detector
+looks at the frame turned so that face is upright, and the mesh's crop is turned by its roll.
 
 When several faces are present, the one chosen in the previous frame is kept while it is still
 there (no flicking between two speakers), otherwise the largest or the most central one is
@@ -27,6 +30,7 @@ import torch
 from .detector import Detection, FaceDetector
 from .mesh import FaceMesh, roll
 from .track import KEPT, MIN_PRESENCE, box_iou
+from .turns import upright_turns
 
 KEEP_IOU = 0.3
 """A detection overlapping the previous frame's choice this much is taken to be the same face."""
@@ -63,8 +67,7 @@ class FaceLocator:
     """A detector miss while the mesh still sees the face keeps following it. Only a mesh whose
     presence score means something can say that; without one, a miss ends the following."""
     search_turns = (1, 3, 2)
-    """Quarter turns (``np.rot90``) the detector also tries where it finds nothing upright and no
-    face is followed: sideways first, the likelier way a phone clip is turned."""
+    """Quarter turns (``np.rot90``) the detector also tries where no face is followed yet."""
 
     def __init__(self, detector: Detects, mesh: Landmarks, choice: str = "largest") -> None:
         self.detector = detector
@@ -94,9 +97,12 @@ class FaceLocator:
         found: dict[int, list[Detection]] = {}
         anchors: dict[int, Guide] = {}
         tried: dict[int, set[Guide]] = defaultdict(set)
-        turned: set[int] = set()
         points: list[np.ndarray | None] = [None] * n
-        self._detect(frames, found, [i for i in range(n) if self._due(i)])
+        due = [i for i in range(n) if (self._count + i) % self.detect_every == 0]
+        if self._carried is None:
+            self._acquire(frames, found, due)
+        else:
+            self._detect(frames, found, due, self._carried)
         while True:
             guides = self._guides(frames, found, anchors)
             todo = [i for i in range(n) if points[i] is None and guides[i] is not None and guides[i] not in tried[i]]
@@ -107,21 +113,13 @@ class FaceLocator:
                         anchors[i - 1] = _guide_of(points[i - 1])
                 continue
             search = [i for i in range(n) if points[i] is None and i not in found]
-            if search:
-                self._detect(frames, found, search)
-                continue
-            sideways = [i for i in range(n) if points[i] is None and not found[i] and self._due(i) and i not in turned]
-            if not sideways:
+            if not search:
                 break
-            self._detect_turned(frames, found, sideways)
-            turned.update(sideways)
+            for guide in {guides[i] for i in search}:
+                self._detect(frames, found, [i for i in search if guides[i] == guide], guide)
         self._count += n
         self._carried = _guide_of(points[-1]) if n and points[-1] is not None else None
         return [None if p is None else p[KEPT, :2].astype(np.float32) for p in points]
-
-    def _due(self, i: int) -> bool:
-        """Whether frame ``i`` of this call is one the detector runs on whatever the mesh says."""
-        return (self._count + i) % self.detect_every == 0
 
     def _follow(self, frames: Sequence[np.ndarray], todo: list[int], guides: list[Guide | None],
                 tried: dict[int, set[Guide]], points: list[np.ndarray | None]) -> None:
@@ -134,22 +132,35 @@ class FaceLocator:
             if presence[k] >= MIN_PRESENCE:
                 points[i] = mesh[k]
 
-    def _detect(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int]) -> None:
+    def _detect(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int],
+                guide: Guide | None) -> None:
+        """The detector on frames ``indices``, turned so that the face ``guide`` follows (if any)
+        is upright: on a face lying sideways, the upright detector finds nothing or fires with
+        keypoints that mean nothing."""
         if indices:
-            found.update(zip(indices, self.detector.detect([frames[i] for i in indices])))
+            found.update(zip(indices, self._turned_detect([frames[i] for i in indices],
+                                                          int(upright_turns(guide.roll)) if guide else 0)))
 
-    def _detect_turned(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
-                       indices: list[int]) -> None:
-        """Look for faces lying sideways or upside down: the detector on the frames turned by each
-        of :attr:`search_turns` in turn, until one finds a face; detections in frame pixels."""
+    def _acquire(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int]) -> None:
+        """Look for a face to follow on frames ``indices``: the detector on each frame upright and
+        turned by each of :attr:`search_turns`, keeping per frame the faces of the turn with the
+        best score. A face lying sideways scores low upright (if found at all), high turned."""
+        if not indices:
+            return
+        chosen = self._turned_detect([frames[i] for i in indices], 0)
         for turns in self.search_turns:
-            empty = [i for i in indices if not found[i]]
-            if not empty:
-                return
-            turned = self.detector.detect([np.ascontiguousarray(np.rot90(frames[i], turns)) for i in empty])
-            for i, faces in zip(empty, turned):
-                height, width = frames[i].shape[:2]
-                found[i] = [face.unturned(turns, width, height) for face in faces]
+            turned = self._turned_detect([frames[i] for i in indices], turns)
+            chosen = [other if other and (not faces or other[0].score > faces[0].score) else faces
+                      for faces, other in zip(chosen, turned)]
+        found.update(zip(indices, chosen))
+
+    def _turned_detect(self, frames: Sequence[np.ndarray], turns: int) -> list[list[Detection]]:
+        """The detector on ``np.rot90(frame, turns)`` of each frame, detections in frame pixels."""
+        if turns == 0:
+            return self.detector.detect(frames)
+        found = self.detector.detect([np.ascontiguousarray(np.rot90(frame, turns)) for frame in frames])
+        return [[face.unturned(turns, frame.shape[1], frame.shape[0]) for face in faces]
+                for frame, faces in zip(frames, found)]
 
     def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
                 anchors: dict[int, Guide]) -> list[Guide | None]:
@@ -162,11 +173,20 @@ class FaceLocator:
             last = anchors.get(i - 1, last)
             if found.get(i):
                 pick = self._choose(found[i], last, frame.shape[1], frame.shape[0])
-                last = Guide(pick.box, pick.roll) if pick else last
+                last = self._guide_from(pick, last)
             elif i in found and not self.misses_keep_face:
                 last = None
             guides.append(last)
         return guides
+
+    @staticmethod
+    def _guide_from(pick: Detection, last: Guide | None) -> Guide:
+        """The guide a detection gives. Its box always; its roll unless it contradicts the roll of
+        the face followed by more than 45°: the upright detector sometimes fires on a face lying
+        sideways, with keypoints that mean nothing, and the mesh knows the roll better."""
+        if last is not None and abs(_wrap(pick.roll - last.roll)) > np.pi / 4:
+            return Guide(pick.box, last.roll)
+        return Guide(pick.box, pick.roll)
 
     def _choose(self, found: list[Detection], last: Guide | None, width: int, height: int) -> Detection | None:
         if last is not None:
@@ -177,6 +197,11 @@ class FaceLocator:
             cx, cy = width / 2, height / 2
             return min(found, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
         return max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+
+
+def _wrap(angle: float) -> float:
+    """An angle difference brought into [-π, π)."""
+    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 def _guide_of(points: np.ndarray) -> Guide:
