@@ -32,6 +32,16 @@ def jitter(boxes: np.ndarray) -> float:
     return float(steps.std(axis=0).max()) if len(steps) > 1 else 0.0
 
 
+def shake(boxes: np.ndarray) -> float:
+    """The noise left in the box centre, apart from motion: the standard deviation of its second
+    difference (its per-frame change of step) divided by √6, which for white noise added to a
+    smooth path is the noise's own standard deviation. The larger of x and y."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    second = np.diff(centre, n=2, axis=0)
+    second = second[~np.isnan(second).any(axis=1)]
+    return float(second.std(axis=0).max() / np.sqrt(6)) if len(second) > 1 else 0.0
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -54,7 +64,7 @@ def run_clip(video: Path, rotate: int, smooth_frames: int) -> dict[str, object]:
         "with_face": int(track.has_face.sum()), "full_weight": int((track.fade >= 1).sum()),
         "missing": [int(i) for i in np.flatnonzero(~track.has_face)][:40],
         "partial": [int(i) for i in np.flatnonzero((track.fade < 1) & track.has_face)][:40],
-        "jitter_px": round(jitter(track.boxes), 3),
+        "jitter_px": round(jitter(track.boxes), 3), "shake_px": round(shake(track.boxes), 3),
         "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "ms_per_frame": round(1000 * wall / len(track), 1),
     }
 
@@ -73,7 +83,7 @@ def main() -> None:
         row = run_clip(video, args.rotate, args.smooth_frames)
         rows.append(row)
         print(f"{row['clip'][:48]:48s} rot {row['rotate']:3d}  face {row['with_face']:4d}/{row['frames']:<4d} "
-              f"full {row['full_weight']:4d}  jitter {row['jitter_px']:5.2f} px  "
+              f"full {row['full_weight']:4d}  jitter {row['jitter_px']:5.2f} shake {row['shake_px']:5.2f} px  "
               f"{row['wall_s']:6.2f} s wall {row['cpu_s']:6.2f} s cpu  {row['ms_per_frame']:5.1f} ms/frame", flush=True)
         if row["missing"] or row["partial"]:
             print(f"    missing {row['missing']}\n    partial {row['partial']}", flush=True)

@@ -32,7 +32,7 @@ class Scene:
         presence = []
         for f, b in zip(frames, boxes):
             true = self.faces[int(f[0, 0, 0])]
-            presence.append(0.9 if true is not None and abs(true[0] - b[0]) < 20 else 0.1)
+            presence.append(1.0 if true is not None and abs(true[0] - b[0]) < 20 else 0.1)
         points = np.zeros((len(frames), NUM_POINTS, 3), np.float32)
         points[:, :, 0] = np.asarray(boxes)[:, :1]
         return points, np.array(presence)
@@ -50,7 +50,8 @@ def test_steady_face_runs_the_detector_every_fourth_frame():
     scene = Scene([(30.0, 30.0, 70.0, 70.0)] * 16)
     found = run(scene, 16)
     assert all(f is not None for f in found)
-    assert scene.detected == [0, 4, 8, 12]
+    # Before a face is followed (the first chunk) each detection also tries three quarter turns.
+    assert sorted(scene.detected) == [0] * 4 + [4] * 4 + [8, 12]
 
 
 def test_face_appearing_between_detections_is_found_on_its_first_frame():

@@ -174,6 +174,7 @@ class FanLocator(FaceLocator):
 
     detect_every = 1  # FAN has no face-presence score to say when it lost the face: detect every frame
     misses_keep_face = False  # ... and where S3FD finds nothing, there is no face
+    refine = False  # FAN aligns the face in its box itself: a second run would answer the same
     search_turns = ()  # S3FD takes seconds a frame on a CPU: no turned retries
 
     @classmethod

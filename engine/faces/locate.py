@@ -66,6 +66,11 @@ class FaceLocator:
     misses_keep_face = True
     """A detector miss while the mesh still sees the face keeps following it. Only a mesh whose
     presence score means something can say that; without one, a miss ends the following."""
+    refine = True
+    """Run the mesh a second time on every face, cropped around its own first answer. The mesh's
+    answer moves with where its crop sits (up to 5 px on a 140 px face cropped from a box 12 px
+    behind it); cropped around its own answer it lands within 0.2 px of the truth, so the track
+    no longer jumps each time a new detection places the crops."""
     search_turns = (1, 3, 2)
     """Quarter turns (``np.rot90``) the detector also tries where no face is followed yet."""
 
@@ -104,12 +109,16 @@ class FaceLocator:
         else:
             self._detect(frames, found, due, self._carried)
         while True:
-            guides = self._guides(frames, found, anchors)
+            guides, picked = self._guides(frames, found, anchors)
             todo = [i for i in range(n) if points[i] is None and guides[i] is not None and guides[i] not in tried[i]]
             if todo:
                 self._follow(frames, todo, guides, tried, points)
                 for i in todo:
-                    if points[i] is None and i > 0 and points[i - 1] is not None:
+                    if points[i] is not None:
+                        continue
+                    if i in picked:  # a detection the mesh does not confirm is no evidence
+                        found[i] = [face for face in found[i] if face is not picked[i]]
+                    if i > 0 and points[i - 1] is not None:
                         anchors[i - 1] = _guide_of(points[i - 1])
                 continue
             search = [i for i in range(n) if points[i] is None and i not in found]
@@ -117,6 +126,8 @@ class FaceLocator:
                 break
             for guide in {guides[i] for i in search}:
                 self._detect(frames, found, [i for i in search if guides[i] == guide], guide)
+        if self.refine:
+            self._refine(frames, points)
         self._count += n
         self._carried = _guide_of(points[-1]) if n and points[-1] is not None else None
         return [None if p is None else p[KEPT, :2].astype(np.float32) for p in points]
@@ -132,6 +143,18 @@ class FaceLocator:
             if presence[k] >= MIN_PRESENCE:
                 points[i] = mesh[k]
 
+    def _refine(self, frames: Sequence[np.ndarray], points: list[np.ndarray | None]) -> None:
+        """Re-run the mesh on each face from its own answer (see :attr:`refine`), in place."""
+        faces = [i for i, p in enumerate(points) if p is not None]
+        if not faces:
+            return
+        guides = [_guide_of(points[i]) for i in faces]
+        mesh, presence = self.mesh.landmarks([frames[i] for i in faces], np.array([g.box for g in guides]),
+                                             np.array([g.roll for g in guides]))
+        for k, i in enumerate(faces):
+            if presence[k] >= MIN_PRESENCE:
+                points[i] = mesh[k]
+
     def _detect(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int],
                 guide: Guide | None) -> None:
         """The detector on frames ``indices``, turned so that the face ``guide`` follows (if any)
@@ -143,16 +166,16 @@ class FaceLocator:
 
     def _acquire(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int]) -> None:
         """Look for a face to follow on frames ``indices``: the detector on each frame upright and
-        turned by each of :attr:`search_turns`, keeping per frame the faces of the turn with the
-        best score. A face lying sideways scores low upright (if found at all), high turned."""
+        turned by each of :attr:`search_turns`; all their faces are candidates, best score first.
+        The detector's score cannot tell the turn (it finds an upright face upside down almost as
+        surely, and fires on a sideways face upright): the mesh can, and rejects the wrong ones."""
         if not indices:
             return
-        chosen = self._turned_detect([frames[i] for i in indices], 0)
+        candidates = self._turned_detect([frames[i] for i in indices], 0)
         for turns in self.search_turns:
             turned = self._turned_detect([frames[i] for i in indices], turns)
-            chosen = [other if other and (not faces or other[0].score > faces[0].score) else faces
-                      for faces, other in zip(chosen, turned)]
-        found.update(zip(indices, chosen))
+            candidates = [faces + more for faces, more in zip(candidates, turned)]
+        found.update((i, sorted(faces, key=lambda face: -face.score)) for i, faces in zip(indices, candidates))
 
     def _turned_detect(self, frames: Sequence[np.ndarray], turns: int) -> list[list[Detection]]:
         """The detector on ``np.rot90(frame, turns)`` of each frame, detections in frame pixels."""
@@ -163,21 +186,23 @@ class FaceLocator:
                 for frame, faces in zip(frames, found)]
 
     def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
-                anchors: dict[int, Guide]) -> list[Guide | None]:
+                anchors: dict[int, Guide]) -> tuple[list[Guide | None], dict[int, Detection]]:
         """The guide of each frame: the newest evidence at or before it. A chosen detection on the
         frame itself, else the mesh of the frame before (where it was anchored), else whatever
-        guided the frame before (a detector miss changes nothing). None: no face to follow."""
+        guided the frame before (a detector miss changes nothing). None: no face to follow.
+        Also returns the detection chosen on each frame where one was."""
         guides: list[Guide | None] = []
+        picked: dict[int, Detection] = {}
         last = self._carried
         for i, frame in enumerate(frames):
             last = anchors.get(i - 1, last)
             if found.get(i):
-                pick = self._choose(found[i], last, frame.shape[1], frame.shape[0])
-                last = self._guide_from(pick, last)
+                picked[i] = self._choose(found[i], last, frame.shape[1], frame.shape[0])
+                last = self._guide_from(picked[i], last)
             elif i in found and not self.misses_keep_face:
                 last = None
             guides.append(last)
-        return guides
+        return guides, picked
 
     @staticmethod
     def _guide_from(pick: Detection, last: Guide | None) -> Guide:
@@ -188,7 +213,7 @@ class FaceLocator:
             return Guide(pick.box, last.roll)
         return Guide(pick.box, pick.roll)
 
-    def _choose(self, found: list[Detection], last: Guide | None, width: int, height: int) -> Detection | None:
+    def _choose(self, found: list[Detection], last: Guide | None, width: int, height: int) -> Detection:
         if last is not None:
             same = max(found, key=lambda d: box_iou(d.box, last.box))
             if box_iou(same.box, last.box) >= KEEP_IOU:
