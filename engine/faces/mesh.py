@@ -2,9 +2,10 @@
 
 The model sees a 192×192 RGB crop scaled to [0, 1], a square around the face; it returns the
 points in crop pixels (z in the same unit as x, negative towards the camera) and a logit that a
-face is there at all. We crop axis-aligned, centred on the given box, with a side of
-:data:`CROP_SCALE` times the box's larger extent, and map the points back to frame pixels
-(continuous coordinates, as in :mod:`.detector`).
+face is there at all. As MediaPipe's graph does, we crop a square centred on the given box, with
+a side of :data:`CROP_SCALE` times the box's larger extent, turned by the face's roll so the face
+is upright in the crop (the model only knows upright faces: a crop a quarter turn off says "no
+face"), and map the points back to frame pixels (continuous coordinates, as in :mod:`.detector`).
 
 The index sets below are MediaPipe's own (``face_mesh_connections.py``), ordered as closed
 contours so they can be drawn or filled directly.
