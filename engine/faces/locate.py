@@ -8,10 +8,10 @@ not "no face": BlazeFace misses clearly visible faces now and then (glasses, mot
 mesh keeps following from where it last saw the face, and only the mesh losing it ends the
 following.
 
-Faces at any roll: while no face is followed, the detector looks at each frame upright and
-turned by a quarter, a half and three quarters, and keeps the turn that scores best, so a face
-lying sideways (a phone clip that plays sideways) is found; while one is followed, the detector
-looks at the frame turned so that face is upright, and the mesh's crop is turned by its roll.
+Faces at any roll: where the detector finds no face upright that the mesh confirms, it looks at
+the frame turned by a quarter, three quarters and a half, so a face lying sideways (a phone clip
+that plays sideways) is found; while one is followed, the detector looks at the frame turned so
+that face is upright, and the mesh's crop is turned by its roll.
 
 When several faces are present, the one chosen in the previous frame is kept while it is still
 there (no flicking between two speakers), otherwise the largest or the most central one is
@@ -34,6 +34,10 @@ from .turns import upright_turns
 
 KEEP_IOU = 0.3
 """A detection overlapping the previous frame's choice this much is taken to be the same face."""
+SETTLED = 0.01
+"""A mesh answer whose box moved less than this fraction of its size when re-cropped around it
+has settled (see :meth:`FaceLocator._refine`)."""
+MAX_REFINE = 4
 Box = tuple[float, float, float, float]
 
 
@@ -67,12 +71,14 @@ class FaceLocator:
     """A detector miss while the mesh still sees the face keeps following it. Only a mesh whose
     presence score means something can say that; without one, a miss ends the following."""
     refine = True
-    """Run the mesh a second time on every face, cropped around its own first answer. The mesh's
-    answer moves with where its crop sits (up to 5 px on a 140 px face cropped from a box 12 px
-    behind it); cropped around its own answer it lands within 0.2 px of the truth, so the track
-    no longer jumps each time a new detection places the crops."""
+    """Where the mesh answered from a detection's box, run it a second time cropped around its own
+    first answer, and guide the frames after it by that. The mesh's answer moves with where its
+    crop sits: from a detector box, whose shape is not the mesh's, up to 5 px on a 140 px face;
+    cropped around a mesh's answer, within a pixel. So the track no longer jumps each time a new
+    detection places the crops."""
     search_turns = (1, 3, 2)
-    """Quarter turns (``np.rot90``) the detector also tries where no face is followed yet."""
+    """Quarter turns (``np.rot90``) the detector also tries on its every-few-frames runs where
+    nothing it found upright was confirmed by the mesh."""
 
     def __init__(self, detector: Detects, mesh: Landmarks, choice: str = "largest") -> None:
         self.detector = detector
@@ -104,15 +110,27 @@ class FaceLocator:
         tried: dict[int, set[Guide]] = defaultdict(set)
         points: list[np.ndarray | None] = [None] * n
         due = [i for i in range(n) if (self._count + i) % self.detect_every == 0]
-        if self._carried is None:
-            self._acquire(frames, found, due)
-        else:
-            self._detect(frames, found, due, self._carried)
+        self._detect(frames, found, due, self._carried)
+        turned: set[int] = set()
+        rolls: dict[int, float] = {}
         while True:
-            guides, picked = self._guides(frames, found, anchors)
-            todo = [i for i in range(n) if points[i] is None and guides[i] is not None and guides[i] not in tried[i]]
+            guides, picked, origins, fresh = self._guides(frames, found, anchors, rolls)
+            untried = [i for i in range(n) if points[i] is None and guides[i] is not None and guides[i] not in tried[i]]
+            unoriented = [i for i in untried if i in fresh and i not in rolls and self.search_turns]
+            if unoriented:
+                rolls.update(self._orient(frames, unoriented, guides))
+                continue
+            # A frame guided by an earlier frame's detection waits until the mesh has answered
+            # there: it is then guided by that answer, a box shaped as the mesh's own.
+            waiting = set(untried) & set(picked)
+            todo = [i for i in untried if origins[i] == i or origins[i] not in waiting]
             if todo:
                 self._follow(frames, todo, guides, tried, points)
+                confirmed = [i for i in todo if points[i] is not None and i in picked]
+                if self.refine:
+                    self._refine(frames, points, confirmed)
+                for i in confirmed:
+                    anchors[i] = _guide_of(points[i])
                 for i in todo:
                     if points[i] is not None:
                         continue
@@ -122,12 +140,15 @@ class FaceLocator:
                         anchors[i - 1] = _guide_of(points[i - 1])
                 continue
             search = [i for i in range(n) if points[i] is None and i not in found]
-            if not search:
-                break
             for guide in {guides[i] for i in search}:
                 self._detect(frames, found, [i for i in search if guides[i] == guide], guide)
-        if self.refine:
-            self._refine(frames, points)
+            if search:
+                continue
+            sideways = [i for i in due if points[i] is None and i not in turned]
+            if not sideways:
+                break
+            self._detect_turned(frames, found, sideways)
+            turned.update(sideways)
         self._count += n
         self._carried = _guide_of(points[-1]) if n and points[-1] is not None else None
         return [None if p is None else p[KEPT, :2].astype(np.float32) for p in points]
@@ -143,17 +164,24 @@ class FaceLocator:
             if presence[k] >= MIN_PRESENCE:
                 points[i] = mesh[k]
 
-    def _refine(self, frames: Sequence[np.ndarray], points: list[np.ndarray | None]) -> None:
-        """Re-run the mesh on each face from its own answer (see :attr:`refine`), in place."""
-        faces = [i for i, p in enumerate(points) if p is not None]
-        if not faces:
-            return
-        guides = [_guide_of(points[i]) for i in faces]
-        mesh, presence = self.mesh.landmarks([frames[i] for i in faces], np.array([g.box for g in guides]),
-                                             np.array([g.roll for g in guides]))
-        for k, i in enumerate(faces):
-            if presence[k] >= MIN_PRESENCE:
-                points[i] = mesh[k]
+    def _refine(self, frames: Sequence[np.ndarray], points: list[np.ndarray | None], indices: list[int]) -> None:
+        """Re-run the mesh on faces ``indices`` from their own answers (see :attr:`refine`), in
+        place, again where the answer still moved by more than :data:`SETTLED` of the face's size
+        (a poor detection box, such as one the detector fires on a face lying sideways, takes a
+        few runs), at most :data:`MAX_REFINE` times."""
+        for _ in range(MAX_REFINE):
+            if not indices:
+                return
+            guides = [_guide_of(points[i]) for i in indices]
+            mesh, presence = self.mesh.landmarks([frames[i] for i in indices], np.array([g.box for g in guides]),
+                                                 np.array([g.roll for g in guides]))
+            moving = []
+            for k, i in enumerate(indices):
+                if presence[k] >= MIN_PRESENCE:
+                    if _moved(guides[k], _guide_of(mesh[k])) > SETTLED:
+                        moving.append(i)
+                    points[i] = mesh[k]
+            indices = moving
 
     def _detect(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int],
                 guide: Guide | None) -> None:
@@ -164,18 +192,16 @@ class FaceLocator:
             found.update(zip(indices, self._turned_detect([frames[i] for i in indices],
                                                           int(upright_turns(guide.roll)) if guide else 0)))
 
-    def _acquire(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], indices: list[int]) -> None:
-        """Look for a face to follow on frames ``indices``: the detector on each frame upright and
-        turned by each of :attr:`search_turns`; all their faces are candidates, best score first.
-        The detector's score cannot tell the turn (it finds an upright face upside down almost as
-        surely, and fires on a sideways face upright): the mesh can, and rejects the wrong ones."""
-        if not indices:
-            return
-        candidates = self._turned_detect([frames[i] for i in indices], 0)
+    def _detect_turned(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
+                       indices: list[int]) -> None:
+        """Look for faces at other quarter turns on frames ``indices``, where nothing the detector
+        found upright was confirmed by the mesh: the detector on each frame turned by each of
+        :attr:`search_turns`; all faces found are candidates, best score first. The score cannot
+        tell the turn (the detector finds an upright face upside down almost as surely, and fires
+        on a sideways face upright): the mesh can, and rejects the wrong ones."""
         for turns in self.search_turns:
-            turned = self._turned_detect([frames[i] for i in indices], turns)
-            candidates = [faces + more for faces, more in zip(candidates, turned)]
-        found.update((i, sorted(faces, key=lambda face: -face.score)) for i, faces in zip(indices, candidates))
+            for i, faces in zip(indices, self._turned_detect([frames[i] for i in indices], turns)):
+                found[i] = sorted(found[i] + faces, key=lambda face: -face.score)
 
     def _turned_detect(self, frames: Sequence[np.ndarray], turns: int) -> list[list[Detection]]:
         """The detector on ``np.rot90(frame, turns)`` of each frame, detections in frame pixels."""
@@ -185,24 +211,50 @@ class FaceLocator:
         return [[face.unturned(turns, frame.shape[1], frame.shape[0]) for face in faces]
                 for frame, faces in zip(frames, found)]
 
-    def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
-                anchors: dict[int, Guide]) -> tuple[list[Guide | None], dict[int, Detection]]:
+    def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], anchors: dict[int, Guide],
+                rolls: dict[int, float]) -> tuple[list[Guide | None], dict[int, Detection], list[int | None], set[int]]:
         """The guide of each frame: the newest evidence at or before it. A chosen detection on the
         frame itself, else the mesh of the frame before (where it was anchored), else whatever
         guided the frame before (a detector miss changes nothing). None: no face to follow.
-        Also returns the detection chosen on each frame where one was."""
+
+        Also returns the detection chosen on each frame where one was; for each frame, the frame
+        whose detection its guide is (None for a mesh's); and the frames whose detection is of a
+        face not followed so far, whose guide's roll is ``rolls``'s once :meth:`_orient` checked it.
+        """
         guides: list[Guide | None] = []
+        origins: list[int | None] = []
         picked: dict[int, Detection] = {}
-        last = self._carried
+        fresh: set[int] = set()
+        last, origin = self._carried, None
         for i, frame in enumerate(frames):
-            last = anchors.get(i - 1, last)
+            if i - 1 in anchors:
+                last, origin = anchors[i - 1], None
             if found.get(i):
-                picked[i] = self._choose(found[i], last, frame.shape[1], frame.shape[0])
-                last = self._guide_from(picked[i], last)
+                pick = picked[i] = self._choose(found[i], last, frame.shape[1], frame.shape[0])
+                if last is not None and box_iou(pick.box, last.box) >= KEEP_IOU:
+                    last = self._guide_from(pick, last)
+                else:
+                    fresh.add(i)
+                    last = Guide(pick.box, rolls.get(i, pick.roll))
+                origin = i
             elif i in found and not self.misses_keep_face:
-                last = None
+                last, origin = None, None
             guides.append(last)
-        return guides, picked
+            origins.append(origin)
+        return guides, picked, origins, fresh
+
+    def _orient(self, frames: Sequence[np.ndarray], indices: list[int], guides: list[Guide | None]) -> dict[int, float]:
+        """For frames ``indices``, guided by the detection of a new face: the roll at which the
+        mesh is surest that face is there, among the detection's and a quarter, a half and three
+        quarters from it. The detector's keypoints cannot be trusted for it: it fires on faces
+        lying sideways or upside down as if they were upright. The mesh's presence tells, though
+        not by a threshold (a face upside down in its crop may still score 0.9999)."""
+        offsets = np.array([0.0, np.pi / 2, np.pi, -np.pi / 2])
+        plan = [(i, guides[i].box, guides[i].roll + offset) for i in indices for offset in offsets]
+        _, presence = self.mesh.landmarks([frames[i] for i, _, _ in plan], np.array([box for _, box, _ in plan]),
+                                          np.array([angle for _, _, angle in plan]))
+        best = presence.reshape(len(indices), len(offsets)).argmax(axis=1)
+        return {i: float(_wrap(guides[i].roll + offsets[k])) for i, k in zip(indices, best)}
 
     @staticmethod
     def _guide_from(pick: Detection, last: Guide | None) -> Guide:
@@ -222,6 +274,12 @@ class FaceLocator:
             cx, cy = width / 2, height / 2
             return min(found, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
         return max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+
+
+def _moved(before: Guide, after: Guide) -> float:
+    """How far a box moved, corner by corner, as a fraction of its larger side."""
+    size = max(before.box[2] - before.box[0], before.box[3] - before.box[1], 1.0)
+    return float(np.abs(np.subtract(after.box, before.box)).max() / size)
 
 
 def _wrap(angle: float) -> float:

@@ -128,4 +128,6 @@ class FaceMesh:
         linear, offset = transforms[:, :, :2], transforms[:, :, 2]
         points[..., :2] = np.einsum("nij,nkj->nki", linear, points[..., :2]) + offset[:, None, :]
         points[..., 2] *= np.sqrt(np.abs(np.linalg.det(linear)))[:, None]
-        return points, 0.5 + 0.5 * np.tanh(logits / 2)  # the sigmoid, without overflow warnings
+        # The sigmoid without overflow warnings, in float64: a face at the right roll and one a
+        # half turn off may both round to 1.0 in float32, and the locator compares them.
+        return points, 0.5 + 0.5 * np.tanh(logits.astype(np.float64) / 2)
