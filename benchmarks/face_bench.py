@@ -73,11 +73,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("videos", type=Path, nargs="+")
     parser.add_argument("--rotate", type=int, default=0, choices=[0, 90, 180, 270])
-    parser.add_argument("--smooth-frames", type=int, default=5)
+    parser.add_argument("--smooth-frames", type=int, help="default: the render default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.smooth_frames is None:
+        from lipsyncd.engine.options import RenderOptions
+        args.smooth_frames = RenderOptions().smooth_frames
     rows = []
     for video in args.videos:
         row = run_clip(video, args.rotate, args.smooth_frames)
@@ -89,7 +92,8 @@ def main() -> None:
             print(f"    missing {row['missing']}\n    partial {row['partial']}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"threads": args.threads, "clips": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"threads": args.threads, "smooth_frames": args.smooth_frames,
+                                         "clips": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,3 +44,19 @@ def test_a_detection_on_a_turned_frame_maps_back(turns: int) -> None:
     np.testing.assert_allclose(back.keypoints, keypoints)
     assert back.roll == pytest.approx(0.0) and back.score == 0.9
     assert not back.keypoints.flags.writeable
+
+
+def test_a_renderer_can_work_on_the_turned_view_of_a_frame() -> None:
+    """The contract :class:`FaceTrack` documents: crop from and paste into ``np.rot90(frame,
+    turns)``, a view, and the frame itself changes where the upright face is."""
+    from lipsyncd.engine.blend import model_crop
+
+    frame = np.random.default_rng(0).integers(0, 255, (100, 80, 3), np.uint8)
+    view = np.rot90(frame, 1)
+    crop = model_crop(view, (10, 20, 60, 50))
+    np.testing.assert_array_equal(crop, model_crop(np.ascontiguousarray(view), (10, 20, 60, 50)))
+    view[20:50, 10:60] = 0  # a paste into the view ...
+    corners = unturn_points(np.array([[10.0, 20.0], [60.0, 50.0]]), 1, 80, 100)
+    x0, y0 = corners.min(axis=0).astype(int)
+    x1, y1 = corners.max(axis=0).astype(int)
+    assert (frame[y0:y1, x0:x1] == 0).all() and frame.sum() > 0  # ... lands on the frame there

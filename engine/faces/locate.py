@@ -38,6 +38,7 @@ SETTLED = 0.01
 """A mesh answer whose box moved less than this fraction of its size when re-cropped around it
 has settled (see :meth:`FaceLocator._refine`)."""
 MAX_REFINE = 4
+"""Most runs of the mesh on one frame while it settles (one or two on a detector's usual box)."""
 Box = tuple[float, float, float, float]
 
 
@@ -98,11 +99,12 @@ class FaceLocator:
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         """Each frame's chosen face, resolved by rounds until nothing new can be tried.
 
-        A round plans every frame's guide from the evidence so far (detections, and the mesh box
-        of a frame before one where the guide failed), runs the mesh on every frame with a guide
-        not yet tried there, and runs the detector on frames left without a face. The mesh runs in
-        batches however the evidence falls; a frame is faceless only when neither a detection nor
-        the mesh of the frame before it gives a guide under which the mesh sees a face.
+        A round plans every frame's guide from the evidence so far (detections; the mesh's own,
+        refined answer where it confirmed one; the mesh box of a frame before one where the guide
+        failed), runs the mesh on every frame with a guide not yet tried there, and runs the
+        detector on frames left without a face. The mesh runs in batches however the evidence
+        falls; a frame is faceless only when neither a detection nor the mesh of the frame before
+        it gives a guide under which the mesh sees a face.
         """
         n = len(frames)
         found: dict[int, list[Detection]] = {}
