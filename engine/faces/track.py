@@ -42,8 +42,9 @@ NOSE = slice(BROWS.stop, BROWS.stop + len(_NOSE))
 MIN_PRESENCE = 0.9999
 """Mesh face-presence probability under which the mesh is taken not to see a face (a logit of
 9.2). Measured on the shared clips: a face cropped at its own roll scores logits of 15 to 46,
-the same crop turned a quarter or a half off at most 4 (the model then still says 0.98 at times,
-so the usual 0.5 would follow a sideways face upright)."""
+the same crop turned a quarter off at most 4 (the model then still says 0.98 at times, so the
+usual 0.5 would follow a sideways face upright). A face upside down in its crop can score more,
+which is why the locator orients a new face by comparing turns, not by this threshold."""
 CUT_IOU = 0.3
 """Consecutive face boxes overlapping less than this are a shot cut: smoothing restarts there."""
 MIN_RUN = 3
@@ -54,8 +55,8 @@ FAST = 0.03
 """Face widths per frame from which the head counts as moving (smoothing at its lightest); slower,
 the smoothing blends towards ``smooth_frames``. Measured on the shared talking heads, whose heads
 drift at 0.002–0.008 face widths per frame while talking: the strong smoothing keeps their box
-steps at 0.7–0.95 px, and a face that starts and stops a 4 px a frame motion is followed within
-1.2 px (a plain Gaussian of sigma 7: 7 px off)."""
+steps at 0.7–0.95 px, and a face that eases into and out of a motion of up to 6 px a frame is
+followed within 1.2 px (a plain Gaussian as strong: 6 px off)."""
 
 
 @dataclass(frozen=True)
