@@ -41,8 +41,9 @@ class RenderOptions:
     """x264 speed preset: faster presets encode quicker at a slightly larger file."""
     batch_size: int = 128
     """Frames per network batch; halved automatically when the GPU runs out of memory."""
-    smooth_frames: int = 5
-    """Face boxes are averaged over this many frames, so a still camera gives a still crop."""
+    smooth_frames: int = 7
+    """How far (frames, a Gaussian's sigma) face boxes are smoothed while the head is still, so a
+    still camera gives a still crop; lightly while it moves, so the crop never lags."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, where: str = "engine",

@@ -53,14 +53,44 @@ def test_box_spans_brows_to_chin_and_cheek_to_cheek():
 
 
 def test_cache_roundtrip_and_version_mismatch(tmp_path, monkeypatch):
-    tr = analyse(frames_for(3), locator_from([(100, 100), None, (100, 100)]), smooth_frames=1)
+    tr = analyse(frames_for(3), locator_from([(100, 100)] * 3), smooth_frames=1)
+    tr = FaceTrack(tr.boxes, tr.points, tr.fade, np.array([0, 1, 3], np.int8))
     path = tmp_path / "t.npz"
     tr.save(path)
     back = FaceTrack.load(path)
     assert np.array_equal(back.has_face, tr.has_face)
+    assert np.array_equal(back.turns, tr.turns)
     np.testing.assert_array_equal(back.points, tr.points)
     assert back.points.shape == (3, len(KEPT), 2)
     monkeypatch.setattr(T, "TRACK_VERSION", T.TRACK_VERSION + 1)
     assert FaceTrack.load(path) is None
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert FaceTrack.load(tmp_path / "bad.npz") is None
+
+
+def test_a_face_seen_on_one_or_two_frames_between_faceless_ones_is_not_drawn():
+    """A blip between faceless frames (a false detection, a flicker in a cartoon) would be a
+    one-frame blend: only a run of three frames or more fades in."""
+    script = [None] * 5 + [(100, 100)] + [None] * 4 + [(100, 100)] * 2 + [None] * 3 + [(100, 100)] * 8
+    tr = analyse(frames_for(len(script)), locator_from(script), smooth_frames=1)
+    assert list(np.flatnonzero(tr.has_face)) == list(range(15, 23))
+    assert np.all(tr.fade[:15] == 0) and tr.fade[15] > 0
+
+
+def test_a_still_photo_keeps_its_one_frame_face():
+    tr = analyse(frames_for(1), locator_from([(100, 100)]), smooth_frames=7)
+    assert tr.has_face.all() and tr.fade[0] == 1.0
+
+
+def test_a_face_lying_sideways_is_stored_upright():
+    """The kept points of a face in a frame turned a quarter (its brows run up the frame, roll
+    −90°): the track turns them three quarters on, where the face is upright and its box spans
+    brows to chin as usual."""
+    upright = synthetic_points(100, 100)
+    lying = np.stack([upright[:, 1], 200 - upright[:, 0]], axis=1)  # on np.rot90(frame, 1), 200 wide
+    frames = [np.full((200, 200, 3), i, np.uint8) for i in range(6)]
+    tr = analyse(frames, lambda chunk: [lying.copy() for _ in chunk], smooth_frames=1)
+    assert (tr.turns == 3).all()
+    np.testing.assert_allclose(tr.points[0], upright, atol=1e-4)
+    expected = analyse(frames, lambda chunk: [upright.copy() for _ in chunk], smooth_frames=1)
+    np.testing.assert_allclose(tr.boxes, expected.boxes, atol=1e-4)

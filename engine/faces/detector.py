@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .graph import ConvertedGraph
+from .turns import unturn_points
 
 INPUT_SIZE = 192
 GRID = 48
@@ -41,6 +42,25 @@ class Detection:
     """Sigmoid of the best anchor's logit, 0..1."""
     keypoints: np.ndarray
     """(6, 2) x, y in frame pixels, in :data:`KEYPOINT_NAMES` order; read-only."""
+
+    @property
+    def roll(self) -> float:
+        """The face's roll in radians from its eye keypoints, as :func:`.mesh.roll` measures it
+        (0 for a detector that gives no keypoints)."""
+        if len(self.keypoints) < 2:
+            return 0.0
+        dx, dy = self.keypoints[1] - self.keypoints[0]
+        return float(np.arctan2(dy, dx))
+
+    def unturned(self, turns: int, width: int, height: int) -> "Detection":
+        """This detection, found on ``np.rot90(frame, turns)`` of a ``width`` × ``height`` frame,
+        in the frame's own pixels."""
+        x0, y0, x1, y1 = self.box
+        corners = unturn_points(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]), turns, width, height)
+        keypoints = unturn_points(self.keypoints, turns, width, height)
+        keypoints.setflags(write=False)
+        return Detection(tuple(float(v) for v in np.concatenate([corners.min(axis=0), corners.max(axis=0)])),
+                         self.score, keypoints)
 
 
 @dataclass(frozen=True)

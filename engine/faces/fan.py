@@ -153,7 +153,9 @@ class FanMesh:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def landmarks(self, frames_bgr: Sequence[np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def landmarks(self, frames_bgr: Sequence[np.ndarray], boxes: np.ndarray,
+                  angles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``angles`` is accepted and unused: FAN aligns the face in its box itself."""
         points = np.full((len(frames_bgr), NUM_POINTS, 3), np.nan, np.float32)
         presence = np.zeros(len(frames_bgr), np.float32)
         for i, (frame, box) in enumerate(zip(frames_bgr, boxes)):
@@ -171,6 +173,9 @@ class FanLocator(FaceLocator):
     """A :class:`~.locate.FaceLocator` whose detector is S3FD and whose landmarks are FAN's."""
 
     detect_every = 1  # FAN has no face-presence score to say when it lost the face: detect every frame
+    misses_keep_face = False  # ... and where S3FD finds nothing, there is no face
+    refine = False  # FAN aligns the face in its box itself: a second run would answer the same
+    search_turns = ()  # S3FD takes seconds a frame on a CPU: no turned retries
 
     @classmethod
     def load(cls, device: torch.device | str, choice: str = "largest",
