@@ -22,7 +22,12 @@ PREFIX ?= /opt/lipsyncd
 SYSTEM_PY ?= /usr/bin/python3
 PREFIX_BIN := $(PREFIX)/venv/bin
 
-.PHONY: run test setup clean install
+# Debian packages the test suite drives the way users have them: a real Samba server and client
+# (SMB copies into the inbox), libseccomp's binding (the unit's system-call filter) and Chromium
+# (the dashboard in a real browser). `make test` installs the missing ones when run as root.
+TEST_APT := samba smbclient samba-common-bin python3-seccomp chromium
+
+.PHONY: run test setup test-system clean install
 
 $(BIN)/lipsyncd: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,7 +41,18 @@ setup: $(BIN)/lipsyncd
 run: setup
 	LIPSYNCD_CONFIG=config.example.yaml $(BIN)/lipsyncd run
 
-test: setup
+test-system:
+	@missing="$$(for p in $(TEST_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs)"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing the test suite's system packages: $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "make test needs these Debian packages: sudo apt-get install $$missing"; exit 1; \
+		fi; \
+	fi
+
+test: setup test-system
 	@ls $(MEDIAPIPE_WHEEL_DIR)/mediapipe-0.10.14-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
 			--platform manylinux_2_17_x86_64 -d $(MEDIAPIPE_WHEEL_DIR) mediapipe==0.10.14 || true
