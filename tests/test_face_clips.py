@@ -14,9 +14,7 @@ from lipsyncd.engine.faces.locate import FaceLocator
 from lipsyncd.engine.faces.track import FaceTrack, analyse
 from lipsyncd.engine.options import RenderOptions
 
-from conftest import MEDIA
-
-GLASSES = MEDIA / "face_524sq_glasses_f40-100.mp4"
+GLASSES = Path(__file__).parent / "fixtures" / "media" / "face_524sq_glasses_f40-100.mp4"
 """Source frames 40..100 of the 524² talking woman with glasses, where BlazeFace misses the face
 on the every-4th-frame detections of source frames 52 and 92 (fixture frames 12 and 52)."""
 SMOOTH = RenderOptions().smooth_frames
