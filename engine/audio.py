@@ -210,7 +210,7 @@ class SpeechAudio:
         """
         return max(1, round(self.duration_s * fps))
 
-    def head(self, seconds: float) -> "SpeechAudio":
+    def head(self, seconds: float) -> SpeechAudio:
         """The first ``seconds`` (all of it when shorter), for a short preview render. It keeps
         the whole audio's mel columns, plus one window's worth past the cut, so each of its
         frames gets the mel window of the same frame of the full render: the clip shows what

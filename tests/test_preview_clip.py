@@ -8,7 +8,6 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from lipsyncd.engine import LipSyncEngine, RenderOptions, media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.cli_render import render_command
