@@ -20,7 +20,9 @@ from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.store import Store
 from lipsyncd.daemon.watcher import InboxWatcher
 from lipsyncd.daemon.web import files
+from lipsyncd.daemon.web.app import create_app
 from lipsyncd.engine import RenderOptions
+from starlette.testclient import TestClient
 
 SPEECH = b"speech " * 100
 """700 bytes: the fake engine's audio lasts len / 100 = 7 s."""
@@ -110,8 +112,11 @@ def test_preview_seconds_renders_the_first_seconds_of_each_video_before_the_rend
     assert (out / "preview" / "a-preview.mp4").read_bytes().startswith(b"LIPSYNCED speech ")
     assert json.loads((out / "preview" / "a.json").read_text())["clip"] == "a-preview.mp4"
     assert "b.mp4: no preview clip: b.mp4 cannot be decoded." in (out / "job.log").read_text()
-    ((shown, figures),) = files.previews(store.find_job("clip"))  # the job page plays it
+    ((shown, figures),) = files.previews(store.find_job("clip"))
     assert (shown.rel, figures["clip_rel"]) == ("preview/a.jpg", "preview/a-preview.mp4")
+    web = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, enabled=True))
+    page = TestClient(create_app(web), base_url="http://127.0.0.1").get("/jobs/1").text  # the job page plays it
+    assert 'class="preview-clip" src="/jobs/1/files/outbox/preview/a-preview.mp4"' in page
     assert [t.attempt for t in store.tasks(1)] == [1, 1]  # previews are not attempts
 
 
