@@ -45,10 +45,13 @@ from .options import CHECKPOINTS, DEVICES, FACE_BACKENDS, FACE_CHOICES, LOOP_MOD
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=RenderOptions.batch_size, show_default=True)
 @click.option("--pads", type=int, nargs=4, default=RenderOptions.pads, show_default=True,
               help="Extra pixels around the face: top bottom left right.")
+@click.option("--seconds", type=click.FloatRange(0.2, min_open=False), default=None,
+              help="Render only the first SECONDS of the audio: a quick look before the whole.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def render_command(ctx: click.Context, audio_path: Path, video_path: Path, output: Path, models_dir: Path | None,
-                   cache_dir: Path | None, device: str, as_json: bool, **values: object) -> None:
+                   cache_dir: Path | None, device: str, seconds: float | None, as_json: bool,
+                   **values: object) -> None:
     """Lip-sync VIDEO to AUDIO and write OUTPUT."""
     from .engine import LipSyncEngine
 
@@ -56,6 +59,8 @@ def render_command(ctx: click.Context, audio_path: Path, video_path: Path, outpu
     engine = LipSyncEngine(resolve_models_dir(models_dir), device=device, cache_dir=cache_dir)
     try:
         speech = engine.load_audio(audio_path)
+        if seconds is not None:
+            speech = engine.audio_head(speech, seconds)
         meter = RenderMeter(faces_frames=media.probe(video_path).frame_count)
         with progress_bar(meter) as show:
             result = engine.render(speech, video_path, output, options, progress=show)

@@ -39,11 +39,13 @@ def test_a_preview_clip_is_the_first_seconds_of_the_render(models_dir, face_clip
     assert np.abs(first.astype(int) - same.astype(int)).mean() < 1.0  # the clip shows what the render will
 
 
-def test_lipsyncd_render_shows_both_stages(models_dir, face_clip, speech_file, tmp_path):
-    speech = write_wav(tmp_path / "speech.wav", decode_audio(speech_file)[: SAMPLE_RATE // 2])
+def test_lipsyncd_render_shows_both_stages_and_renders_the_first_seconds_on_request(models_dir, face_clip,
+                                                                                    speech_file, tmp_path):
+    speech = write_wav(tmp_path / "speech.wav", decode_audio(speech_file)[: 3 * SAMPLE_RATE])
     out = tmp_path / "out.mp4"
     result = CliRunner().invoke(render_command, ["--audio", str(speech), "--video", str(face_clip), "-o", str(out),
                                                  "--models-dir", str(models_dir), "--device", "cpu",
-                                                 "--batch-size", "8"])
+                                                 "--batch-size", "8", "--seconds", "0.4"])
     assert result.exit_code == 0, result.output
-    assert result.output.split()[:2] == ["faces", "render"] and out.is_file()
+    assert result.output.split()[:2] == ["faces", "render"]
+    assert media.probe(out).duration_s == pytest.approx(0.4, abs=0.05)
