@@ -82,8 +82,8 @@ def _register(store: Store, config: Config, job: Job, inputs: Path) -> None:
         file_job(store, job_id, config.folders, config.watch.ignore, outcome="skipped")
         return
     videos = [(video, output, hashes[video]) for video, output in zip(spec.videos, output_names(spec, job.name))]
-    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority, options=spec.options.as_dict(),
-                  content_hash=digest)
+    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority,
+                  options={**spec.options.as_dict(), **spec.job_settings()}, content_hash=digest)
     log.info("job %d (%s): queued, %d video(s)", job.id, job.name, len(spec.videos))
 
 

@@ -23,6 +23,11 @@ _OUTCOME_WORDS = {
 }
 
 
+PREVIEW_ONLY = "preview only: nothing rendered; drop the folder again without preview_only to render"
+"""The message of a job.yaml ``preview_only: true`` job, filed (as skipped) once its previews are written."""
+INPUTS_DELETED = "Your input files were deleted after the render, as configured (jobs.keep_inputs: delete)."
+
+
 def face_warning(frames: int, frames_with_face: int) -> str | None:
     """The warning for a video rendered with too few faces found (None when it is fine), e.g.
     ``ok, but no face was found in 124 of 125 frames: only 1 frame was re-drawn``."""
@@ -51,7 +56,9 @@ def report_text(job: Job, tasks: Sequence[Task], outcome: str, error_folder: str
     """``report.txt``: one line per video, and where anything that failed went. ``remarks``:
     sentences about the folder itself (a repeated job, links that were not followed)."""
     warned = any(t.state == "done" and t.error for t in tasks)
-    words = _OUTCOME_WORDS.get(outcome, outcome) + (", with a warning" if warned else "")
+    preview_only = outcome == "skipped" and job.preview_only
+    words = "stopped after its previews" if preview_only else _OUTCOME_WORDS.get(outcome, outcome)
+    words += ", with a warning" if warned else ""
     lines = [f'lipsyncd job "{job.name}" (#{job.id}) {words}.', ""]
     if job.audio:
         lines.append(f"Audio:    {job.audio}")
@@ -64,8 +71,13 @@ def report_text(job: Job, tasks: Sequence[Task], outcome: str, error_folder: str
                 lines.append(f"  WARNING {task.video}  ->  {task.output_name}: {task.error}")
             elif task.state == "done":
                 lines.append(f"  ok      {task.video}  ->  {task.output_name}")
+            elif preview_only:
+                lines.append(f"  PREVIEW {task.video}: not rendered; its preview is in preview/ (if it could be made)")
             else:
                 lines.append(f"  FAILED  {task.video}: {task.error or not_finished(task)}")
+    if preview_only:
+        lines += ["", f"{PREVIEW_ONLY}.", "Your folder as you dropped it is in input/: set preview_only: false in its",
+                  "job.yaml (or remove that line) and drop it into the inbox again."]
     if error_folder:
         lines += ["", f"The videos that failed were moved to {short(error_folder)}, with the audio and an",
                   "error.txt: fix what it says and drop that folder into the inbox again."]

@@ -1,16 +1,19 @@
 """Where each file of a finished job goes: every input ends in exactly one place.
 
 Every file the user dropped travels: notes, OS leftovers such as ``.DS_Store`` and symbolic
-links (returned as links, never followed) alike. Nothing of theirs is deleted.
+links (returned as links, never followed) alike. Nothing of theirs is deleted, unless the
+config says ``jobs.keep_inputs: delete`` and the job went entirely well (:func:`drops_inputs`).
 
 =================  ============================================================================
 outcome            files go to
 =================  ============================================================================
 done               ``outbox/<job>/``: the outputs, ``report.txt``, ``job.log``, the inputs in ``input/``
+                   (none with ``jobs.keep_inputs: delete``, see :func:`drops_inputs`), ``preview/``
 done, some failed  ``outbox/<job>/``: the good outputs, their input videos in ``input/``, the report;
                    ``error/<job>/``: the failed videos, the audio, job.yaml, other files, ``error.txt``
 failed, cancelled  ``error/<job>/``: the folder as it was dropped, plus ``error.txt`` and ``job.log``
-skipped            ``outbox/<job>/``: ``report.txt`` (which job it repeats) and the inputs in ``input/``
+skipped            ``outbox/<job>/``: ``report.txt`` (which job it repeats) and the inputs in ``input/``;
+                   a ``preview_only`` job also its ``preview/``
 =================  ============================================================================
 
 Filing happens in two recorded steps: :func:`settle` decides the outcome and the destination
@@ -23,7 +26,7 @@ without duplicating a result folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import logs
@@ -31,9 +34,9 @@ from .config import Folders
 from .filing import Entry, FilingError, publish_dir, remove_tree
 from .jobfolder import is_junk, is_link, link_note, list_files
 from .names import readable, unique_in_dir, unique_name, windows_safe
-from .report import error_text, job_warnings, repeat_note, report_text, short
+from .report import INPUTS_DELETED, error_text, job_warnings, repeat_note, report_text, short
 from .share import ShareGuard, is_waiting_note, waiting_note
-from .store import Store
+from .store import Store, Task
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +76,19 @@ def settle(store: Store, job_id: int, folders: Folders, outcome: str | None = No
     return store.begin_filing(job_id, outcome, error, outbox, error_dir, only_from)
 
 
-def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
+def complete(store: Store, job_id: int, ignore: Iterable[str] = (), keep_inputs: str = "keep") -> None:
     """Publish the recorded destinations, remove the work folder, finish the job.
-    Raises :class:`FilingError` (nothing half-written is left; the work folder is untouched)."""
+    Raises :class:`FilingError` (nothing half-written is left; the work folder is untouched).
+    ``keep_inputs``: config ``jobs.keep_inputs``; see :func:`drops_inputs`."""
     job = store.job(job_id)
     tasks = store.tasks(job_id)
     work = Path(job.work_dir)
     inputs, outputs, job_log = work_paths(work)
-    files = list_files(inputs) if inputs.is_dir() else []
+    drop = drops_inputs(keep_inputs, job.outcome, tasks, job.error_path)
+    files = list_files(inputs) if inputs.is_dir() and not drop else []
     remarks = [link_note(readable(f)) for f in files if is_link(inputs, f) and not is_junk(f, ignore)]
+    if drop:
+        remarks.append(INPUTS_DELETED)
     duplicate = store.find_finished_duplicate(job.content_hash, job.id) if job.content_hash else None
     if duplicate is not None:
         remarks.insert(0, repeat_note(duplicate))
@@ -117,13 +124,22 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
     store.finish(job_id)
 
 
+def drops_inputs(keep_inputs: str, outcome: str | None, tasks: Sequence[Task], error_path: str | None) -> bool:
+    """With ``jobs.keep_inputs: delete``, are this job's inputs deleted rather than filed? Only
+    when it went entirely well: done, every video rendered, none with a warning (a video with
+    hardly a face is rendered again from its input), nothing sent to ``error/``. A job that
+    failed in any way, was cancelled, skipped or only previewed keeps every input."""
+    return (keep_inputs == "delete" and outcome == "done" and error_path is None and bool(tasks)
+            and all(t.state == "done" and not t.error for t in tasks))
+
+
 def file_job(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = (),
              outcome: str | None = None, error: str | None = None, only_from: str | None = None,
-             share: ShareGuard | None = None) -> None:
+             share: ShareGuard | None = None, keep_inputs: str = "keep") -> None:
     """:func:`settle` then :func:`complete`; a filing failure marks the job failed with the
     reason, keeps its inputs in the work folder, and is logged — it never propagates."""
     if settle(store, job_id, folders, outcome, error, only_from):
-        finish_filing(store, job_id, ignore, share)
+        finish_filing(store, job_id, ignore, share, keep_inputs)
 
 
 def file_cancelled(store: Store, folders: Folders, ignore: Iterable[str] = ()) -> list[int]:
@@ -153,17 +169,19 @@ def refile(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = 
     finish_filing(store, job_id, ignore)
 
 
-def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = (), share: ShareGuard | None = None) -> None:
+def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = (), share: ShareGuard | None = None,
+                  keep_inputs: str = "keep") -> None:
     """:func:`complete`, turning a :class:`FilingError` into a failed job that ``retry`` can rerun.
     While the share is not there (before, or found out by a failure) nothing is written: the
-    job stays in ``filing`` with a note, and the runner files it once the share is back."""
+    job stays in ``filing`` with a note, and the runner files it once the share is back.
+    Filing resumed after a crash passes no ``keep_inputs``: the inputs are then kept."""
     try:
         if share is not None and (reason := share.check()):
             _wait_for_share(store, job_id, reason)
             return
         if is_waiting_note(store.job(job_id).note):
             store.set_note(job_id, None)
-        complete(store, job_id, ignore)
+        complete(store, job_id, ignore, keep_inputs)
     except OSError as exc:
         if share is not None and (reason := share.check()):
             _wait_for_share(store, job_id, reason)

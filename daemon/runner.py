@@ -33,7 +33,7 @@ from .config import Config
 from .engine_port import Engine, EngineFactory
 from .jobfolder import on_disk
 from .names import readable
-from .report import face_warning
+from .report import PREVIEW_ONLY, face_warning
 from .progress import VideoMeter
 from .results import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .share import ShareGuard, is_waiting_note, waiting_note
@@ -87,7 +87,7 @@ class Runner:
             return False
         for job in store.jobs_in("filing"):  # filing put off while the share was away
             if is_waiting_note(job.note):
-                finish_filing(store, job.id, self.config.watch.ignore, self.share)
+                finish_filing(store, job.id, self.config.watch.ignore, self.share, self.config.jobs.keep_inputs)
                 return True
         if store.paused:  # `lipsyncd pause`: the intake thread still files cancelled jobs; none starts
             return False
@@ -187,7 +187,7 @@ class Runner:
 
     def _file(self, store: Store, job_id: int, outcome: str | None, error: str | None = None) -> None:
         file_job(store, job_id, self.config.folders, self.config.watch.ignore, outcome=outcome, error=error,
-                 share=self.share)
+                 share=self.share, keep_inputs=self.config.jobs.keep_inputs)
 
     def _render_all(self, store: Store, job: Job, inputs: Path, outputs: Path) -> tuple[str | None, str | None]:
         """Render every pending video; (outcome, error) with outcome None meaning "from the tasks"."""
@@ -209,6 +209,10 @@ class Runner:
             return "failed", message
         should_stop = self._stop_check(store, job.id)
         self._preview_all(store, job, audio, inputs, outputs, options, should_stop)
+        if job.preview_seconds:
+            self._preview_clips(store, job, audio, inputs, outputs, options, should_stop)
+        if job.preview_only and not should_stop():
+            return "skipped", PREVIEW_ONLY
         for task in store.tasks(job.id):
             if not _pending(task, outputs):
                 continue
@@ -282,6 +286,40 @@ class Runner:
                 text = readable(json.dumps(summary, ensure_ascii=False))  # names not in UTF-8 (see names.readable)
                 image.with_suffix(".json").write_text(text, encoding="utf-8")
                 log.info("%s: preview: %s", task.video, result.summary)
+            finally:
+                store.task_waiting(task.id)
+
+    def _preview_clips(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
+                       options: RenderOptions, should_stop: Callable[[], bool]) -> None:
+        """job.yaml ``preview_seconds``: the first seconds of every pending video, rendered as
+        they will be (the same render, on the audio's start), into ``preview/<output>-preview.mp4``
+        and named in its preview's figures. A clip that fails is left to the render to report."""
+        assert self._engine is not None and job.preview_seconds
+        folder = Path(job.work_dir) / PREVIEW_DIR
+        head = self._engine.audio_head(audio, job.preview_seconds)
+        for task in store.tasks(job.id):
+            stem = Path(task.output_name).stem
+            clip = folder / f"{stem}-preview.mp4"
+            if not _pending(task, outputs) or clip.is_file():
+                continue
+            if should_stop():
+                return
+            store.task_started(task.id)
+            try:
+                folder.mkdir(exist_ok=True)
+                self._engine.render(head, on_disk(inputs, task.video), clip, options,
+                                    progress=self._progress_writer(store, task.id, stage="preview"),
+                                    should_stop=should_stop, video_digest=task.video_sha256)
+            except Cancelled:
+                return
+            except Exception as exc:  # noqa: BLE001 - the render meets the same problem and reports it
+                log.warning("%s: no preview clip: %s", task.video, exc)
+            else:
+                figures = folder / f"{stem}.json"
+                if figures.is_file():
+                    summary = {**json.loads(figures.read_text(encoding="utf-8")), "clip": clip.name}
+                    figures.write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
+                log.info("%s: preview clip of %g s written", task.video, job.preview_seconds)
             finally:
                 store.task_waiting(task.id)
 

@@ -41,6 +41,9 @@ import sqlite_utils
 
 BUSY_TIMEOUT_S = 15.0
 FINAL_STATES = ("done", "failed", "cancelled", "skipped")
+JOB_SETTINGS = ("preview_only", "preview_seconds")
+"""job.yaml's top-level settings that change what the runner does, stored in the ``options``
+JSON beside the engine options (no column of their own: the engine never sees them)."""
 ACTIVE_STATES = ("intake", "queued", "running", "filing")
 QUEUE_ORDER = "priority DESC, coalesce(queue_rank, id), id"
 """The order the runner takes queued jobs in: higher priority first, then queue rank (its id
@@ -215,7 +218,23 @@ class Job:
 
     @property
     def option_values(self) -> dict[str, Any]:
-        return json.loads(self.options) if self.options else {}
+        """The engine options (the ``options`` column without the job settings)."""
+        stored = json.loads(self.options) if self.options else {}
+        return {k: v for k, v in stored.items() if k not in JOB_SETTINGS}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The job settings kept beside the engine options (:data:`JOB_SETTINGS`), as set."""
+        stored = json.loads(self.options) if self.options else {}
+        return {k: v for k, v in stored.items() if k in JOB_SETTINGS}
+
+    @property
+    def preview_only(self) -> bool:
+        return bool(self.settings.get("preview_only"))
+
+    @property
+    def preview_seconds(self) -> float | None:
+        return self.settings.get("preview_seconds")
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,12 @@ class Dashboard:
         try:
             if form.get("priority"):
                 options["priority"] = int(str(form["priority"]))
+            if form.get("preview_seconds"):
+                options["preview_seconds"] = int(str(form["preview_seconds"]))
         except ValueError:
-            return JSONResponse({"error": "Priority must be a whole number."}, status_code=400)
+            return JSONResponse({"error": "Priority and preview seconds must be whole numbers."}, status_code=400)
+        if form.get("preview_only"):
+            options["preview_only"] = True
         engine = {k: str(form[k]) for k in ("loop", "face") if form.get(k)}
         if engine:
             options["engine"] = engine

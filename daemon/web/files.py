@@ -79,7 +79,8 @@ def inputs(job: Job) -> list[JobFile]:
 
 
 def previews(job: Job) -> list[tuple[JobFile, dict[str, Any]]]:
-    """Each video's preview picture and figures (made before the render; filed with the results)."""
+    """Each video's preview picture and figures (made before the render; filed with the results);
+    ``clip_rel`` in the figures names its preview clip where one was rendered."""
     places = folders(job)
     for place in ("work", "outbox"):
         root = places.get(place)
@@ -93,6 +94,9 @@ def previews(job: Job) -> list[tuple[JobFile, dict[str, Any]]]:
                 except (OSError, ValueError):
                     continue
                 image = f"{PREVIEW_DIR}/{figures.get('image', '')}"
+                clip = f"{PREVIEW_DIR}/{figures['clip']}" if figures.get("clip") else None
+                if clip and (root / clip).is_file():  # job.yaml preview_seconds: a rendered clip too
+                    figures = {**figures, "clip_rel": clip}
                 if (root / image).is_file():
                     found.append((JobFile(place, image, (root / image).stat().st_size), figures))
         return found

@@ -55,6 +55,10 @@ class FakeEngine:
             raise AudioError("the audio is silent")
         return data
 
+    def audio_head(self, audio: bytes, seconds: float) -> bytes:
+        """The fake's audio lasts ``len(audio) / 100`` seconds (see :meth:`preview`)."""
+        return audio[: round(seconds * 100)]
+
     def preview(self, audio: bytes, video: Path, image: Path, options: RenderOptions,
                 progress: Callable[[Progress], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, video_digest: str | None = None) -> Preview:
