@@ -24,6 +24,7 @@ from .config import Config, ConfigError
 from .lock import ServiceState
 from .overview import overview
 from .progress import format_duration
+from .states import JobState
 from .store import NoDatabase, Store, StoreError, unusable
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
@@ -137,16 +138,16 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
 def _derived(row: dict[str, Any]) -> dict[str, Any]:
     """The table's computed cells: speed and stage, time left, and when it starts or ends."""
     state, extra = row["state"], {"speed": None, "eta": None, "when": None}
-    if state == "running":
+    if state == JobState.RUNNING:
         fps = row.get("fps")
         extra["speed"] = f"{row.get('stage') or ''} {fps:.1f}".strip() if fps else row.get("stage")
         extra["eta"] = format_duration(row.get("job_eta_s"))
         extra["when"] = _clock(row.get("expected_finish"))
-    elif state == "queued":
+    elif state == JobState.QUEUED:
         extra["eta"] = f"#{row['queue_position']}" if row.get("queue_position") else None
         extra["when"] = _clock(row.get("expected_start")) or "unknown"
-    elif state == "filing":
-        extra["speed"] = "filing"
+    elif state == JobState.FILING:
+        extra["speed"] = JobState.FILING
     else:
         extra["when"] = _clock(row.get("finished_at"))
     return extra

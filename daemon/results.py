@@ -33,6 +33,7 @@ from .jobfolder import is_junk, is_link, link_note, list_files
 from .names import readable, unique_in_dir, unique_name, windows_safe
 from .report import error_text, job_warnings, repeat_note, report_text, short
 from .share import ShareGuard, is_waiting_note, waiting_note
+from .states import TO_OUTBOX, JobState, TaskState
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -50,25 +51,25 @@ def work_paths(work_dir: Path) -> tuple[Path, Path, Path]:
     return work_dir / INPUT_DIR, work_dir / OUTPUT_DIR, work_dir / JOB_LOG
 
 
-def settle(store: Store, job_id: int, folders: Folders, outcome: str | None = None,
-           error: str | None = None, only_from: str | None = None, keep: Iterable[str | None] = ()) -> bool:
+def settle(store: Store, job_id: int, folders: Folders, outcome: JobState | None = None,
+           error: str | None = None, only_from: JobState | None = None, keep: Iterable[str | None] = ()) -> bool:
     """Decide and record the outcome (derived from the tasks unless given) and destinations;
     with ``only_from``, only while the job is in that state (False when it no longer was);
     a folder in ``keep`` that is already in place is reused as its destination."""
     job = store.job(job_id)
     tasks = store.tasks(job_id)
-    done = sum(t.state == "done" for t in tasks)
+    done = sum(t.state == TaskState.DONE for t in tasks)
     if outcome is None:
-        outcome = "done" if done else "failed"
-    to_outbox = outcome in ("done", "skipped")
-    to_error = outcome in ("failed", "cancelled") or (outcome == "done" and done < len(tasks))
+        outcome = JobState.DONE if done else JobState.FAILED
+    to_outbox = outcome in TO_OUTBOX
+    to_error = outcome in (JobState.FAILED, JobState.CANCELLED) or (outcome == JobState.DONE and done < len(tasks))
     name = windows_safe(job.name, fallback=f"job {job.id}")
     kept = {p.parent: p for p in (Path(k) for k in keep if k) if p.is_dir()}
     outbox = kept.get(folders.outbox) or folders.outbox / unique_in_dir(folders.outbox, name) if to_outbox else None
     error_dir = kept.get(folders.error) or folders.error / unique_in_dir(folders.error, name) if to_error else None
     if to_outbox and to_error and error is None:  # partly done: say so where `lipsyncd status` shows it
         error = f"{len(tasks) - done} of {len(tasks)} videos failed; see {short(error_dir)}/error.txt"
-    if outcome == "done" and error is None:  # done, but hardly lip-synced: not a silent ok
+    if outcome == JobState.DONE and error is None:  # done, but hardly lip-synced: not a silent ok
         error = job_warnings(tasks)
     return store.begin_filing(job_id, outcome, error, outbox, error_dir, only_from)
 
@@ -88,7 +89,7 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
     log_file = [Entry(JOB_LOG, source=job_log)] if job_log.is_file() else []
     preview_files = list_files(work / PREVIEW_DIR) if (work / PREVIEW_DIR).is_dir() else []
     previews = [Entry(f"{PREVIEW_DIR}/{name}", source=work / PREVIEW_DIR / name) for name in preview_files]
-    good = [t for t in tasks if t.state == "done"] if job.outbox_path else []
+    good = [t for t in tasks if t.state == TaskState.DONE] if job.outbox_path else []
     outbox = Path(job.outbox_path) if job.outbox_path else None
     error_dir = Path(job.error_path) if job.error_path else None
 
@@ -97,7 +98,7 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
         kept = [f for f in files if readable(f) in used] if error_dir else files
         entries = [Entry(t.output_name, source=outputs / t.output_name) for t in good]
         entries += [Entry(f"{INPUT_DIR}/{f}", source=inputs / f) for f in kept]
-        text = report_text(job, tasks, job.outcome or "done", str(error_dir) if error_dir else None, remarks)
+        text = report_text(job, tasks, job.outcome or JobState.DONE, str(error_dir) if error_dir else None, remarks)
         publish_dir([*entries, Entry("report.txt", text=text), *log_file, *previews], outbox)
         log.info("job %d (%s): results in %s", job.id, job.name, outbox)
     for task in good:
@@ -118,7 +119,7 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
 
 
 def file_job(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = (),
-             outcome: str | None = None, error: str | None = None, only_from: str | None = None,
+             outcome: JobState | None = None, error: str | None = None, only_from: JobState | None = None,
              share: ShareGuard | None = None) -> None:
     """:func:`settle` then :func:`complete`; a filing failure marks the job failed with the
     reason, keeps its inputs in the work folder, and is logged — it never propagates."""
@@ -131,14 +132,14 @@ def file_cancelled(store: Store, folders: Folders, ignore: Iterable[str] = ()) -
     (the intake thread calls this each round). The runner never takes such a job (``claim``
     refuses it) and it is filed only while still queued, so it is never filed twice."""
     filed = []
-    for job in store.jobs_in("queued"):
+    for job in store.jobs_in(JobState.QUEUED):
         if job.cancel_requested:
             with logs.job_log(work_paths(Path(job.work_dir))[2]):
                 log.info("job %d (%s): cancelled before it started", job.id, job.name)
                 for task in store.tasks(job.id):
-                    if task.state == "queued":
-                        store.task_finished(task.id, "cancelled")
-                file_job(store, job.id, folders, ignore, outcome="cancelled", only_from="queued")
+                    if task.state == TaskState.QUEUED:
+                        store.task_finished(task.id, TaskState.CANCELLED)
+                file_job(store, job.id, folders, ignore, outcome=JobState.CANCELLED, only_from=JobState.QUEUED)
             filed.append(job.id)
     return filed
 
@@ -148,7 +149,7 @@ def refile(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = 
     disk, a share that went away), so no input stays behind in the hidden work area. Result
     folders already published for it are kept; the outcome follows its tasks again."""
     job = store.job(job_id)
-    settle(store, job_id, folders, "cancelled" if job.cancel_requested else None, job.error,
+    settle(store, job_id, folders, JobState.CANCELLED if job.cancel_requested else None, job.error,
            keep=(job.outbox_path, job.error_path))
     finish_filing(store, job_id, ignore)
 
