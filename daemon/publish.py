@@ -32,7 +32,7 @@ _NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EML
 (SMB without unix extensions, some NAS) that has no hard links."""
 
 
-class FilingError(OSError):
+class PublishError(OSError):
     """A folder could not be put in place; the message says where, why and what to do."""
 
 
@@ -47,7 +47,7 @@ class Entry:
 
 def publish_dir(entries: Iterable[Entry], final: Path) -> None:
     """Create folder ``final`` holding ``entries``, all at once. On any error nothing is left
-    behind at the destination and :class:`FilingError` says what to do. ``final``'s parent
+    behind at the destination and :class:`PublishError` says what to do. ``final``'s parent
     must exist (:mod:`share` creates the outbox and error folders, only where that is safe)."""
     tmp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(4)}.tmp"
     try:  # the destination's parent must exist: never re-created under a share's bare mountpoint
@@ -66,7 +66,7 @@ def publish_dir(entries: Iterable[Entry], final: Path) -> None:
         _fsync_dir(final.parent)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FilingError(exc.errno, describe(exc, final.parent)) from exc
+        raise PublishError(exc.errno, describe(exc, final.parent)) from exc
 
 
 def transfer_file(src: Path, dst: Path) -> None:
@@ -113,7 +113,7 @@ def move_dir(src: Path, final: Path, skip: Iterable[str] = ()) -> None:
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
-            raise FilingError(exc.errno, describe(exc, final.parent)) from exc
+            raise PublishError(exc.errno, describe(exc, final.parent)) from exc
     skipped = set(skip)
     publish_dir([Entry(rel, source=src / rel) for rel in list_files(src) if rel not in skipped], final)
     remove_tree(src)
