@@ -19,11 +19,11 @@ from pathlib import Path
 
 from . import logs
 from .config import Config
-from .filing import TEMP_PREFIX, move_dir, remove_tree
+from .publish import TEMP_PREFIX, move_dir, remove_tree
 from .jobfolder import JobFolderError, content_hash, file_hashes, is_junk, list_files, load_spec, output_names
 from .names import readable, unique_in_dir
 from .report import repeat_note
-from .results import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
+from .filing import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
 from .share import ShareGuard
 from .stability import Readiness, StabilityTracker
 from .states import FINAL_STATES, JobState

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .config import Config, Retention
-from .filing import remove_tree
+from .publish import remove_tree
 from .progress import utc_now
 from .store import Store
 

@@ -2,7 +2,7 @@
 
 Deliberately plain (huey's consumer is the model): a loop that claims the next job, loads its
 audio once, renders each video, writes progress into SQLite at most every
-``service.progress_interval`` seconds, and hands the finished job to :mod:`results`. It reads
+``service.progress_interval`` seconds, and hands the finished job to :mod:`filing`. It reads
 two flags and nothing else to stop: the service's ``stop`` event (SIGTERM: the job is put back
 in the queue and runs again) and the job's ``cancel_requested`` column (``lipsyncd cancel``; a
 queued job with that flag is never taken, and the intake thread files it at once).
@@ -37,7 +37,7 @@ from .jobfolder import on_disk
 from .names import readable
 from .report import face_warning
 from .progress import VideoMeter
-from .results import PREVIEW_DIR, file_job, finish_filing, work_paths
+from .filing import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .share import ShareGuard, is_waiting_note, waiting_note
 from .stability import InputWait
 from .states import JobState, TaskState

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jobfolder import list_files
-from ..results import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
+from ..filing import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
 from ..states import TaskState
 from ..store import Job, Task
 

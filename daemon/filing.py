@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import logs
 from .config import Folders
-from .filing import Entry, FilingError, publish_dir, remove_tree
+from .publish import Entry, PublishError, publish_dir, remove_tree
 from .jobfolder import is_junk, is_link, link_note, list_files
 from .names import readable, unique_in_dir, unique_name, windows_safe
 from .report import error_text, job_warnings, repeat_note, report_text, short
@@ -76,7 +76,7 @@ def settle(store: Store, job_id: int, folders: Folders, outcome: JobState | None
 
 def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
     """Publish the recorded destinations, remove the work folder, finish the job.
-    Raises :class:`FilingError` (nothing half-written is left; the work folder is untouched)."""
+    Raises :class:`PublishError` (nothing half-written is left; the work folder is untouched)."""
     job = store.job(job_id)
     tasks = store.tasks(job_id)
     work = Path(job.work_dir)
@@ -155,7 +155,7 @@ def refile(store: Store, job_id: int, folders: Folders, ignore: Iterable[str] = 
 
 
 def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = (), share: ShareGuard | None = None) -> None:
-    """:func:`complete`, turning a :class:`FilingError` into a failed job that ``retry`` can rerun.
+    """:func:`complete`, turning a :class:`PublishError` into a failed job that ``retry`` can rerun.
     While the share is not there (before, or found out by a failure) nothing is written: the
     job stays in ``filing`` with a note, and the runner files it once the share is back."""
     try:
@@ -169,7 +169,7 @@ def finish_filing(store: Store, job_id: int, ignore: Iterable[str] = (), share: 
         if share is not None and (reason := share.check()):
             _wait_for_share(store, job_id, reason)
             return
-        if not isinstance(exc, FilingError):
+        if not isinstance(exc, PublishError):
             raise
         job = store.job(job_id)
         log.error("job %d (%s): %s (inputs kept in %s)", job.id, job.name, exc.strerror, job.work_dir)
