@@ -19,6 +19,14 @@ it is filed, so it never goes stale. A finished task's ``error`` is why it faile
 
 Each thread and each process opens its own :class:`Store`; WAL and a busy timeout let the
 service and a ``lipsyncd cancel`` in another shell write without "database is locked".
+
+sqlite-utils (4.0 or later) gives rows as dicts (``db.query``) and nested transactions
+(``db.atomic``, new in 4.0); the statements themselves are SQL on purpose. The schema needs what its
+table builder does not express (``CHECK`` constraints on states, defaults that are SQL
+expressions, a view) and is versioned with ``user_version``, one transaction per migration, in
+files that already exist. Every state change is a guarded ``UPDATE ... WHERE state = ?`` whose
+row count says whether this writer won (two threads never both claim or file a job), which an
+upsert cannot say; the settings upsert stamps ``updated_at`` in the same statement.
 """
 
 from __future__ import annotations

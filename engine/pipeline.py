@@ -15,6 +15,7 @@ in bytes (:func:`frames_per_chunk`), so a 4K video does not need four times a 10
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -48,10 +49,13 @@ def frames_per_chunk(width: int, height: int, limit: int) -> int:
 
 
 class StageTimer:
-    """Seconds per stage, summed over the threads that do it (for the report and the benchmark)."""
+    """Seconds per stage, summed over the threads that do it (for the report and the benchmark).
+    The blend workers, the encoder and the frame loop add to it at once: ``+=`` on a dict entry is
+    a read then a write, so a lock keeps two threads from losing each other's seconds."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -59,7 +63,9 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self.seconds[stage] += elapsed
 
 
 def check_stop(should_stop: StopFn | None) -> None:
