@@ -195,7 +195,7 @@ def format_table(rows: list[dict[str, Any]], message_width: int = 60) -> str:
     table = [[title for _, title in STATUS_COLUMNS]]
     table += [[cell(key, row.get(key)) for key, _ in STATUS_COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(STATUS_COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 @cli.command(help="Run a failed or cancelled job again (JOB: id or folder name).")

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from . import logs
 from .config import Folders
-from .publish import Entry, PublishError, publish_dir, remove_tree
 from .jobfolder import is_junk, is_link, link_note, list_files
 from .names import readable, unique_in_dir, unique_name, windows_safe
+from .publish import Entry, PublishError, publish_dir, remove_tree
 from .report import error_text, job_warnings, repeat_note, report_text, short
 from .share import ShareGuard, is_waiting_note, waiting_note
 from .states import TO_OUTBOX, JobState, TaskState

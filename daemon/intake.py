@@ -19,11 +19,11 @@ from pathlib import Path
 
 from . import logs
 from .config import Config
-from .publish import TEMP_PREFIX, move_dir, remove_tree
+from .filing import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
 from .jobfolder import JobFolderError, content_hash, file_hashes, is_junk, list_files, load_spec, output_names
 from .names import readable, unique_in_dir
+from .publish import TEMP_PREFIX, move_dir, remove_tree
 from .report import repeat_note
-from .filing import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
 from .share import ShareGuard
 from .stability import Readiness, StabilityTracker
 from .states import FINAL_STATES, JobState
@@ -82,9 +82,10 @@ def _register(store: Store, config: Config, job: Job, inputs: Path) -> None:
         log.info("job %d (%s): identical to job %d; skipped (jobs.duplicates: skip)", job.id, job.name, duplicate.id)
         file_job(store, job_id, config.folders, config.watch.ignore, outcome=JobState.SKIPPED)
         return
-    videos = [(video, output, hashes[video]) for video, output in zip(spec.videos, output_names(spec, job.name))]
-    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority, options=spec.options.as_dict(),
-                  content_hash=digest)
+    names = output_names(spec, job.name)
+    videos = [(video, output, hashes[video]) for video, output in zip(spec.videos, names, strict=True)]
+    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority,
+                  options=spec.options.as_dict(), content_hash=digest)
     log.info("job %d (%s): queued, %d video(s)", job.id, job.name, len(spec.videos))
 
 

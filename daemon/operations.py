@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config
-from .publish import move_dir, remove_tree
-from .names import unique_in_dir, windows_safe
 from .filing import INPUT_DIR, JOB_LOG
+from .names import unique_in_dir, windows_safe
+from .publish import move_dir, remove_tree
 from .states import ACTIVE_STATES, JobState
 from .store import Store, StoreError
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .store import Job, Task
 from .states import JobState, TaskState
+from .store import Job, Task
 
 NO_FACE_WARNING_SHARE = 0.2
 """A video with no face in more than this share of its frames was hardly lip-synced: its

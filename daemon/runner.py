@@ -33,11 +33,11 @@ from lipsyncd.engine.options import Progress, RenderOptions
 from . import logs
 from .config import Config
 from .engine_port import Engine, EngineFactory
+from .filing import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .jobfolder import on_disk
 from .names import readable
-from .report import face_warning
 from .progress import VideoMeter
-from .filing import PREVIEW_DIR, file_job, finish_filing, work_paths
+from .report import face_warning
 from .share import ShareGuard, is_waiting_note, waiting_note
 from .stability import InputWait
 from .states import JobState, TaskState

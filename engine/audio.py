@@ -209,7 +209,7 @@ class SpeechAudio:
         """
         return max(1, round(self.duration_s * fps))
 
-    def windows(self, fps: float) -> "MelWindows":
+    def windows(self, fps: float) -> MelWindows:
         """The mel window of every output frame at ``fps``, indexable by frame number.
 
         The first frames use the reference's windows exactly; the frames past the reference's

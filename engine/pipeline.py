@@ -102,7 +102,8 @@ class FrameLoop:
                     sources = schedule[done:done + len(chunk)]
                     with self.timer("infer"):
                         mouths = self._mouths(chunk, sources, done)
-                    encoder.put([pool.submit(self._blend, frame, mouth) for frame, mouth in zip(chunk, mouths)])
+                    encoder.put([pool.submit(self._blend, frame, mouth)
+                                 for frame, mouth in zip(chunk, mouths, strict=True)])
                     done += len(chunk)
                     if progress:
                         progress(Progress(done, total, "render"))
@@ -113,7 +114,7 @@ class FrameLoop:
         """Per frame: (96×96 generated face, crop rect, landmarks, fade) or None where no face."""
         track, pads = self.track, self.options.pads
         rects: list[tuple[int, int, int, int] | None] = [None] * len(chunk)
-        for j, (frame, src) in enumerate(zip(chunk, sources)):
+        for j, (frame, src) in enumerate(zip(chunk, sources, strict=True)):
             if track.has_face[src]:
                 rects[j] = crop_rect(track.boxes[src], pads, frame.shape[1], frame.shape[0])
         if all(rect is None for rect in rects):

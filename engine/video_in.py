@@ -11,10 +11,10 @@ rate the encoder writes (frames are duplicated or dropped by timestamp, nearest 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import cv2
@@ -213,7 +213,7 @@ class _SlotReader:
         self._container: av.container.InputContainer | None = None
         self._open()
 
-    def __enter__(self) -> "_SlotReader":
+    def __enter__(self) -> _SlotReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -74,7 +74,7 @@ class VideoWriter:
     def frames_written(self) -> int:
         return self._frames
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         try:
             self._container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
         except (av.FFmpegError, OSError) as error:

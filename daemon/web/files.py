@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..jobfolder import list_files
 from ..filing import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
+from ..jobfolder import list_files
 from ..states import TaskState
 from ..store import Job, Task
 

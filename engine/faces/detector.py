@@ -52,7 +52,7 @@ class Detection:
         dx, dy = self.keypoints[1] - self.keypoints[0]
         return float(np.arctan2(dy, dx))
 
-    def unturned(self, turns: int, width: int, height: int) -> "Detection":
+    def unturned(self, turns: int, width: int, height: int) -> Detection:
         """This detection, found on ``np.rot90(frame, turns)`` of a ``width`` × ``height`` frame,
         in the frame's own pixels."""
         x0, y0, x1, y1 = self.box
@@ -135,7 +135,7 @@ class FaceDetector:
         for start in range(0, len(frames_bgr), self.max_batch):
             placed = [letterbox(frame) for frame in frames_bgr[start:start + self.max_batch]]
             inputs = np.stack([rgb for rgb, _ in placed])
-            for (points, scores), (_, placement) in zip(self._candidates(inputs), placed):
+            for (points, scores), (_, placement) in zip(self._candidates(inputs), placed, strict=True):
                 results.append(_merge(points, scores, placement))
         return results
 

@@ -158,7 +158,7 @@ class FanMesh:
         """``angles`` is accepted and unused: FAN aligns the face in its box itself."""
         points = np.full((len(frames_bgr), NUM_POINTS, 3), np.nan, np.float32)
         presence = np.zeros(len(frames_bgr), np.float32)
-        for i, (frame, box) in enumerate(zip(frames_bgr, boxes)):
+        for i, (frame, box) in enumerate(zip(frames_bgr, boxes, strict=True)):
             # float64: face_alignment's crop writes box-derived numpy scalars into torch tensors,
             # which current torch refuses for float32 scalars.
             box64 = np.asarray(box, np.float64)
@@ -185,8 +185,8 @@ class FanLocator(FaceLocator):
         try:
             import face_alignment
         except ImportError as exc:
-            raise ModelError("The face-alignment face finder is not installed on this machine; "
-                             "install lipsyncd with the 'face-alignment' extra or use the default face finder.") from exc
+            raise ModelError("The face-alignment face finder is not installed on this machine; install "
+                             "lipsyncd with the 'face-alignment' extra or use the default face finder.") from exc
         if not allow_download and not fan_weights_present():
             raise ModelError("The face-alignment face finder is not ready: its weights (S3FD and 2DFAN4) are "
                              "not in the torch hub checkpoint folder. Use the default face finder, or allow "

@@ -89,10 +89,10 @@ class FaceLocator:
         self._count = 0
 
     @classmethod
-    def load(cls, device: torch.device, choice: str = "largest") -> "FaceLocator":
+    def load(cls, device: torch.device, choice: str = "largest") -> FaceLocator:
         return cls(FaceDetector(device), FaceMesh(device), choice)
 
-    def for_video(self, choice: str) -> "FaceLocator":
+    def for_video(self, choice: str) -> FaceLocator:
         """A locator on the same models with no memory of another video."""
         return type(self)(self.detector, self.mesh, choice)
 
@@ -191,8 +191,8 @@ class FaceLocator:
         is upright: on a face lying sideways, the upright detector finds nothing or fires with
         keypoints that mean nothing."""
         if indices:
-            found.update(zip(indices, self._turned_detect([frames[i] for i in indices],
-                                                          int(upright_turns(guide.roll)) if guide else 0)))
+            turns = int(upright_turns(guide.roll)) if guide else 0
+            found.update(zip(indices, self._turned_detect([frames[i] for i in indices], turns), strict=True))
 
     def _detect_turned(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
                        indices: list[int]) -> None:
@@ -202,7 +202,7 @@ class FaceLocator:
         tell the turn (the detector finds an upright face upside down almost as surely, and fires
         on a sideways face upright): the mesh can, and rejects the wrong ones."""
         for turns in self.search_turns:
-            for i, faces in zip(indices, self._turned_detect([frames[i] for i in indices], turns)):
+            for i, faces in zip(indices, self._turned_detect([frames[i] for i in indices], turns), strict=True):
                 found[i] = sorted(found[i] + faces, key=lambda face: -face.score)
 
     def _turned_detect(self, frames: Sequence[np.ndarray], turns: int) -> list[list[Detection]]:
@@ -211,7 +211,7 @@ class FaceLocator:
             return self.detector.detect(frames)
         found = self.detector.detect([np.ascontiguousarray(np.rot90(frame, turns)) for frame in frames])
         return [[face.unturned(turns, frame.shape[1], frame.shape[0]) for face in faces]
-                for frame, faces in zip(frames, found)]
+                for frame, faces in zip(frames, found, strict=True)]
 
     def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], anchors: dict[int, Guide],
                 rolls: dict[int, float]) -> tuple[list[Guide | None], dict[int, Detection], list[int | None], set[int]]:
@@ -256,7 +256,7 @@ class FaceLocator:
         _, presence = self.mesh.landmarks([frames[i] for i, _, _ in plan], np.array([box for _, box, _ in plan]),
                                           np.array([angle for _, _, angle in plan]))
         best = presence.reshape(len(indices), len(offsets)).argmax(axis=1)
-        return {i: float(_wrap(guides[i].roll + offsets[k])) for i, k in zip(indices, best)}
+        return {i: float(_wrap(guides[i].roll + offsets[k])) for i, k in zip(indices, best, strict=True)}
 
     @staticmethod
     def _guide_from(pick: Detection, last: Guide | None) -> Guide:
@@ -274,7 +274,8 @@ class FaceLocator:
                 return same
         if self.choice == "center":
             cx, cy = width / 2, height / 2
-            return min(found, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+            return min(found,
+                       key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
         return max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
 
 

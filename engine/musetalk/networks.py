@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .configs import checked_config
-from .layout import (UNET_CONFIG, VAE_CONFIG, WHISPER_CONFIG, WHISPER_PREPROCESSOR, MuseTalkFiles)
+from .layout import UNET_CONFIG, VAE_CONFIG, WHISPER_CONFIG, WHISPER_PREPROCESSOR, MuseTalkFiles
 from .weights import check_layout, current_vae_names, read_weights, without_model_prefix
 
 
