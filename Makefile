@@ -22,7 +22,7 @@ PREFIX ?= /opt/lipsyncd
 SYSTEM_PY ?= /usr/bin/python3
 PREFIX_BIN := $(PREFIX)/venv/bin
 
-.PHONY: run test setup clean install
+.PHONY: run test lint setup clean install
 
 $(BIN)/lipsyncd: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,8 +43,21 @@ test: setup
 	LIPSYNCD_MEDIAPIPE_WHEEL="$$(ls $(MEDIAPIPE_WHEEL_DIR)/mediapipe-0.10.14-*.whl 2>/dev/null | head -n 1)" \
 		$(BIN)/python -m pytest -q
 
+# ruff, then mypy on the installed layout: daemon/ and engine/ are the packages lipsyncd.daemon and
+# lipsyncd.engine (pyproject's package-dir), which mypy cannot see through the editable install, so
+# build/typecheck/lipsyncd/ holds two links to them (mypy_path and packages in pyproject.toml).
+TYPECHECK := build/typecheck/lipsyncd
+
+lint: setup
+	$(BIN)/ruff check daemon engine
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	ln -s ../../../daemon $(TYPECHECK)/daemon
+	ln -s ../../../engine $(TYPECHECK)/engine
+	touch $(TYPECHECK)/__init__.py
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var build/typecheck
 
 install:
 	$(SYSTEM_PY) -m venv $(PREFIX)/venv

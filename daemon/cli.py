@@ -137,7 +137,8 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
 
 def _derived(row: dict[str, Any]) -> dict[str, Any]:
     """The table's computed cells: speed and stage, time left, and when it starts or ends."""
-    state, extra = row["state"], {"speed": None, "eta": None, "when": None}
+    state = row["state"]
+    extra: dict[str, str | None] = {"speed": None, "eta": None, "when": None}
     if state == JobState.RUNNING:
         fps = row.get("fps")
         extra["speed"] = f"{row.get('stage') or ''} {fps:.1f}".strip() if fps else row.get("stage")

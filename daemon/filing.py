@@ -67,7 +67,7 @@ def settle(store: Store, job_id: int, folders: Folders, outcome: JobState | None
     kept = {p.parent: p for p in (Path(k) for k in keep if k) if p.is_dir()}
     outbox = kept.get(folders.outbox) or folders.outbox / unique_in_dir(folders.outbox, name) if to_outbox else None
     error_dir = kept.get(folders.error) or folders.error / unique_in_dir(folders.error, name) if to_error else None
-    if to_outbox and to_error and error is None:  # partly done: say so where `lipsyncd status` shows it
+    if outbox and error_dir and error is None:  # partly done: say so where `lipsyncd status` shows it
         error = f"{len(tasks) - done} of {len(tasks)} videos failed; see {short(error_dir)}/error.txt"
     if outcome == JobState.DONE and error is None:  # done, but hardly lip-synced: not a silent ok
         error = job_warnings(tasks)
@@ -101,8 +101,9 @@ def complete(store: Store, job_id: int, ignore: Iterable[str] = ()) -> None:
         text = report_text(job, tasks, job.outcome or JobState.DONE, str(error_dir) if error_dir else None, remarks)
         publish_dir([*entries, Entry("report.txt", text=text), *log_file, *previews], outbox)
         log.info("job %d (%s): results in %s", job.id, job.name, outbox)
-    for task in good:
-        store.set_output_path(task.id, outbox / task.output_name)
+    if outbox is not None:  # there are good videos only when there is an outbox folder
+        for task in good:
+            store.set_output_path(task.id, outbox / task.output_name)
 
     if error_dir is not None and not error_dir.exists():
         moved = {t.video for t in good}

@@ -203,7 +203,7 @@ class Intake:
 
     def rescan(self) -> set[str]:
         """Every visible folder in the inbox; loose files are pointed out once."""
-        names = set()
+        names: set[str] = set()
         try:
             entries = list(self.config.folders.inbox.iterdir())
         except OSError as exc:

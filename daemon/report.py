@@ -118,7 +118,7 @@ def not_finished(task: Task) -> str:
     return f"not run ({task.state})"
 
 
-def short(folder: str) -> str:
+def short(folder: str | Path) -> str:
     """``outbox/Interview`` rather than a server path users cannot open from their machines."""
     path = Path(folder)
     return f"{path.parent.name}/{path.name}"

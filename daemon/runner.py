@@ -342,16 +342,17 @@ class Runner:
         ends); every call also counts as the loop being alive. ``stage`` overrides the engine's."""
         interval = self.config.service.progress_interval
         meter = VideoMeter(render_fps_hint=self._render_fps)
-        last = [float("-inf"), ""]
+        last_at, last_stage = float("-inf"), ""
 
         def progress(p: Progress) -> None:
+            nonlocal last_at, last_stage
             now = time.monotonic()
             self.heartbeat = now
             snap = meter.update(stage or p.stage, p.frames_done, p.frames_total, now)
             if snap.stage == "render" and snap.fps:
                 self._render_fps = snap.fps
-            if now - last[0] >= interval or p.frames_done >= p.frames_total or snap.stage != last[1]:
-                last[0], last[1] = now, snap.stage
+            if now - last_at >= interval or p.frames_done >= p.frames_total or snap.stage != last_stage:
+                last_at, last_stage = now, snap.stage
                 store.task_progress(task_id, snap.frames_done, snap.frames_total, snap.stage, snap.fps, snap.eta_s)
 
         return progress

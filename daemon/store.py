@@ -35,6 +35,7 @@ import errno
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -396,8 +397,8 @@ class Store:
         """Record that folder ``name`` is being claimed into ``processing/<id>``; the caller
         renames it there next. A crash in between is undone at the next start (``intake.recover``)."""
         with self.db.atomic():
-            cur = self.db.execute("INSERT INTO jobs (name, state, work_dir) VALUES (?, ?, '')", [name, JobState.INTAKE])
-            job_id = cur.lastrowid
+            job_id: int = self.db.execute("INSERT INTO jobs (name, state, work_dir) VALUES (?, ?, '') RETURNING id",
+                                          [name, JobState.INTAKE]).fetchone()[0]
             self.db.execute("UPDATE jobs SET work_dir = ? WHERE id = ?", [str(processing / f"job-{job_id}"), job_id])
         return self.job(job_id)
 
@@ -405,7 +406,7 @@ class Store:
         """Forget a claim that did not happen (the folder stays in the inbox, to be tried again)."""
         self.db.execute("DELETE FROM jobs WHERE id = ? AND state = ?", [job_id, JobState.INTAKE])
 
-    def enqueue(self, job_id: int, *, audio: str, videos: list[tuple[str, str, str | None]], naming: str,
+    def enqueue(self, job_id: int, *, audio: str, videos: Sequence[tuple[str, str, str | None]], naming: str,
                 priority: int, options: dict[str, Any], content_hash: str) -> None:
         """The claimed folder is a valid job: one task per (video, output name, video sha256);
         state queued."""

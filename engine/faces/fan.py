@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .detector import Detection
+from .detector import Detection, box_of
 from .locate import FaceLocator
 from .mesh import FACE_OVAL, NUM_POINTS
 from .track import BROWS, KEPT, LIPS, NOSE, OVAL
@@ -140,7 +140,7 @@ class S3fdDetector:
         for start in range(0, len(frames_bgr), self.batch_size):
             rgb = np.stack([_rgb(f) for f in frames_bgr[start:start + self.batch_size]])
             for boxes in self.model.face_detector.detect_from_batch(torch.from_numpy(rgb).permute(0, 3, 1, 2)):
-                found.append([Detection(tuple(float(v) for v in b[:4]), float(b[4]), _NO_KEYPOINTS)
+                found.append([Detection(box_of(b[:4]), float(b[4]), _NO_KEYPOINTS)
                               for b in boxes])
         return found
 

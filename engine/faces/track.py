@@ -94,6 +94,7 @@ class FaceTrack:
         """Write atomically: a cache file is either whole or absent."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
+        assert self.turns is not None  # __post_init__ fills it in
         with open(tmp, "wb") as f:
             np.savez(f, version=TRACK_VERSION, boxes=self.boxes, points=self.points, fade=self.fade,
                      turns=self.turns)
