@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from lipsyncd.engine.options import DEVICES, RenderOptions
 
 from .jobfolder import JOB_FILES, MEDIA_SUFFIXES, JobFolderError, is_junk, validate_naming

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+
 from lipsyncd.engine.formats import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lipsyncd.engine.options import RenderOptions
 
@@ -128,8 +129,8 @@ def scan(folder: Path, ignore: Iterable[str] = ()) -> Contents:
             raise JobFolderError(f"Two files are both named {name!r} once read as text (one name was written "
                                  "in an old encoding); rename one and drop the folder into the inbox again.")
         seen.add(name)
-        inner = name[len(root):] if name.startswith(root) else None
-        direct = inner is not None and "/" not in inner and rel not in links
+        inner = name[len(root):]  # its path below the media's folder, if it is below it
+        direct = name.startswith(root) and "/" not in inner and rel not in links
         suffix = PurePosixPath(name).suffix.lower()
         if direct and inner.lower() in JOB_FILES and job_file is None:
             job_file = name

@@ -220,7 +220,7 @@ class SpeechAudio:
         columns = min(self.mel.shape[1], math.ceil(seconds * MEL_COLUMNS_PER_SECOND) + MEL_STEP)
         return replace(self, samples=self.samples[: round(seconds * SAMPLE_RATE)], mel=self.mel[:, :columns])
 
-    def windows(self, fps: float) -> "MelWindows":
+    def windows(self, fps: float) -> MelWindows:
         """The mel window of every output frame at ``fps``, indexable by frame number.
 
         The first frames use the reference's windows exactly; the frames past the reference's

@@ -148,7 +148,7 @@ class LipSyncEngine:
         generator.batch_size = options.batch_size
         return generator
 
-    def _analyse(self, video: Path, info: "media.VideoInfo", options: RenderOptions,
+    def _analyse(self, video: Path, info: media.VideoInfo, options: RenderOptions,
                  progress: ProgressFn | None, should_stop: StopFn | None) -> FaceTrack:
         """The face track of every source frame, in one streaming pass over the video."""
         locator = self._face_locator(options)

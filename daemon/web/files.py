@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..filing import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
 from ..jobfolder import list_files
-from ..results import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
+from ..states import TaskState
 from ..store import Job, Task
 
 PLACES = ("work", "outbox", "error")
@@ -61,7 +62,7 @@ def results(job: Job, tasks: list[Task]) -> list[tuple[Task, JobFile]]:
     places = folders(job)
     found = []
     for task in tasks:
-        if task.state != "done":
+        if task.state != TaskState.DONE:
             continue
         for place, rel in (("outbox", task.output_name), ("work", f"{OUTPUT_DIR}/{task.output_name}")):
             root = places.get(place)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 from lipsyncd.daemon.config import Config
-from lipsyncd.daemon.results import OUTPUT_DIR
+from lipsyncd.daemon.filing import OUTPUT_DIR
 from lipsyncd.daemon.store import Store
 from lipsyncd.daemon.web.app import create_app
 from starlette.testclient import TestClient
