@@ -52,7 +52,7 @@ test-system:
 		fi; \
 	fi
 
-test: setup test-system
+test: setup test-system lint
 	@ls $(MEDIAPIPE_WHEEL_DIR)/mediapipe-0.10.14-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
 			--platform manylinux_2_17_x86_64 -d $(MEDIAPIPE_WHEEL_DIR) mediapipe==0.10.14 || true

@@ -14,8 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 from . import media
 from .cli_models import models_dir_option, resolve_models_dir
@@ -150,6 +154,7 @@ def progress_bar(meter: RenderMeter, scale: int = 1000) -> Iterator[Callable[[Pr
     engine's progress callback."""
     lock = threading.Lock()
     stopped = threading.Event()
+    bar: ProgressBar[int]
     with click.progressbar(length=scale, label="faces", file=sys.stderr, show_eta=False, show_percent=True,
                            item_show_func=lambda _: meter.describe(time.monotonic())) as bar:
         def draw() -> None:
