@@ -50,11 +50,11 @@ def test_progress_is_written_per_frame_with_stage_speed_and_eta(cfg, store):
     reader = Store(cfg.folders.database)
 
     def look(frame: int) -> None:
-        if frame == 9:  # eight callbacks written so far, 0.56 s of measurement
+        if frame == 9:  # eight callbacks written so far, ~1 s of measurement (the meter wants 0.5 s)
             (task,) = reader.tasks(1)
             seen.append((task.stage, task.frames_done, task.frames_total, task.fps, task.eta_s, task.progress_at))
 
-    engine = FakeEngine(frame_delay=0.07, on_frame=look)
+    engine = FakeEngine(frame_delay=0.12, on_frame=look)
     make_job(cfg.folders.inbox, "live")
     take_in(cfg, store)
     runner = Runner(cfg, lambda: engine, threading.Event())
@@ -62,7 +62,7 @@ def test_progress_is_written_per_frame_with_stage_speed_and_eta(cfg, store):
     reader.close()
     ((stage, done, total, fps, eta, at),) = seen
     assert (stage, done, total) == ("render", 8, 10) and at is not None
-    assert fps == pytest.approx(1 / 0.07, rel=0.35)
+    assert fps == pytest.approx(1 / 0.12, rel=0.35)
     assert eta == pytest.approx(2 / fps)
 
 
