@@ -228,23 +228,23 @@ def cancel(ctx: click.Context, job: str) -> None:
 @cli.command(help="Pause the queue: the running job finishes, no new job starts (kept across restarts).")
 @click.pass_context
 def pause(ctx: click.Context) -> None:
-    store = _store(ctx)
-    try:
-        store.set_paused(True)
-    finally:
-        store.close()
+    _set_paused(ctx, True)
     click.echo("Queue paused: the running job (if any) finishes, then nothing starts until `lipsyncd resume`.")
 
 
 @cli.command(help="Resume a paused queue.")
 @click.pass_context
 def resume(ctx: click.Context) -> None:
+    _set_paused(ctx, False)
+    click.echo("Queue resumed: the next job starts within seconds.")
+
+
+def _set_paused(ctx: click.Context, paused: bool) -> None:
     store = _store(ctx)
     try:
-        store.set_paused(False)
+        store.set_paused(paused)
     finally:
         store.close()
-    click.echo("Queue resumed: the next job starts within seconds.")
 
 
 @cli.command(help="Check codecs, GPU, models, folders and free disk; say what to fix.")
