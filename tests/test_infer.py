@@ -66,3 +66,35 @@ def test_wav2lip_shapes():
     with torch.inference_mode():
         out = model(torch.zeros(2, 1, 80, 16), torch.zeros(2, 6, 96, 96))
     assert out.shape == (2, 3, 96, 96)
+
+
+MEMORY_PROBE = """
+import numpy as np, torch
+from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+from lipsyncd.engine.wav2lip import Wav2Lip
+from media_tools import rss_mb
+
+torch.manual_seed(0)
+generator = MouthGenerator(Wav2Lip().eval(), torch.device("cpu"), batch_size=CPU_BATCH)
+def run(n):
+    generator(np.zeros((n, 96, 96, 3), np.uint8), np.zeros((n, 80, 16), np.float32))
+run(CPU_BATCH); run(CPU_BATCH)
+before = rss_mb()
+for n in range(1, CPU_BATCH):  # a group with fewer faces (a face leaving the picture, the last frames)
+    run(n)
+print(rss_mb() - before)
+"""
+
+
+def test_memory_stays_flat_when_groups_hold_fewer_faces():
+    """Long renders grew by GBs when every batch size compiled its own oneDNN kernels."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(tests), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    growth_mb = float(done.stdout.split()[-1])
+    assert growth_mb < 40, f"resident memory grew {growth_mb:.0f} MB over batches of 1..{CPU_BATCH - 1} faces"
