@@ -17,8 +17,8 @@ for fairly; wall seconds are given beside them):
   batch size, TorchScript freezing), interleaved rounds; ``before`` is how the engine ran it
   until now (default layout, whole chunks), ``ours`` what it does now;
 - ``renders``: a render of ``--frames`` output frames (the audio tiled, the video ping-ponging)
-  per thread plan (``ours``: :class:`ThreadPlan`; ``torch-default``: every stage on every core,
-  the old behaviour), each idle and ``loaded`` (a busy-looping process started here competes for
+  per thread plan (``ours``: :class:`ThreadPlan`; ``torch-default``: every stage on every core
+  and one network batch at a time, the old behaviour), each idle and ``loaded`` (a busy-looping process started here competes for
   one core), face track computed (``cold``) and cached (``warm``), with per-stage seconds;
 - ``identity``: the same render with the network replaced by an identity function: its frame
   rate over the encode-only rate is the pipeline's overhead (goal ≥ 0.8);
@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -107,6 +108,7 @@ def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]
     import torch
 
     from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+    from lipsyncd.engine.threads import ThreadPlan, usable_cores
     from lipsyncd.engine.wav2lip import load_wav2lip
 
     model = load_wav2lip(checkpoint)
@@ -127,21 +129,25 @@ def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]
             traced = torch.jit.freeze(torch.jit.trace(net, (mel, face)))
         return lambda: traced(mel, face), n
 
-    def ours():
+    def ours():  # as the frame loop runs it: one batch per worker, one thread per worker
         generator = MouthGenerator(copy.deepcopy(model), torch.device("cpu"), CPU_BATCH)
         crops = rng.integers(0, 256, (CPU_BATCH, 96, 96, 3), np.uint8)
         mels = rng.random((CPU_BATCH, 80, 16), np.float32)
-        return lambda: generator(crops, mels), CPU_BATCH
+        plan = ThreadPlan.for_device("cpu")
+        workers = ThreadPoolExecutor(plan.network_workers, initializer=torch.set_num_threads, initargs=(plan.network,))
+        return lambda: list(workers.map(lambda _: generator(crops, mels), range(plan.network_workers))), \
+            CPU_BATCH * plan.network_workers
 
     variants = {
         "before (default layout, batch 32)": eager(torch.contiguous_format, 32),
         f"default layout, batch {CPU_BATCH}": eager(torch.contiguous_format, CPU_BATCH),
         "channels-last, batch 32": eager(torch.channels_last, 32),
         f"channels-last + jit.freeze, batch {CPU_BATCH}": frozen(CPU_BATCH),
-        f"ours (MouthGenerator: channels-last, batch {CPU_BATCH})": ours(),
+        f"ours (channels-last, batch {CPU_BATCH}, a batch per core on one thread each)": ours(),
     }
     totals = {name: [0.0, 0.0, 0] for name in variants}
     with torch.inference_mode():
+        torch.set_num_threads(usable_cores())  # torch's default, for the variants run in this thread
         for fn, _ in variants.values():
             fn()  # warm-up: oneDNN builds its kernels
         for _ in range(rounds):
@@ -269,7 +275,17 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, help="a checkout of Rudrabha/Wav2Lip to compare with")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
+        report = run(args, Path(folder))
+    print_summary(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
 
+
+def run(args: argparse.Namespace, work: Path) -> dict:
+    """Every measurement, in the order the module docstring lists them; files go to ``work``."""
     import torch
     from media_tools import write_wav
     from weights import write_checkpoint
@@ -279,7 +295,6 @@ def main() -> None:
     from lipsyncd.engine.infer import CPU_BATCH
     from lipsyncd.engine.threads import ThreadPlan, usable_cores
 
-    work = Path(tempfile.mkdtemp(prefix="lipsyncd-bench-"))
     models_dir = args.models_dir
     if models_dir is None or not (models_dir / "wav2lip_gan.pth").exists():
         models_dir = work / "models"
@@ -294,7 +309,7 @@ def main() -> None:
     cores = usable_cores()
     device = LipSyncEngine(models_dir, device=args.device).device.type
     plans = {"ours": ThreadPlan.for_device(device),
-             "torch-default": ThreadPlan(faces=cores, network=cores, blend=min(8, cores), encoder=0)}
+             "torch-default": ThreadPlan(faces=cores, network=cores, network_workers=1, blend=min(8, cores), encoder=0)}
     report: dict[str, object] = {
         "video": args.video.name, "size": [info.width, info.height], "device": device,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "cores": cores,
@@ -319,6 +334,8 @@ def main() -> None:
                 for name, engine in engines.items():  # interleaved, so drift in the machine's load hits both
                     figures = render_once(engine, audio, args.video, work / "out.mp4", options, cached=track == "warm")
                     renders.append({"plan": name, "loaded": loaded, "track": track, **figures})
+                    print(f"render {name} loaded={loaded} {track}: {figures['frames_per_cpu_s']:.3f} frames/CPU s",
+                          flush=True)
     report["renders"] = renders
     with busy_neighbour(False):
         report["identity"] = render_once(engines["ours"], audio, args.video, work / "id.mp4", options,
@@ -340,11 +357,7 @@ def main() -> None:
         ours_cold = next(r for r in renders if r["plan"] == "ours" and not r["loaded"] and r["track"] == "cold")
         report["reference"]["frames_per_cpu_s"] = args.frames / report["reference"]["cpu_s"]
         report["reference"]["ours_vs_reference_per_cpu_s"] = ours_cold["frames_per_cpu_s"] / report["reference"]["frames_per_cpu_s"]
-    print_summary(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    return report
 
 
 def print_summary(report: dict) -> None:

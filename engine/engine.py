@@ -36,8 +36,9 @@ from .wav2lip import load_wav2lip
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_BATCH = 32
-"""Frames per face-model batch: small models, so larger batches gain little on a GPU."""
+ANALYSIS_BATCH = {"cuda": 32, "cpu": 8}
+"""Frames per face-model batch: small models, so larger batches gain little on a GPU; on a CPU a
+batch is ~0.2 s of work, and a stop request is checked between batches."""
 ANALYSIS_BYTES = 192 * 2**20
 """Decoded BGR frames held for one face-model batch, at most."""
 
@@ -109,12 +110,11 @@ class LipSyncEngine:
         try:
             with media.VideoWriter(tmp, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
                                    color=info.color, audio_path=audio.path, audio_duration_s=audio.duration_s,
-                                   threads=self.threads.encoder) as writer, \
-                    torch_threads(self.threads.network):
+                                   threads=self.threads.encoder) as writer:
                 width, height = writer.size
                 group = frames_per_group(width, height, generator.batch_size)
                 loop = FrameLoop(track, audio.windows(info.fps), generator, writer.matrix, writer.write,
-                                 options.pads, timer, group, self.threads.blend)
+                                 options.pads, timer, group, self.threads)
                 loop.run(media.read_i420(video, info, schedule), schedule,
                          _shifted(progress, analysed, analysed + total), should_stop)
             os.replace(tmp, output)
@@ -144,8 +144,11 @@ class LipSyncEngine:
             if progress:
                 progress(Progress(done, info.frame_count, "faces"))
 
-        chunk = max(4, min(ANALYSIS_BATCH, ANALYSIS_BYTES // (info.width * info.height * 3)))
-        with closing(prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk)) as frames:
+        batch = ANALYSIS_BATCH.get(self.device.type, ANALYSIS_BATCH["cpu"])
+        chunk = max(1, min(batch, ANALYSIS_BYTES // (info.width * info.height * 3)))
+        frames_in = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk,
+                             interrupt=lambda: check_stop(should_stop))
+        with closing(frames_in) as frames:
             return analyse(frames, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
                            on_batch=on_batch)
 

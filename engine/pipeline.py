@@ -2,8 +2,8 @@
 
 Four kinds of work run at once, joined by bounded queues (:mod:`.stages`)::
 
-    decode thread (yuv420p) ──▶ this thread: crops, Wav2Lip on a batch ──▶ pool: paste the mouth
-                                                                       ──▶ encode thread: x264 + audio
+    decode thread (yuv420p) ──▶ this thread: groups, crops ──▶ network workers: Wav2Lip on a batch
+                            ──▶ pool: paste the mouth ──▶ encode thread: x264 + audio
 
 Frames stay in the codec's yuv420p from decoder to encoder (:mod:`.yuv`): only the 96×96 crop is
 converted for the network and only the mouth's box is blended back, so per-frame work outside
@@ -12,8 +12,11 @@ The pool pastes while one thread does nothing but encode, in order, which is wha
 encoder fed on a GPU box, where the network is ~100× faster than the codec.
 
 Frames go to the network in groups holding one batch of faces (frames without a face pass
-through), so every network call has the same shape. Between groups, and every 0.1 s while
-waiting on the decoder or the encoder, the loop checks for a stop request, and it reports the
+through), so every network call has the same shape. On a CPU, several workers each run a whole
+batch on one core (:class:`~.threads.ThreadPlan`) instead of one batch spread over all cores:
+no thread waits for another at every layer, which costs half the CPU time per frame on a busy
+machine and nothing on an idle one. Between groups, and every 0.1 s while waiting on the
+decoder, the network or the encoder, the loop checks for a stop request, and it reports the
 frames encoded so far after each group: on a CPU a group is a few frames, well under a second.
 Memory holds a few groups whatever the video's length, and a group is capped in bytes
 (:func:`frames_per_group`), so a 4K video does not need four times a 1080p one's RAM.
@@ -22,14 +25,15 @@ Memory holds a few groups whatever the video's length, and a group is capped in 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import torch
 
 from .audio import MelWindows
 from .blend import crop_rect, model_crop, paste
@@ -38,6 +42,7 @@ from .faces.track import FaceTrack
 from .infer import MouthGenerator
 from .options import Progress
 from .stages import Sink, prefetch
+from .threads import ThreadPlan
 from .yuv import I420, YuvMatrix
 
 ProgressFn = Callable[[Progress], None]
@@ -92,7 +97,7 @@ class FrameLoop:
     timer: StageTimer
     max_frames: int
     """Frames per group at most (see :func:`frames_per_group`)."""
-    blend_threads: int
+    threads: ThreadPlan
     encoded: int = field(default=0, init=False)
     """Frames the encoder has taken so far (written by its thread, read by this one)."""
 
@@ -101,8 +106,22 @@ class FrameLoop:
         total, done = len(schedule), 0
         stop = partial(check_stop, should_stop)
         faces_per_call = self.generator.batch_size
-        with ThreadPoolExecutor(self.blend_threads, thread_name_prefix="blend") as pool, \
+        workers = self.threads.network_workers
+        in_network: deque[tuple[list[I420], Future]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="network", initializer=torch.set_num_threads,
+                                initargs=(self.threads.network,)) as network, \
+                ThreadPoolExecutor(self.threads.blend, thread_name_prefix="paste") as pool, \
                 Sink(self._encode, depth=ENCODE_QUEUE, interrupt=stop) as encoder:
+
+            def hand_on_oldest() -> None:
+                group, mouths = in_network.popleft()
+                with self.timer("network wait"):
+                    while not wait([mouths], timeout=0.1).done:
+                        stop()
+                encoder.put([pool.submit(self._paste, frame, mouth) for frame, mouth in zip(group, mouths.result())])
+                if progress:
+                    progress(Progress(self.encoded, total, "render"))
+
             decoded = prefetch(frames, depth=self.max_frames, interrupt=stop)
             try:
                 while done < total:
@@ -113,19 +132,24 @@ class FrameLoop:
                         while done + len(group) < total and faces < faces_per_call and len(group) < self.max_frames:
                             group.append(next(decoded))
                             faces += bool(self.track.has_face[schedule[done + len(group) - 1]])
-                    with self.timer("network"):
-                        mouths = self._mouths(group, schedule[done:done + len(group)], done)
-                    encoder.put([pool.submit(self._paste, frame, mouth) for frame, mouth in zip(group, mouths)])
+                    sources = schedule[done:done + len(group)]
+                    in_network.append((group, network.submit(self._mouths, group, sources, done)))
                     done += len(group)
-                    if progress:
-                        progress(Progress(self.encoded, total, "render"))
+                    if len(in_network) >= workers:
+                        hand_on_oldest()
+                while in_network:
+                    hand_on_oldest()
+            except BaseException:
+                for _, mouths in in_network:  # batches not started yet are dropped, running ones finish
+                    mouths.cancel()
+                raise
             finally:
                 decoded.close()
         if progress:
             progress(Progress(total, total, "render"))
 
     def _mouths(self, group: list[I420], sources: list[int], first: int) -> list[Mouth | None]:
-        """Per frame: what to paste, or None where the frame has no face."""
+        """Per frame: what to paste, or None where the frame has no face (runs in a network worker)."""
         track = self.track
         rects = [crop_rect(track.boxes[src], self.pads, frame.width, frame.height) if track.has_face[src] else None
                  for frame, src in zip(group, sources)]
@@ -133,8 +157,9 @@ class FrameLoop:
         mouths: list[Mouth | None] = [None] * len(group)
         if not faces:
             return mouths
-        crops = np.stack([model_crop(group[j], rect, self.matrix) for j, rect in faces])
-        generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
+        with self.timer("network (all workers)"):
+            crops = np.stack([model_crop(group[j], rect, self.matrix) for j, rect in faces])
+            generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
         for k, (j, rect) in enumerate(faces):
             src = sources[j]
             mouths[j] = (generated[k], rect, track.points[src], float(track.fade[src]))
