@@ -4,8 +4,10 @@ Crops travel to the device as uint8 (a quarter of float32's bytes) and are norma
 On CUDA the network runs in fp16 with channels-last tensors; when a batch does not fit, the
 batch size is halved for the rest of the render instead of failing the job. On a CPU it runs in
 fp32 (the reference's numbers, within float rounding) with channels-last tensors, which oneDNN
-runs about a fifth faster than the default layout, in small batches (:data:`CPU_BATCH`), so a
-stop request or a progress report never waits long behind the network.
+runs a quarter or more faster than the default layout, in small batches (:data:`CPU_BATCH`), so a
+stop request or a progress report never waits long behind the network. The frame loop runs one
+batch per core at once, each on one thread (:mod:`.threads`); the model is only read, so this
+is safe.
 
 Every call to the network has the same batch size: a short batch is padded. oneDNN compiles
 and keeps its kernels per input shape, so batches of every size from 1 to N would grow the
@@ -25,9 +27,9 @@ from .wav2lip import Wav2Lip
 log = logging.getLogger(__name__)
 
 CPU_BATCH = 8
-"""Frames per network call on a CPU: ~0.4 s of work on two idle cores. Measured per frame
-(fp32, channels-last, 2 cores): batch 1 costs ~2.5× more CPU than batch 8; 32 costs the same
-as 8 within noise (``benchmarks/render_bench.py`` records the setting)."""
+"""Frames per network call on a CPU: ~0.6 s of work for one core. Measured per frame (fp32,
+channels-last, one thread, interleaved on a busy 2-core box): batch 8, 16 and 32 cost 79, 78
+and 85 ms of CPU; batch 1 cost three times batch 8 (266 vs 91 ms, two threads, idle)."""
 
 
 class MouthGenerator:
