@@ -22,6 +22,8 @@ from .faces.track import LIPS, NOSE, OVAL
 from .yuv import I420, YuvMatrix
 
 MODEL_SIZE = 96
+MASK_SIZE = 128
+"""Largest side, in pixels, at which the paste mask is drawn (see :func:`lower_face_mask`)."""
 
 
 def crop_rect(box: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -47,10 +49,21 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
 
     The polygon is the convex hull of the face-oval points below the nose, the lips and the nose
     base; it is shrunk by the feather radius before blurring, so the mask reaches zero inside the
-    jaw line and never touches the crop's border (nothing outside the crop can change).
+    jaw line and never touches the crop's border (nothing outside the crop can change). It is
+    drawn at most :data:`MASK_SIZE` pixels wide and scaled up: a feathered edge loses nothing
+    that shows, and the cost stays that of a small face however large the face is.
     """
     x0, y0, x1, y1 = rect
     w, h = x1 - x0, y1 - y0
+    scale = min(1.0, MASK_SIZE / max(w, h))
+    if scale < 1.0:
+        small = lower_face_mask(points * np.float32(scale), (round(x0 * scale), round(y0 * scale),
+                                                             round(x0 * scale) + round(w * scale),
+                                                             round(y0 * scale) + round(h * scale)))
+        mask = cv2.resize(small, (w, h))
+        mask[[0, -1], :] = 0
+        mask[:, [0, -1]] = 0
+        return mask
     local = points - np.array([x0, y0], np.float32)
     nose_y = float(np.nanmax(local[NOSE, 1]))
     oval = local[OVAL]

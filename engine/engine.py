@@ -29,7 +29,7 @@ from .faces.track import TRACK_VERSION, FaceTrack, analyse
 from .infer import MouthGenerator
 from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
-from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_group
+from .pipeline import DECODE_AHEAD, FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_group
 from .stages import prefetch
 from .threads import ThreadPlan, torch_threads
 from .wav2lip import load_wav2lip
@@ -112,9 +112,9 @@ class LipSyncEngine:
                                    color=info.color, audio_path=audio.path, audio_duration_s=audio.duration_s,
                                    threads=self.threads.encoder) as writer:
                 width, height = writer.size
-                group = frames_per_group(width, height, generator.batch_size)
                 loop = FrameLoop(track, audio.windows(info.fps), generator, writer.matrix, writer.write,
-                                 options.pads, timer, group, self.threads)
+                                 options.pads, timer, frames_per_group(width, height, generator.batch_size),
+                                 frames_per_group(width, height, DECODE_AHEAD), self.threads)
                 loop.run(media.read_i420(video, info, schedule), schedule,
                          _shifted(progress, analysed, analysed + total), should_stop)
             os.replace(tmp, output)

@@ -48,7 +48,10 @@ from .yuv import I420, YuvMatrix
 ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool]
 GROUP_BYTES = 128 * 2**20
-"""Decoded frames per group are capped at this size: ~40 frames of 1080p, ~10 of 4K."""
+"""Decoded frames per group, and decoded frames waiting for the loop, are each capped at this
+size: ~40 frames of 1080p, ~10 of 4K."""
+DECODE_AHEAD = 64
+"""Decoded frames waiting for the loop, at most (fewer for big frames: :data:`GROUP_BYTES`)."""
 ENCODE_QUEUE = 2
 """Groups waiting for the encoder, beyond the one it encodes."""
 
@@ -97,6 +100,9 @@ class FrameLoop:
     timer: StageTimer
     max_frames: int
     """Frames per group at most (see :func:`frames_per_group`)."""
+    decode_ahead: int
+    """Decoded frames the decoder may hold ready: enough to cover a backward (ping-pong) run, which
+    is decoded forward from a keyframe before its first frame comes out."""
     threads: ThreadPlan
     encoded: int = field(default=0, init=False)
     """Frames the encoder has taken so far (written by its thread, read by this one)."""
@@ -122,7 +128,7 @@ class FrameLoop:
                 if progress:
                     progress(Progress(self.encoded, total, "render"))
 
-            decoded = prefetch(frames, depth=self.max_frames, interrupt=stop)
+            decoded = prefetch(frames, depth=self.decode_ahead, interrupt=stop)
             try:
                 while done < total:
                     stop()

@@ -59,14 +59,18 @@ def test_colour_matrices_round_trip(space, color_range):
     assert grey == pytest.approx([235 if color_range == 1 else 255, 128, 128], abs=1e-3)
 
 
-def test_mask_covers_mouth_not_eyes_and_fades_to_zero_at_border():
-    pts = synthetic_points()
-    rect = (50, 50, 150, 150)
+@pytest.mark.parametrize("zoom", [1, 4])  # 4: a 400 px face, whose mask is drawn small and scaled up
+def test_mask_covers_mouth_not_eyes_and_fades_to_zero_at_border(zoom):
+    pts = synthetic_points() * zoom
+    rect = (50 * zoom, 50 * zoom, 150 * zoom, 150 * zoom)
     mask = lower_face_mask(pts, rect)
-    assert mask.shape == (100, 100)
-    assert mask[120 - 50, 100 - 50] > 0.9          # mouth centre: y = cy + 0.5 r = 120
-    assert mask[85 - 50, 85 - 50] == 0.0           # eye level, above the nose
+    assert mask.shape == (100 * zoom, 100 * zoom)
+    assert mask[70 * zoom, 50 * zoom] > 0.9          # mouth centre: y = cy + 0.5 r = 120
+    assert mask[35 * zoom, 35 * zoom] == 0.0         # eye level, above the nose
     assert mask[0].max() == 0 and mask[-1].max() == 0 and mask[:, 0].max() == 0 and mask[:, -1].max() == 0
+    if zoom > 1:  # the same shape as the small face's, scaled
+        small = cv2.resize(lower_face_mask(synthetic_points(), (50, 50, 150, 150)), mask.shape[::-1])
+        assert np.abs(mask - small).mean() < 0.02
 
 
 def test_paste_changes_only_masked_samples_bit_exactly_elsewhere():
