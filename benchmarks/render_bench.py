@@ -86,13 +86,13 @@ def busy_neighbour(active: bool) -> Iterator[None]:
 
 def codec_rates(video: Path, preset: str, crf: int, frames: int, threads: int, workdir: Path) -> dict[str, float]:
     """Decode-only and encode-only frames per second (and per CPU second) of the render's format,
-    x264 with the render's thread count."""
+    x264 with the render's thread count, over the frames a render of ``frames`` shows (ping-pong)."""
     from lipsyncd.engine import media
 
     info = media.probe(video)
-    n = min(frames, info.frame_count)
+    n = frames
     with measured({}) as decode:
-        decoded = list(media.read_i420(video, info, range(n)))
+        decoded = list(media.read_i420(video, info, media.frame_schedule(info.frame_count, n, "pingpong")))
     with measured({}) as encode:
         with media.VideoWriter(workdir / "encode_only.mp4", info.width, info.height, info.fps, crf=crf,
                                preset=preset, color=info.color, threads=threads) as writer:
