@@ -220,7 +220,7 @@ def outside_mouth_psnr(engine, speech: np.ndarray, clip: Path, frames: int, opti
 
 
 MEMORY_RUN = """
-import sys, resource, numpy as np
+import sys, numpy as np
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from media_tools import write_wav
@@ -229,7 +229,8 @@ engine = LipSyncEngine(Path({models!r}), device={device!r}, cache_dir=Path({cach
 speech = np.resize(np.load({speech!r}), int({seconds} * 16000))
 audio = engine.load_audio(write_wav(Path({work!r}) / "mem.wav", speech))
 engine.render(audio, Path({video!r}), Path({work!r}) / "mem.mp4", RenderOptions(loop="pingpong"))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: Linux carries the parent's maxrss over fork + exec into the child's.
+print(next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
