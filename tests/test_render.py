@@ -15,8 +15,10 @@ import pytest
 
 from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
+from lipsyncd.engine.blend import crop_rect
 from lipsyncd.engine.faces.detector import FaceDetector
 from lipsyncd.engine.faces.track import FaceTrack
+from lipsyncd.engine.infer import MouthGenerator
 from media_tools import PeakRss, write_wav
 
 pytestmark = pytest.mark.slow
@@ -122,7 +124,7 @@ def test_still_photo_becomes_video_of_audio_length(engine, face_clip, speech_fil
     out = engine.render(audio, photo, tmp_path / "still.mp4", RenderOptions(batch_size=16))
     info = media.probe(tmp_path / "still.mp4")
     assert info.frame_count == out.frames == audio.frame_count(25.0)
-    assert (info.width, info.height) == (254, 256)
+    assert (info.width, info.height) == (out.width, out.height) == (254, 256)  # 4:2:0 H.264 is even-sized
 
 
 def test_memory_stays_flat_as_the_video_grows(engine, speech_file, tmp_path, monkeypatch):
@@ -177,6 +179,79 @@ def test_stop_request_cancels_soon_and_leaves_no_output(engine, face_clip, speec
                       progress=seen.append, should_stop=lambda: any(p.stage == "render" for p in seen))
     assert [p.stage for p in seen].count("render") == 1  # stopped at the next batch
     assert list(tmp_path.iterdir()) == [tmp_path / "s.wav"]
+
+
+def test_stop_request_is_seen_within_one_network_batch(engine, face_clip, speech_file, tmp_path, monkeypatch):
+    """Cancel/stop must act within about a second on a CPU: no network batch starts after the
+    flag is seen except those already handed to the other workers (one batch of wall time),
+    and progress comes per batch, not per long chunk."""
+    from lipsyncd.engine import Cancelled
+
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: 2 * SAMPLE_RATE]))
+    engine.render(audio, face_clip, tmp_path / "warm.mp4", RenderOptions())  # the face track is cached now
+    seen, after_flag = [], []
+    run = MouthGenerator._run
+
+    def counting(self, crops, mels):
+        if seen:
+            after_flag.append(len(crops))
+        return run(self, crops, mels)
+
+    monkeypatch.setattr(MouthGenerator, "_run", counting)
+    with pytest.raises(Cancelled):
+        engine.render(audio, face_clip, tmp_path / "stopped.mp4", RenderOptions(), progress=seen.append,
+                      should_stop=lambda: bool(seen) and seen[-1].frames_done > 0)
+    batch, workers = engine._generator(RenderOptions()).batch_size, engine.threads.network_workers
+    assert seen[-1].frames_done <= (workers + 1) * batch
+    assert sum(after_flag) <= max(1, workers - 1) * batch, after_flag
+
+
+def test_progress_counts_encoded_frames_in_small_steps(engine, face_clip, speech_file, tmp_path):
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: 2 * SAMPLE_RATE]))
+    seen = []
+    result = engine.render(audio, face_clip, tmp_path / "o.mp4", RenderOptions(), progress=seen.append)
+    analysed = seen[-1].frames_total - result.frames  # the face pass comes first on the same scale
+    encoded = [p.frames_done - analysed for p in seen if p.stage == "render"]
+    assert encoded == sorted(encoded) and encoded[0] >= 0 and encoded[-1] == result.frames
+    batch = engine._generator(RenderOptions()).batch_size
+    assert len(encoded) >= result.frames // batch  # one report per network batch, not per 128 frames
+    assert max(np.diff([0, *encoded])) <= 4 * batch
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+
+
+@pytest.mark.parametrize("tags", [None, media.ColorTags(1, 1, 1, 1)], ids=["as-is", "bt709"])
+def test_outside_the_mouth_is_as_good_as_a_plain_reencode(engine, face_clip, speech_file, tmp_path, tags):
+    """Frames are never converted whole: outside the face crop the output must be within 0.5 dB
+    of re-encoding the source's own YUV at the same settings (a round trip through BGR lost 1-3 dB)."""
+    source = face_clip
+    if tags is not None:  # the same pictures, stored as BT.709 (HD sources)
+        source = tmp_path / "bt709.mp4"
+        info = media.probe(face_clip)
+        with media.VideoWriter(source, info.width, info.height, info.fps, crf=10, color=tags) as writer:
+            for frame in media.read_frames(face_clip, info, range(info.frame_count)):
+                writer.write(frame)
+    info = media.probe(source)
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: SAMPLE_RATE // 2]))
+    options = RenderOptions()
+    engine.render(audio, source, tmp_path / "out.mp4", options)
+    direct = tmp_path / "direct.mp4"
+    with media.VideoWriter(direct, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
+                           color=info.color) as writer:
+        for frame in media.read_i420(source, info, range(audio.frame_count(info.fps))):
+            writer.write(frame)
+    track = FaceTrack.load(engine._track_cache_path(source, options))
+    original, rendered, reencoded = decode_all(source), decode_all(tmp_path / "out.mp4"), decode_all(direct)
+    outside = np.ones((len(rendered), info.height, info.width), bool)
+    for i in range(len(rendered)):
+        x0, y0, x1, y1 = crop_rect(track.boxes[i], options.pads, info.width, info.height)
+        outside[i, y0:y1, x0:x1] = False
+    src = np.stack(original[:len(rendered)])[outside]
+    ours, plain = psnr(np.stack(rendered)[outside], src), psnr(np.stack(reencoded)[outside], src)
+    assert ours >= plain - 0.5, (ours, plain)
 
 
 def test_a_given_video_digest_keys_the_track_cache(engine, face_clip, tmp_path):
