@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .faces.track import LIPS, NOSE, OVAL
-from .yuv import I420, YuvMatrix
+from .yuv import I420, TurnedView, YuvMatrix
 
 MODEL_SIZE = 96
 MASK_SIZE = 128
@@ -36,7 +36,7 @@ def crop_rect(box: np.ndarray, pads: tuple[int, int, int, int], width: int, heig
     return x0, y0, x1, y1
 
 
-def model_crop(frame: I420, rect: tuple[int, int, int, int], matrix: YuvMatrix) -> np.ndarray:
+def model_crop(frame: I420 | TurnedView, rect: tuple[int, int, int, int], matrix: YuvMatrix) -> np.ndarray:
     """The 96×96 BGR crop the network sees (bilinear, cv2.resize's default, as in training)."""
     x0, y0, x1, y1 = rect
     cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, (x1 + 1) // 2, (y1 + 1) // 2
@@ -79,9 +79,9 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
     return mask
 
 
-def paste(frame: I420, generated: np.ndarray, rect: tuple[int, int, int, int], points: np.ndarray,
+def paste(frame: I420 | TurnedView, generated: np.ndarray, rect: tuple[int, int, int, int], points: np.ndarray,
           weight: float, matrix: YuvMatrix) -> None:
-    """Blend the network's 96×96 BGR output into ``frame`` (in place) through the lower-face mask.
+    """Blend the network's BGR face (any square size) into ``frame`` (in place) through the lower-face mask.
 
     Only the mask's bounding box, grown to even coordinates so that it covers whole chroma
     samples, is touched; chroma blends with the mask averaged over each 2×2 block.

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from functools import partial
 
 import numpy as np
@@ -88,8 +89,19 @@ def check_stop(should_stop: StopFn | None) -> None:
         raise Cancelled("The render was stopped before it finished; it will run again.")
 
 
-Mouth = tuple[np.ndarray, tuple[int, int, int, int], np.ndarray, float]
-"""What is pasted into one frame: 96×96 BGR face, crop rect, landmarks, fade weight."""
+class Mouth(NamedTuple):
+    """What is pasted into one frame, and where."""
+
+    face: np.ndarray
+    """The network's BGR face."""
+    rect: tuple[int, int, int, int]
+    """Where it goes, in the turned view of the frame."""
+    points: np.ndarray
+    """The face's kept landmarks, in the turned view."""
+    weight: float
+    """The track's fade."""
+    turns: int
+    """Quarter turns that stand the face upright (:meth:`~.yuv.I420.turned`)."""
 
 
 @dataclass
@@ -163,25 +175,27 @@ class FrameLoop:
 
     def _mouths(self, group: list[I420], sources: list[int], first: int) -> list[Mouth | None]:
         """Per frame: what to paste, or None where the frame has no face (runs in a network worker)."""
-        track = self.track
-        rects = [crop_rect(track.boxes[src], self.pads, frame.width, frame.height) if track.has_face[src] else None
-                 for frame, src in zip(group, sources, strict=True)]
+        track, turns = self.track, self.track.turns
+        assert turns is not None  # FaceTrack fills it in
+        views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
+        rects = [crop_rect(track.boxes[src], self.pads, view.width, view.height) if track.has_face[src] else None
+                 for view, src in zip(views, sources, strict=True)]
         faces = [(j, rect) for j, rect in enumerate(rects) if rect is not None]
         mouths: list[Mouth | None] = [None] * len(group)
         if not faces:
             return mouths
         with self.timer("network (all workers)"):
-            crops = np.stack([model_crop(group[j], rect, self.matrix) for j, rect in faces])
+            crops = np.stack([model_crop(views[j], rect, self.matrix) for j, rect in faces])
             generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
         for k, (j, rect) in enumerate(faces):
             src = sources[j]
-            mouths[j] = (generated[k], rect, track.points[src], float(track.fade[src]))
+            mouths[j] = Mouth(generated[k], rect, track.points[src], float(track.fade[src]), int(turns[src]))
         return mouths
 
     def _paste(self, frame: I420, mouth: Mouth | None) -> I420:
         if mouth is not None:
             with self.timer("paste (all threads)"):
-                paste(frame, *mouth, self.matrix)
+                paste(frame.turned(mouth.turns), mouth.face, mouth.rect, mouth.points, mouth.weight, self.matrix)
         return frame
 
     def _encode(self, futures: list[Future]) -> None:

@@ -62,6 +62,29 @@ class I420:
     def height(self) -> int:
         return self.y.shape[0]
 
+    def turned(self, turns: int) -> TurnedView:
+        """The frame as ``np.rot90(picture, turns)`` shows it: a face lying sideways in the frame
+        is upright in this view (the face track's ``turns``). Views, not copies: writing into the
+        view writes the frame. Even sizes keep every 2×2 luma block on one chroma sample."""
+        return TurnedView(*(np.rot90(plane, turns) for plane in (self.y, self.u, self.v)))
+
+
+@dataclass(frozen=True)
+class TurnedView:
+    """The three planes of an :class:`I420` frame turned by quarter turns (see :meth:`I420.turned`)."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return self.y.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.y.shape[0]
+
 
 @dataclass(frozen=True)
 class YuvMatrix:

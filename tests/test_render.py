@@ -92,6 +92,43 @@ def test_render_keeps_everything_but_the_mouth(engine, gap_clip, speech_file, tm
     assert result.frames_with_face == sum(1 for s in schedule if not 18 <= s < 30)
 
 
+def test_a_sideways_clip_gets_its_mouth_redrawn_and_nothing_else(engine, face_clip, speech_file, tmp_path,
+                                                                  monkeypatch):
+    """A phone clip lying on its side: the face is found turned, the network sees it upright (as
+    in the upright clip), and the mouth is pasted on the upright view, so it lands on the frame
+    where the mouth is."""
+    info = media.probe(face_clip)
+    crops: dict[str, list[np.ndarray]] = {"upright": [], "sideways": []}
+    seen = MouthGenerator.__call__
+    upright = decode_all(face_clip)[:20]
+    sideways = tmp_path / "sideways in.mp4"
+    plain = tmp_path / "plain.mp4"  # the same frames through the encoder alone: its noise
+    for path, crf in ((sideways, 12), (plain, 18)):
+        with media.VideoWriter(path, info.height, info.width, info.fps, crf=crf) as writer:
+            for frame in upright:
+                writer.write(np.ascontiguousarray(np.rot90(frame, 1)))
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: int(0.8 * SAMPLE_RATE)]))
+    for name, clip in (("upright", face_clip), ("sideways", sideways)):
+        monkeypatch.setattr(MouthGenerator, "__call__",
+                            lambda self, c, m, name=name: crops[name].append(c.copy()) or seen(self, c, m))
+        result = engine.render(audio, clip, tmp_path / f"{name}.mp4", RenderOptions(batch_size=16))
+        assert result.frames_with_face == result.frames == audio.frame_count(info.fps)
+    upright_crops, sideways_crops = (np.concatenate(crops[k]).astype(int) for k in ("upright", "sideways"))
+    assert np.abs(upright_crops - sideways_crops).mean() < 8  # the same upright face, give or take the encoder
+
+    source = [np.rot90(f, -1) for f in decode_all(sideways)]  # stood upright again for the checks
+    rendered = [np.rot90(f, -1) for f in decode_all(tmp_path / "sideways.mp4")]
+    reencoded = [np.rot90(f, -1) for f in decode_all(plain)]
+    (face,) = FaceDetector("cpu").detect([np.ascontiguousarray(upright[5])])[0:1]
+    mx, my = (int(v) for v in face[0].keypoints[3])
+    eyes_up = int(face[0].keypoints[:2, 1].max())
+    for i in (5, 15):
+        diff = np.abs(source[i].astype(int) - rendered[i].astype(int))
+        noise = np.abs(source[i].astype(int) - reencoded[i].astype(int))
+        assert diff[my - 8:my + 8, mx - 12:mx + 12].mean() > 8, f"frame {i}: mouth unchanged"
+        assert diff[:eyes_up].mean() < noise[:eyes_up].mean() + 0.5, f"frame {i}: eyes and above changed"
+
+
 def av_open(path: Path):
     import av
 
