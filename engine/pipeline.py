@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
