@@ -17,4 +17,5 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python3 benchmarks/render_bench.py --video .device/clip.mp4 --audio .device/speech.wav \
-    --seconds 10 60 --batch-size "${BATCH:-256}" --codec-frames 500 --json "${OUT:-benchmarks/results}/gpu_1080x1920.json"
+    --frames 600 --batch-size "${BATCH:-256}" --psnr-clips .device/clip.mp4 \
+    --json "${OUT:-benchmarks/results}/gpu_1080x1920.json"

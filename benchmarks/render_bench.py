@@ -1,18 +1,35 @@
-"""Benchmark the engine end to end on one clip: speed per stage, real-time factor, memory.
+"""Benchmark the engine end to end on one clip: speed per stage and per CPU second, thread plans on
+an idle and a loaded machine, the pipeline's overhead, fidelity outside the mouth, memory.
 
-Prints a table and writes JSON. Runs on the CPU (any machine) and on a GPU box; quote absolute
-times only from the GPU box, and ratios (end-to-end vs encode-only, long vs short) from one run.
+Prints a summary and writes JSON. Runs on the CPU (any machine) and on a GPU box; quote absolute
+times only from the GPU box, and ratios (end-to-end vs encode-only, ours vs reference) from one run.
 
-    python benchmarks/render_bench.py --video clip.mp4 --audio speech.wav --seconds 10 60 \
-        --json benchmarks/results/cpu.json
+    python benchmarks/render_bench.py --video clip.mp4 --audio speech.wav --frames 100 \\
+        --psnr-clips /path/to/clips/*.mp4 --reference ~/src/Wav2Lip --json benchmarks/results/cpu.json
 
-What it measures, side by side in one process:
-- decode-only and encode-only rates of the clip (same preset and CRF as the render): the codec's
-  ceiling, which end-to-end speed is compared against;
-- a render per requested output length (the audio is tiled to that length, the video ping-pongs),
-  first with face analysis (cold) then with the face track cached (warm, the "same avatar, new
-  audio" case), with per-stage seconds, frames per second and real-time factor;
-- peak RSS sampled during each render, to show memory flat in video length, and peak GPU memory.
+What it measures, in one process unless said otherwise (CPU seconds are the whole process's user +
+system time over the step, ``resource.getrusage``, so threads and a busy neighbour are accounted
+for fairly; wall seconds are given beside them):
+
+- ``codec``: decode-only and encode-only rates of the clip in the render's own format (yuv420p,
+  same preset and CRF): the ceiling an end-to-end render is compared against;
+- ``network_levers``: the generator alone, frames per CPU second for each lever (tensor layout,
+  batch size, TorchScript freezing), interleaved rounds; ``before`` is how the engine ran it
+  until now (default layout, whole chunks), ``ours`` what it does now;
+- ``renders``: a render of ``--frames`` output frames (the audio tiled, the video ping-ponging)
+  per thread plan (``ours``: :class:`ThreadPlan`; ``torch-default``: every stage on every core
+  and one network batch at a time, the old behaviour), each idle and ``loaded`` (a busy-looping process started here competes for
+  one core), face track computed (``cold``) and cached (``warm``), with per-stage seconds;
+- ``identity``: the same render with the network replaced by an identity function: its frame
+  rate over the encode-only rate is the pipeline's overhead (goal ≥ 0.8);
+- ``fidelity``: per ``--psnr-clips`` clip, PSNR outside the face crop of a render and of a plain
+  re-encode of the source's own YUV at the same settings (goal: render ≥ re-encode − 0.5 dB);
+- ``memory``: peak RSS of a render to ``--frames`` and to 3 × ``--frames`` of audio (ping-pong),
+  each in a fresh process;
+- ``reference``: with ``--reference PATH`` (a checkout of Rudrabha/Wav2Lip, with its Python
+  dependencies importable), its ``inference.py`` on the same clip, audio and checkpoint with a
+  fixed face box (``--box``, skipping its detector, which favours it), its CPU seconds (it and its
+  ffmpeg children) beside ours. Nothing is fetched: without the path this part is skipped.
 
 Without real weights in ``--models-dir`` it writes a checkpoint by the conformance weight rule:
 speed does not depend on the weight values, only the picture does.
@@ -21,111 +38,352 @@ speed does not depend on the weight values, only the picture does.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the test utilities: rule weights, wav writer, RSS probe
 
 
-def codec_rates(video: Path, preset: str, crf: int, frames: int, workdir: Path) -> dict[str, float]:
-    """Decode-only and encode-only frames per second over the first ``frames`` slots of the clip."""
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def measured(into: dict) -> Iterator[dict]:
+    """Wall and CPU seconds of the block, written into ``into``."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    yield into
+    into["wall_s"] = time.perf_counter() - wall
+    into["cpu_s"] = cpu_seconds() - cpu
+
+
+@contextmanager
+def busy_neighbour(active: bool) -> Iterator[None]:
+    """A process spinning on one core for the duration of the block (the loaded machine)."""
+    if not active:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def codec_rates(video: Path, preset: str, crf: int, frames: int, threads: int, workdir: Path) -> dict[str, float]:
+    """Decode-only and encode-only frames per second (and per CPU second) of the render's format,
+    x264 with the render's thread count, over the frames a render of ``frames`` shows (ping-pong)."""
     from lipsyncd.engine import media
 
     info = media.probe(video)
+    n = frames
+    with measured({}) as decode:
+        decoded = list(media.read_i420(video, info, media.frame_schedule(info.frame_count, n, "pingpong")))
+    with measured({}) as encode:
+        with media.VideoWriter(workdir / "encode_only.mp4", info.width, info.height, info.fps, crf=crf,
+                               preset=preset, color=info.color, threads=threads) as writer:
+            for frame in decoded:
+                writer.write(frame)
+    return {"frames": n, "decode_fps": n / decode["wall_s"], "encode_fps": n / encode["wall_s"],
+            "encode_frames_per_cpu_s": n / encode["cpu_s"]}
+
+
+def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]:
+    """Frames per CPU second of the generator alone, per lever, measured in interleaved rounds."""
+    import torch
+
+    from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+    from lipsyncd.engine.threads import ThreadPlan, usable_cores
+    from lipsyncd.engine.wav2lip import load_wav2lip
+
+    model = load_wav2lip(checkpoint)
+    rng = np.random.default_rng(0)
+
+    def inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(rng.random((n, 1, 80, 16), np.float32)), torch.from_numpy(rng.random((n, 6, 96, 96), np.float32))
+
+    def eager(layout: torch.memory_format, n: int):
+        net = copy.deepcopy(model).to(memory_format=layout)
+        mel, face = (t.contiguous(memory_format=layout) for t in inputs(n))
+        return lambda: net(mel, face), n
+
+    def frozen(n: int):
+        net = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        mel, face = (t.contiguous(memory_format=torch.channels_last) for t in inputs(n))
+        with torch.inference_mode():
+            traced = torch.jit.freeze(torch.jit.trace(net, (mel, face)))
+        return lambda: traced(mel, face), n
+
+    def ours():  # as the frame loop runs it: one batch per worker, one thread per worker
+        generator = MouthGenerator(copy.deepcopy(model), torch.device("cpu"), CPU_BATCH)
+        crops = rng.integers(0, 256, (CPU_BATCH, 96, 96, 3), np.uint8)
+        mels = rng.random((CPU_BATCH, 80, 16), np.float32)
+        plan = ThreadPlan.for_device("cpu")
+        workers = ThreadPoolExecutor(plan.network_workers, initializer=torch.set_num_threads, initargs=(plan.network,))
+        return lambda: list(workers.map(lambda _: generator(crops, mels), range(plan.network_workers))), \
+            CPU_BATCH * plan.network_workers
+
+    variants = {
+        "before (default layout, batch 32)": eager(torch.contiguous_format, 32),
+        f"default layout, batch {CPU_BATCH}": eager(torch.contiguous_format, CPU_BATCH),
+        "channels-last, batch 32": eager(torch.channels_last, 32),
+        f"channels-last + jit.freeze, batch {CPU_BATCH}": frozen(CPU_BATCH),
+        f"ours (channels-last, batch {CPU_BATCH}, a batch per core on one thread each)": ours(),
+    }
+    totals = {name: [0.0, 0.0, 0] for name in variants}
+    with torch.inference_mode():
+        torch.set_num_threads(usable_cores())  # torch's default, for the variants run in this thread
+        for fn, _ in variants.values():
+            fn()  # warm-up: oneDNN builds its kernels
+        for _ in range(rounds):
+            for name, (fn, n) in variants.items():
+                calls = max(1, 32 // n)  # about 32 frames per variant and round
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                for _ in range(calls):
+                    fn()
+                totals[name][0] += cpu_seconds() - cpu
+                totals[name][1] += time.perf_counter() - wall
+                totals[name][2] += n * calls
+    return {name: {"frames_per_cpu_s": n / cpu, "ms_cpu_per_frame": 1000 * cpu / n, "ms_wall_per_frame": 1000 * wall / n}
+            for name, (cpu, wall, n) in totals.items()}
+
+
+def render_once(engine, audio, video: Path, out: Path, options, *, cached: bool, identity: bool = False) -> dict:
+    from lipsyncd.engine.infer import MouthGenerator
+
+    if not cached:
+        for old in (engine.cache_dir / "tracks").glob("*"):
+            old.unlink()
+    original = MouthGenerator.__call__
+    if identity:
+        MouthGenerator.__call__ = lambda self, crops, mels: crops  # the network costs nothing
+    try:
+        with measured({}) as figures:
+            result = engine.render(audio, video, out, options)
+    finally:
+        MouthGenerator.__call__ = original
+    figures.update(frames=result.frames, fps=result.frames / figures["wall_s"],
+                   frames_per_cpu_s=result.frames / figures["cpu_s"], stage_s=result.stage_seconds,
+                   frames_with_face=result.frames_with_face)
+    return figures
+
+
+def outside_mouth_psnr(engine, speech: np.ndarray, clip: Path, frames: int, options, work: Path) -> dict:
+    """PSNR outside the face crop: our render vs the source, and a plain re-encode vs the source."""
+    from media_tools import write_wav
+
+    from lipsyncd.engine import media
+    from lipsyncd.engine.blend import crop_rect
+    from lipsyncd.engine.faces.track import FaceTrack
+
+    info = media.probe(clip)
     n = min(frames, info.frame_count)
-    start = time.perf_counter()
-    decoded = list(media.read_frames(video, info, range(n)))
-    decode_fps = n / (time.perf_counter() - start)
-    start = time.perf_counter()
-    with media.VideoWriter(workdir / "encode_only.mp4", info.width, info.height, info.fps, crf=crf,
-                           preset=preset, color=info.color) as writer:
-        for frame in decoded:
+    audio = engine.load_audio(write_wav(work / "psnr.wav", np.resize(speech, int(n / info.fps * 16000) + 1)))
+    n = audio.frame_count(info.fps)
+    engine.render(audio, clip, work / "psnr_render.mp4", options)
+    with media.VideoWriter(work / "psnr_direct.mp4", info.width, info.height, info.fps, crf=options.crf,
+                           preset=options.preset, color=info.color) as writer:
+        for frame in media.read_i420(clip, info, range(n)):
             writer.write(frame)
-    encode_fps = n / (time.perf_counter() - start)
-    return {"decode_fps": decode_fps, "encode_fps": encode_fps, "frames": n}
+    track = FaceTrack.load(engine._track_cache_path(clip, options))
+    sums = {"render": 0.0, "direct": 0.0}
+    count = 0
+    readers = [media.read_frames(p, media.probe(p), range(n))
+               for p in (clip, work / "psnr_render.mp4", work / "psnr_direct.mp4")]
+    for i, (source, rendered, direct) in enumerate(zip(*readers)):
+        height, width = rendered.shape[:2]
+        outside = np.ones((height, width), bool)
+        if track.has_face[i]:
+            x0, y0, x1, y1 = crop_rect(track.boxes[i], options.pads, width, height)
+            outside[y0:y1, x0:x1] = False
+        src = source[:height, :width][outside].astype(np.float64)
+        sums["render"] += float(np.sum((rendered[outside] - src) ** 2))
+        sums["direct"] += float(np.sum((direct[outside] - src) ** 2))
+        count += src.size
+    db = {k: 10 * np.log10(255.0**2 * count / v) if v else float("inf") for k, v in sums.items()}
+    return {"clip": clip.name, "frames": n, "render_db": db["render"], "direct_reencode_db": db["direct"],
+            "render_minus_direct_db": db["render"] - db["direct"]}
+
+
+MEMORY_RUN = """
+import sys, numpy as np
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from media_tools import write_wav
+from lipsyncd.engine import LipSyncEngine, RenderOptions
+engine = LipSyncEngine(Path({models!r}), device={device!r}, cache_dir=Path({cache!r}))
+speech = np.resize(np.load({speech!r}), int({seconds} * 16000))
+audio = engine.load_audio(write_wav(Path({work!r}) / "mem.wav", speech))
+engine.render(audio, Path({video!r}), Path({work!r}) / "mem.mp4", RenderOptions(loop="pingpong"))
+# VmHWM, not ru_maxrss: Linux carries the parent's maxrss over fork + exec into the child's.
+print(next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+"""
+
+
+def peak_rss_mb(models: Path, device: str, cache: Path, speech_npy: Path, seconds: float, video: Path, work: Path) -> float:
+    """Peak RSS of one render in a fresh process (the face track cached, so only the frame loop counts)."""
+    code = MEMORY_RUN.format(tests=str(ROOT / "tests"), models=str(models), device=device, cache=str(cache),
+                             speech=str(speech_npy), seconds=seconds, video=str(video), work=str(work))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
+def reference_run(reference: Path, checkpoint: Path, video: Path, audio: Path, box: tuple[int, int, int, int],
+                  work: Path) -> dict:
+    """The public reference's inference.py on the same inputs, with a fixed face box; its CPU
+    seconds include the ffmpeg processes it starts."""
+    out = work / "reference.mp4"
+    command = [sys.executable, "inference.py", "--checkpoint_path", str(checkpoint), "--face", str(video),
+               "--audio", str(audio), "--outfile", str(out), "--box", *(str(v) for v in box)]
+    cpu, wall = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    done = subprocess.run(command, cwd=reference, capture_output=True, text=True)
+    figures = {"command": " ".join(command), "wall_s": time.perf_counter() - wall,
+               "cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu, "returncode": done.returncode}
+    if done.returncode != 0:
+        figures["error"] = done.stderr.strip().splitlines()[-1:] or ["?"]
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, required=True)
-    parser.add_argument("--audio", type=Path, required=True, help="speech, tiled to each --seconds")
-    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0])
+    parser.add_argument("--audio", type=Path, required=True, help="speech, tiled to the output length")
+    parser.add_argument("--frames", type=int, default=100, help="output frames per render")
     parser.add_argument("--models-dir", type=Path, help="with wav2lip_gan.pth; default: rule weights")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="network batch on a GPU (a CPU uses at most 8)")
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--crf", type=int, default=18)
-    parser.add_argument("--codec-frames", type=int, default=250, help="frames for the codec-only rates")
+    parser.add_argument("--lever-rounds", type=int, default=3)
+    parser.add_argument("--psnr-clips", type=Path, nargs="*", default=[])
+    parser.add_argument("--psnr-frames", type=int, default=30)
+    parser.add_argument("--no-loaded", action="store_true", help="skip the runs against a busy neighbour")
+    parser.add_argument("--reference", type=Path, help="a checkout of Rudrabha/Wav2Lip to compare with")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
+        report = run(args, Path(folder))
+    print_summary(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
 
+
+def run(args: argparse.Namespace, work: Path) -> dict:
+    """Every measurement, in the order the module docstring lists them; files go to ``work``."""
     import torch
-
-    sys.path.insert(0, str(ROOT / "tests"))  # the test utilities: rule weights, wav writer, RSS probe
-    from media_tools import PeakRss, write_wav
+    from media_tools import write_wav
     from weights import write_checkpoint
 
-    from lipsyncd.engine import LipSyncEngine, RenderOptions
+    from lipsyncd.engine import LipSyncEngine, RenderOptions, media
     from lipsyncd.engine.audio import decode_audio
+    from lipsyncd.engine.infer import CPU_BATCH
+    from lipsyncd.engine.threads import ThreadPlan, usable_cores
 
-    work = Path(tempfile.mkdtemp(prefix="lipsyncd-bench-"))
     models_dir = args.models_dir
     if models_dir is None or not (models_dir / "wav2lip_gan.pth").exists():
         models_dir = work / "models"
         models_dir.mkdir()
         write_checkpoint(models_dir / "wav2lip_gan.pth")
     speech = decode_audio(args.audio)
-    options = RenderOptions(batch_size=args.batch_size, preset=args.preset, crf=args.crf)
-    engine = LipSyncEngine(models_dir, device=args.device, cache_dir=work / "cache")
-    cuda = engine.device.type == "cuda"
+    np.save(work / "speech.npy", speech)
+    options = RenderOptions(preset=args.preset, crf=args.crf, batch_size=args.batch_size)
+    info = media.probe(args.video)
+    seconds = args.frames / info.fps
+    audio_path = write_wav(work / "speech.wav", np.resize(speech, int(seconds * 16000)))
+    cores = usable_cores()
+    device = LipSyncEngine(models_dir, device=args.device).device.type
+    plans = {"ours": ThreadPlan.for_device(device),
+             "torch-default": ThreadPlan(faces=cores, network=cores, network_workers=1, blend=min(8, cores), encoder=0)}
     report: dict[str, object] = {
-        "video": str(args.video), "device": str(engine.device),
-        "gpu": torch.cuda.get_device_name() if cuda else None,
-        "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(),
-        "options": options.as_dict(),
-        "codec": codec_rates(args.video, args.preset, args.crf, args.codec_frames, work),
-        "renders": [],
+        "video": args.video.name, "size": [info.width, info.height], "device": device,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "cores": cores,
+        "torch": torch.__version__, "cpu_batch": CPU_BATCH, "options": options.as_dict(),
+        "thread_plans": {name: plan.as_dict() for name, plan in plans.items()},
+        "codec": codec_rates(args.video, args.preset, args.crf, args.frames, plans["ours"].encoder, work),
     }
-    engine.check_ready(options)
-    for seconds in args.seconds:
-        audio = engine.load_audio(write_wav(work / f"speech_{seconds:g}s.wav", np.resize(speech, int(seconds * 16000))))
-        for label in ("cold", "warm"):  # warm: the face track comes from the cache
-            for old in (work / "cache" / "tracks").glob("*") if label == "cold" else ():
-                old.unlink()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            with PeakRss() as rss:
-                start = time.perf_counter()
-                result = engine.render(audio, args.video, work / f"out_{seconds:g}s_{label}.mp4", options)
-                wall = time.perf_counter() - start
-            report["renders"].append({
-                "seconds": seconds, "track": label, "frames": result.frames, "wall_s": wall,
-                "fps": result.frames / wall, "realtime_factor": result.duration_s / wall,
-                "stage_s": result.stage_seconds, "peak_rss_mb": rss.peak,
-                "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            })
+    if device == "cpu":
+        report["network_levers"] = network_levers(models_dir / "wav2lip_gan.pth", args.lever_rounds)
+
+    engines = {name: LipSyncEngine(models_dir, device=args.device, cache_dir=work / "cache", threads=plan)
+               for name, plan in plans.items()}
+    for engine in engines.values():
+        engine.check_ready(options)
+        generator = engine._generator(options)  # warm-up: oneDNN builds its kernels for the batch shape
+        generator(np.zeros((generator.batch_size, 96, 96, 3), np.uint8), np.zeros((generator.batch_size, 80, 16), np.float32))
+    audio = engines["ours"].load_audio(audio_path)
+    renders = []
+    for loaded in (False, True)[: 1 if args.no_loaded else 2]:
+        with busy_neighbour(loaded):
+            for track in ("cold", "warm"):
+                for name, engine in engines.items():  # interleaved, so drift in the machine's load hits both
+                    figures = render_once(engine, audio, args.video, work / "out.mp4", options, cached=track == "warm")
+                    renders.append({"plan": name, "loaded": loaded, "track": track, **figures})
+                    print(f"render {name} loaded={loaded} {track}: {figures['frames_per_cpu_s']:.3f} frames/CPU s",
+                          flush=True)
+    report["renders"] = renders
+    with busy_neighbour(False):
+        report["identity"] = render_once(engines["ours"], audio, args.video, work / "id.mp4", options,
+                                         cached=True, identity=True)
+    report["identity"]["vs_encode_only"] = report["identity"]["fps"] / report["codec"]["encode_fps"]
+    report["memory"] = {
+        f"{n} frames": peak_rss_mb(models_dir, args.device, work / "cache", work / "speech.npy", n / info.fps,
+                                   args.video, work)
+        for n in (args.frames, 3 * args.frames)}
+    report["fidelity"] = [outside_mouth_psnr(engines["ours"], speech, clip, args.psnr_frames, options, work)
+                          for clip in args.psnr_clips]
+    if args.reference:
+        from lipsyncd.engine.faces.track import FaceTrack
+
+        track = FaceTrack.load(engines["ours"]._track_cache_path(args.video, options))
+        x0, y0, x1, y1 = (int(v) for v in np.nanmedian(track.boxes, axis=0))
+        report["reference"] = reference_run(args.reference, models_dir / "wav2lip_gan.pth", args.video, audio_path,
+                                            (y0, y1, x0, x1), work)
+        ours_cold = next(r for r in renders if r["plan"] == "ours" and not r["loaded"] and r["track"] == "cold")
+        report["reference"]["frames_per_cpu_s"] = args.frames / report["reference"]["cpu_s"]
+        report["reference"]["ours_vs_reference_per_cpu_s"] = ours_cold["frames_per_cpu_s"] / report["reference"]["frames_per_cpu_s"]
+    return report
+
+
+def print_summary(report: dict) -> None:
     codec = report["codec"]
-    print(f"device {report['device']} {report['gpu'] or ''}  cores {report['cores']}")
-    print(f"codec only: decode {codec['decode_fps']:.1f} fps, encode {codec['encode_fps']:.1f} fps "
-          f"({args.preset}, crf {args.crf})")
-    print(f"{'audio s':>8} {'track':>5} {'frames':>7} {'wall s':>8} {'fps':>7} {'x realtime':>10} "
-          f"{'vs encode':>9} {'RSS MB':>8} {'GPU MB':>8}  stages (s)")
+    print(f"{report['video']} {report['size'][0]}×{report['size'][1]}  device {report['device']} "
+          f"{report['gpu'] or ''}  cores {report['cores']}  torch {report['torch']}")
+    print(f"codec only: decode {codec['decode_fps']:.1f} fps, encode {codec['encode_fps']:.1f} fps")
+    for name, lever in report.get("network_levers", {}).items():
+        print(f"  network {name:48s} {lever['frames_per_cpu_s']:6.2f} frames/CPU s  "
+              f"({lever['ms_cpu_per_frame']:.0f} ms CPU, {lever['ms_wall_per_frame']:.0f} ms wall per frame)")
+    print(f"{'plan':>14} {'loaded':>6} {'track':>5} {'frames':>6} {'wall s':>7} {'CPU s':>7} {'fps':>6} "
+          f"{'fr/CPU s':>8}  stages (s)")
     for r in report["renders"]:
         stages = " ".join(f"{k}={v:.1f}" for k, v in r["stage_s"].items())
-        gpu = f"{r['peak_gpu_mb']:.0f}" if r["peak_gpu_mb"] is not None else "-"
-        print(f"{r['seconds']:>8g} {r['track']:>5} {r['frames']:>7} {r['wall_s']:>8.2f} {r['fps']:>7.1f} "
-              f"{r['realtime_factor']:>10.2f} {r['fps'] / codec['encode_fps']:>9.2f} {r['peak_rss_mb']:>8.0f} "
-              f"{gpu:>8}  {stages}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+        print(f"{r['plan']:>14} {str(r['loaded']):>6} {r['track']:>5} {r['frames']:>6} {r['wall_s']:>7.1f} "
+              f"{r['cpu_s']:>7.1f} {r['fps']:>6.2f} {r['frames_per_cpu_s']:>8.3f}  {stages}")
+    identity = report["identity"]
+    print(f"identity network: {identity['fps']:.1f} fps = {identity['vs_encode_only']:.2f} × encode-only")
+    print("peak RSS (ping-pong, fresh process): " + ", ".join(f"{k} {v:.0f} MB" for k, v in report["memory"].items()))
+    for f in report["fidelity"]:
+        print(f"PSNR outside the face crop {f['clip']}: render {f['render_db']:.2f} dB, plain re-encode "
+              f"{f['direct_reencode_db']:.2f} dB ({f['render_minus_direct_db']:+.2f})")
+    if "reference" in report:
+        ref = report["reference"]
+        print(f"reference: {ref.get('frames_per_cpu_s', 0):.3f} frames/CPU s, ours / reference "
+              f"{ref.get('ours_vs_reference_per_cpu_s', float('nan')):.2f} (rc {ref['returncode']})")
 
 
 if __name__ == "__main__":

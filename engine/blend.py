@@ -6,6 +6,11 @@ visible box and softens the eyes. We paste through a mask that covers the lower 
 (jaw, chin, lips, from the nose down), feathered so no edge shows, and weighted by the track's
 fade so a face that appears or disappears does not pop. Everything outside that mask is the
 original frame, bit for bit.
+
+Frames stay in the codec's yuv420p (:mod:`.yuv`): the crop is converted to BGR for the network
+after it is shrunk to 96×96, and the paste converts and blends only the box around the mask, so
+the cost follows the mouth's size, not the frame's, and every sample outside the mask reaches
+the encoder exactly as the decoder gave it.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import cv2
 import numpy as np
 
 from .faces.track import LIPS, NOSE, OVAL
+from .yuv import I420, TurnedView, YuvMatrix
 
 MODEL_SIZE = 96
+MASK_SIZE = 128
+"""Largest side, in pixels, at which the paste mask is drawn (see :func:`lower_face_mask`)."""
 
 
 def crop_rect(box: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -28,10 +36,12 @@ def crop_rect(box: np.ndarray, pads: tuple[int, int, int, int], width: int, heig
     return x0, y0, x1, y1
 
 
-def model_crop(frame: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
-    """The 96×96 BGR crop the network sees (cv2.resize defaults, as in training)."""
+def model_crop(frame: I420 | TurnedView, rect: tuple[int, int, int, int], matrix: YuvMatrix) -> np.ndarray:
+    """The 96×96 BGR crop the network sees (bilinear, cv2.resize's default, as in training)."""
     x0, y0, x1, y1 = rect
-    return cv2.resize(frame[y0:y1, x0:x1], (MODEL_SIZE, MODEL_SIZE))
+    cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, (x1 + 1) // 2, (y1 + 1) // 2
+    return matrix.bgr_of(frame.y[y0:y1, x0:x1], frame.u[cy0:cy1, cx0:cx1], frame.v[cy0:cy1, cx0:cx1],
+                         (MODEL_SIZE, MODEL_SIZE))
 
 
 def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
@@ -39,10 +49,21 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
 
     The polygon is the convex hull of the face-oval points below the nose, the lips and the nose
     base; it is shrunk by the feather radius before blurring, so the mask reaches zero inside the
-    jaw line and never touches the crop's border (nothing outside the crop can change).
+    jaw line and never touches the crop's border (nothing outside the crop can change). It is
+    drawn at most :data:`MASK_SIZE` pixels wide and scaled up: a feathered edge loses nothing
+    that shows, and the cost stays that of a small face however large the face is.
     """
     x0, y0, x1, y1 = rect
     w, h = x1 - x0, y1 - y0
+    scale = min(1.0, MASK_SIZE / max(w, h))
+    if scale < 1.0:
+        small = lower_face_mask(points * np.float32(scale), (round(x0 * scale), round(y0 * scale),
+                                                             round(x0 * scale) + round(w * scale),
+                                                             round(y0 * scale) + round(h * scale)))
+        scaled = cv2.resize(small, (w, h))
+        scaled[[0, -1], :] = 0
+        scaled[:, [0, -1]] = 0
+        return scaled
     local = points - np.array([x0, y0], np.float32)
     nose_y = float(np.nanmax(local[NOSE, 1]))
     oval = local[OVAL]
@@ -58,12 +79,36 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
     return mask
 
 
-def paste(frame: np.ndarray, generated: np.ndarray, rect: tuple[int, int, int, int],
-          points: np.ndarray, weight: float) -> None:
-    """Blend the network's 96×96 BGR output into ``frame`` (in place) through the lower-face mask."""
+def paste(frame: I420 | TurnedView, generated: np.ndarray, rect: tuple[int, int, int, int], points: np.ndarray,
+          weight: float, matrix: YuvMatrix) -> None:
+    """Blend the network's BGR face (any square size) into ``frame`` (in place) through the lower-face mask.
+
+    Only the mask's bounding box, grown to even coordinates so that it covers whole chroma
+    samples, is touched; chroma blends with the mask averaged over each 2×2 block.
+    """
     x0, y0, x1, y1 = rect
-    region = frame[y0:y1, x0:x1]
-    face = cv2.resize(generated, (x1 - x0, y1 - y0)).astype(np.float32)
-    alpha = (lower_face_mask(points, rect) * weight)[..., None]
-    blended = region.astype(np.float32) * (1.0 - alpha) + face * alpha
-    region[:] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    mask = lower_face_mask(points, rect) * np.float32(weight)
+    left, top, width, height = cv2.boundingRect((mask > 0).view(np.uint8))
+    if width == 0:
+        return
+    # The mask is zero on the crop's border, so the even box still lies inside the crop.
+    bx0, by0 = (x0 + left) & ~1, (y0 + top) & ~1
+    bx1 = min(frame.width, (x0 + left + width + 1) & ~1)
+    by1 = min(frame.height, (y0 + top + height + 1) & ~1)
+    if bx1 <= bx0 or by1 <= by0:
+        return
+    box = np.s_[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
+    alpha = mask[box]
+    face = matrix.yuv_of(cv2.resize(generated, (x1 - x0, y1 - y0))[box])
+    _blend_into(frame.y[by0:by1, bx0:bx1], face[..., 0], alpha)
+    half = ((bx1 - bx0) // 2, (by1 - by0) // 2)
+    chroma_alpha = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
+    chroma = cv2.resize(face[..., 1:], half, interpolation=cv2.INTER_AREA)
+    _blend_into(frame.u[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2], chroma[..., 0], chroma_alpha)
+    _blend_into(frame.v[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2], chroma[..., 1], chroma_alpha)
+
+
+def _blend_into(plane: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> None:
+    """plane += (face - plane) × alpha, rounded; where alpha is 0 the sample is kept exactly."""
+    original = plane.astype(np.float32)
+    plane[:] = np.clip(original + (face - original) * alpha + 0.5, 0, 255).astype(np.uint8)

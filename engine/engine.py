@@ -29,15 +29,19 @@ from .faces.track import TRACK_VERSION, FaceTrack, analyse
 from .infer import MouthGenerator
 from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
-from .pipeline import FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_chunk
+from .pipeline import DECODE_AHEAD, FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_group
 from .preview import Preview, write_preview
 from .stages import prefetch
+from .threads import ThreadPlan, torch_threads
 from .wav2lip import load_wav2lip
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_BATCH = 32
-"""Frames per face-model batch: small models, so larger batches gain little on a GPU."""
+ANALYSIS_BATCH = {"cuda": 32, "cpu": 8}
+"""Frames per face-model batch: small models, so larger batches gain little on a GPU; on a CPU a
+batch is ~0.2 s of work, and a stop request is checked between batches."""
+ANALYSIS_BYTES = 192 * 2**20
+"""Decoded BGR frames held for one face-model batch, at most."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -54,10 +58,12 @@ def resolve_device(device: str) -> torch.device:
 class LipSyncEngine:
     """Wav2Lip lip-sync for one process: models are loaded on first use and kept."""
 
-    def __init__(self, models_dir: Path, device: str = "auto", cache_dir: Path | None = None) -> None:
+    def __init__(self, models_dir: Path, device: str = "auto", cache_dir: Path | None = None,
+                 threads: ThreadPlan | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.threads = threads or ThreadPlan.for_device(self.device.type)
         self._generators: dict[str, MouthGenerator] = {}
         self._locators: dict[str, FaceLocator] = {}
 
@@ -95,7 +101,7 @@ class LipSyncEngine:
         # One progress scale for the whole render: face analysis (when not cached), then frames.
         analysed = 0 if track is not None else info.frame_count
         if track is None:
-            with timer("faces"):
+            with timer("faces"), torch_threads(self.threads.faces):
                 track = self._analyse(video, info, options, _shifted(progress, 0, analysed + total), should_stop)
             if cache is not None:
                 track.save(cache)
@@ -108,19 +114,20 @@ class LipSyncEngine:
         tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
         try:
             with media.VideoWriter(tmp, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
-                                   color=info.color, audio_path=audio.path,
-                                   audio_duration_s=audio.duration_s) as writer:
-                chunk = frames_per_chunk(info.width, info.height, options.batch_size)
-                loop = FrameLoop(track, audio.windows(info.fps), generator, writer.convert, writer.write,
-                                 options, timer, chunk)
-                loop.run(media.read_frames(video, info, schedule), schedule,
+                                   color=info.color, audio_path=audio.path, audio_duration_s=audio.duration_s,
+                                   threads=self.threads.encoder) as writer:
+                width, height = writer.size
+                loop = FrameLoop(track, audio.windows(info.fps), generator, writer.matrix, writer.write,
+                                 options.pads, timer, frames_per_group(width, height, generator.batch_size),
+                                 frames_per_group(width, height, DECODE_AHEAD), self.threads)
+                loop.run(media.read_i420(video, info, schedule), schedule,
                          _shifted(progress, analysed, analysed + total), should_stop)
             os.replace(tmp, output)
         finally:
             tmp.unlink(missing_ok=True)
         faces_shown = int(track.has_face[np.asarray(schedule)].sum())
         return RenderResult(output=str(output), frames=total, fps=info.fps, duration_s=total / info.fps,
-                            width=info.width, height=info.height, frames_with_face=faces_shown,
+                            width=width, height=height, frames_with_face=faces_shown,
                             seconds=time.perf_counter() - started, stage_seconds=dict(timer.seconds))
 
     def preview(self, audio: SpeechAudio, video: Path, image: Path, options: RenderOptions = RenderOptions(),
@@ -158,8 +165,11 @@ class LipSyncEngine:
             if progress:
                 progress(Progress(done, info.frame_count, "faces"))
 
-        chunk = frames_per_chunk(info.width, info.height, ANALYSIS_BATCH)
-        with closing(prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk)) as frames:
+        batch = ANALYSIS_BATCH.get(self.device.type, ANALYSIS_BATCH["cpu"])
+        chunk = max(1, min(batch, ANALYSIS_BYTES // (info.width * info.height * 3)))
+        frames_in = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk,
+                             interrupt=lambda: check_stop(should_stop))
+        with closing(frames_in) as frames:
             return analyse(frames, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
                            on_batch=on_batch)
 

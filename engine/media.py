@@ -8,11 +8,11 @@ shorter or longer than the video.
 from __future__ import annotations
 
 from .options import LOOP_MODES
-from .video_in import STILL_SUFFIXES, ColorTags, VideoInfo, probe, read_frames
+from .video_in import STILL_SUFFIXES, ColorTags, VideoInfo, probe, read_frames, read_i420
 from .video_out import VideoWriter
 
 __all__ = ["STILL_SUFFIXES", "ColorTags", "VideoInfo", "VideoWriter", "frame_schedule", "probe",
-           "read_frames"]
+           "read_frames", "read_i420"]
 
 
 def frame_schedule(frame_count: int, target: int, mode: str = "pingpong") -> list[int]:

@@ -1,51 +1,66 @@
-"""The render loop: decode → crop + network → blend + colour conversion → encode, overlapped.
+"""The render loop: decode → crop + network → paste the mouth → encode, overlapped.
 
 Four kinds of work run at once, joined by bounded queues (:mod:`.stages`)::
 
-    decode thread ──▶ this thread: crops, Wav2Lip on a batch ──▶ pool: paste mouth, BGR→YUV
-                                                              ──▶ encode thread: x264 + audio mux
+    decode thread (yuv420p) ──▶ this thread: groups, crops ──▶ network workers: Wav2Lip on a batch
+                            ──▶ pool: paste the mouth ──▶ encode thread: x264 + audio
 
-The network is ~100× faster than the codec on a GPU, so the loop is built around keeping the
-encoder fed: blending and colour conversion, the per-frame CPU work, run on a pool of threads
-(OpenCV and swscale release the GIL) while one thread does nothing but encode, in order.
-Memory holds about four chunks of frames whatever the video's length, and a chunk is capped
-in bytes (:func:`frames_per_chunk`), so a 4K video does not need four times a 1080p one's RAM.
+Frames stay in the codec's yuv420p from decoder to encoder (:mod:`.yuv`): only the 96×96 crop is
+converted for the network and only the mouth's box is blended back, so per-frame work outside
+the codec is small and proportional to the mouth, and the picture outside it is a plain re-encode.
+The pool pastes while one thread does nothing but encode, in order, which is what keeps the
+encoder fed on a GPU box, where the network is ~100× faster than the codec.
+
+Frames go to the network in groups holding one batch of faces (frames without a face pass
+through), so every network call has the same shape. On a CPU, several workers each run a whole
+batch on one core (:class:`~.threads.ThreadPlan`) instead of one batch spread over all cores:
+no thread waits for another at every layer, which costs half the CPU time per frame on a busy
+machine and nothing on an idle one. Between groups, and every 0.1 s while waiting on the
+decoder, the network or the encoder, the loop checks for a stop request, and it reports the
+frames encoded so far after each group: on a CPU a group is a few frames, well under a second.
+Memory holds a few groups whatever the video's length, and a group is capped in bytes
+(:func:`frames_per_group`), so a 4K video does not need four times a 1080p one's RAM.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
-import av
 import numpy as np
+import torch
 
 from .audio import MelWindows
 from .blend import crop_rect, model_crop, paste
 from .errors import Cancelled
 from .faces.track import FaceTrack
 from .infer import MouthGenerator
-from .options import Progress, RenderOptions
+from .options import Progress
 from .stages import Sink, prefetch
+from .threads import ThreadPlan
+from .yuv import I420, YuvMatrix
 
 ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool]
-BLEND_THREADS = min(8, os.cpu_count() or 1)
-CHUNK_BYTES = 192 * 2**20
-"""Decoded frames per chunk are capped at this size: ~30 frames of 1080p, ~8 of 4K, the batch
-size for small videos. The network then runs on smaller batches for big frames, which costs
-nothing that shows, as it is far faster than the encoder."""
+GROUP_BYTES = 128 * 2**20
+"""Decoded frames per group, and decoded frames waiting for the loop, are each capped at this
+size: ~40 frames of 1080p, ~10 of 4K."""
+DECODE_AHEAD = 64
+"""Decoded frames waiting for the loop, at most (fewer for big frames: :data:`GROUP_BYTES`)."""
+ENCODE_QUEUE = 2
+"""Groups waiting for the encoder, beyond the one it encodes."""
 
 
-def frames_per_chunk(width: int, height: int, limit: int) -> int:
-    """How many decoded BGR frames of this size to handle together (at most ``limit``, at least 4)."""
-    return max(4, min(limit, CHUNK_BYTES // (width * height * 3)))
+def frames_per_group(width: int, height: int, limit: int) -> int:
+    """How many yuv420p frames of this size to handle together (at most ``limit``, at least 1)."""
+    return max(1, min(limit, GROUP_BYTES * 2 // (width * height * 3)))
 
 
 class StageTimer:
@@ -74,6 +89,21 @@ def check_stop(should_stop: StopFn | None) -> None:
         raise Cancelled("The render was stopped before it finished; it will run again.")
 
 
+class Mouth(NamedTuple):
+    """What is pasted into one frame, and where."""
+
+    face: np.ndarray
+    """The network's BGR face."""
+    rect: tuple[int, int, int, int]
+    """Where it goes, in the turned view of the frame."""
+    points: np.ndarray
+    """The face's kept landmarks, in the turned view."""
+    weight: float
+    """The track's fade."""
+    turns: int
+    """Quarter turns that stand the face upright (:meth:`~.yuv.I420.turned`)."""
+
+
 @dataclass
 class FrameLoop:
     """One render's frame loop; :meth:`run` streams ``schedule`` through every stage."""
@@ -81,61 +111,96 @@ class FrameLoop:
     track: FaceTrack
     mels: MelWindows
     generator: MouthGenerator
-    convert: Callable[[np.ndarray], av.VideoFrame]
-    write: Callable[[av.VideoFrame], None]
-    options: RenderOptions
+    matrix: YuvMatrix
+    """The colour conversion of the frames' samples (the encoder's: the source's matrix and range)."""
+    write: Callable[[I420], None]
+    pads: tuple[int, int, int, int]
     timer: StageTimer
-    chunk: int
-    """Frames handled together (see :func:`frames_per_chunk`)."""
+    max_frames: int
+    """Frames per group at most (see :func:`frames_per_group`)."""
+    decode_ahead: int
+    """Decoded frames the decoder may hold ready: enough to cover a backward (ping-pong) run, which
+    is decoded forward from a keyframe before its first frame comes out."""
+    threads: ThreadPlan
+    encoded: int = field(default=0, init=False)
+    """Frames the encoder has taken so far (written by its thread, read by this one)."""
 
-    def run(self, frames: Iterator[np.ndarray], schedule: list[int],
+    def run(self, frames: Iterator[I420], schedule: list[int],
             progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> None:
         total, done = len(schedule), 0
-        with ThreadPoolExecutor(BLEND_THREADS, thread_name_prefix="blend") as pool, \
-                Sink(self._encode, depth=2) as encoder:
-            decoded = prefetch(frames, depth=self.chunk)
+        stop = partial(check_stop, should_stop)
+        faces_per_call = self.generator.batch_size
+        workers = self.threads.network_workers
+        in_network: deque[tuple[list[I420], Future]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="network", initializer=torch.set_num_threads,
+                                initargs=(self.threads.network,)) as network, \
+                ThreadPoolExecutor(self.threads.blend, thread_name_prefix="paste") as pool, \
+                Sink(self._encode, depth=ENCODE_QUEUE, interrupt=stop) as encoder:
+
+            def hand_on_oldest() -> None:
+                group, mouths = in_network.popleft()
+                with self.timer("network wait"):
+                    while not wait([mouths], timeout=0.1).done:
+                        stop()
+                encoder.put([pool.submit(self._paste, frame, mouth)
+                             for frame, mouth in zip(group, mouths.result(), strict=True)])
+                if progress:
+                    progress(Progress(self.encoded, total, "render"))
+
+            decoded = prefetch(frames, depth=self.decode_ahead, interrupt=stop)
             try:
                 while done < total:
-                    check_stop(should_stop)
+                    stop()
+                    group: list[I420] = []
+                    faces = 0
                     with self.timer("decode wait"):
-                        chunk = [next(decoded) for _ in range(min(self.chunk, total - done))]
-                    sources = schedule[done:done + len(chunk)]
-                    with self.timer("infer"):
-                        mouths = self._mouths(chunk, sources, done)
-                    encoder.put([pool.submit(self._blend, frame, mouth)
-                                 for frame, mouth in zip(chunk, mouths, strict=True)])
-                    done += len(chunk)
-                    if progress:
-                        progress(Progress(done, total, "render"))
+                        while done + len(group) < total and faces < faces_per_call and len(group) < self.max_frames:
+                            group.append(next(decoded))
+                            faces += bool(self.track.has_face[schedule[done + len(group) - 1]])
+                    sources = schedule[done:done + len(group)]
+                    in_network.append((group, network.submit(self._mouths, group, sources, done)))
+                    done += len(group)
+                    if len(in_network) >= workers:
+                        hand_on_oldest()
+                while in_network:
+                    hand_on_oldest()
+            except BaseException:
+                for _, mouths in in_network:  # batches not started yet are dropped, running ones finish
+                    mouths.cancel()
+                raise
             finally:
                 decoded.close()
+        if progress:
+            progress(Progress(total, total, "render"))
 
-    def _mouths(self, chunk: list[np.ndarray], sources: list[int], first: int) -> list[tuple | None]:
-        """Per frame: (96×96 generated face, crop rect, landmarks, fade) or None where no face."""
-        track, pads = self.track, self.options.pads
-        rects: list[tuple[int, int, int, int] | None] = [None] * len(chunk)
-        for j, (frame, src) in enumerate(zip(chunk, sources, strict=True)):
-            if track.has_face[src]:
-                rects[j] = crop_rect(track.boxes[src], pads, frame.shape[1], frame.shape[0])
-        if all(rect is None for rect in rects):
-            return [None] * len(chunk)
+    def _mouths(self, group: list[I420], sources: list[int], first: int) -> list[Mouth | None]:
+        """Per frame: what to paste, or None where the frame has no face (runs in a network worker)."""
+        track, turns = self.track, self.track.turns
+        assert turns is not None  # FaceTrack fills it in
+        views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
+        rects = [crop_rect(track.boxes[src], self.pads, view.width, view.height) if track.has_face[src] else None
+                 for view, src in zip(views, sources, strict=True)]
         faces = [(j, rect) for j, rect in enumerate(rects) if rect is not None]
-        crops = np.stack([model_crop(chunk[j], rect) for j, rect in faces])
-        generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
-        mouths: list[tuple | None] = [None] * len(chunk)
+        mouths: list[Mouth | None] = [None] * len(group)
+        if not faces:
+            return mouths
+        with self.timer("network (all workers)"):
+            crops = np.stack([model_crop(views[j], rect, self.matrix) for j, rect in faces])
+            generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
         for k, (j, rect) in enumerate(faces):
             src = sources[j]
-            mouths[j] = (generated[k], rect, track.points[src], float(track.fade[src]))
+            mouths[j] = Mouth(generated[k], rect, track.points[src], float(track.fade[src]), int(turns[src]))
         return mouths
 
-    def _blend(self, frame: np.ndarray, mouth: tuple | None) -> av.VideoFrame:
-        with self.timer("blend+convert (all threads)"):
-            if mouth is not None:
-                paste(frame, *mouth)
-            return self.convert(frame)
+    def _paste(self, frame: I420, mouth: Mouth | None) -> I420:
+        if mouth is not None:
+            with self.timer("paste (all threads)"):
+                paste(frame.turned(mouth.turns), mouth.face, mouth.rect, mouth.points, mouth.weight, self.matrix)
+        return frame
 
     def _encode(self, futures: list[Future]) -> None:
         for future in futures:
-            converted = future.result()
+            frame = future.result()
             with self.timer("encode"):
-                self.write(converted)
+                self.write(frame)
+            self.encoded += 1

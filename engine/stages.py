@@ -3,7 +3,9 @@
 ``prefetch`` runs a producer (decode) ahead of its consumer in a thread; ``Sink`` runs a consumer
 (blend + encode) behind its producer. Both hold at most ``depth`` items, so a slow stage makes
 the others wait instead of piling frames up in RAM, and both re-raise a worker's exception in
-the calling thread, so an error anywhere ends the render with that error, not a hang.
+the calling thread, so an error anywhere ends the render with that error, not a hang. While the
+caller waits on either, it polls an optional ``interrupt`` callable every 0.1 s, which may raise
+(a stop request), so waiting on a slow decoder or encoder never delays a cancel.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -23,7 +25,8 @@ class _Failure:
         self.error = error
 
 
-def prefetch(items: Iterable[T], depth: int) -> Generator[T, None, None]:
+def prefetch(items: Iterable[T], depth: int,
+             interrupt: Callable[[], None] | None = None) -> Generator[T, None, None]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the caller.
 
     Closing the returned generator (or leaving a ``for`` loop over it early) stops the thread.
@@ -53,7 +56,7 @@ def prefetch(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     thread.start()
     try:
         while True:
-            item = q.get()
+            item = _get(q, interrupt)
             if item is _END:
                 return
             if isinstance(item, _Failure):
@@ -72,8 +75,10 @@ class Sink(Generic[T]):
     as it is known.
     """
 
-    def __init__(self, consume: Callable[[T], None], depth: int) -> None:
+    def __init__(self, consume: Callable[[T], None], depth: int,
+                 interrupt: Callable[[], None] | None = None) -> None:
         self._consume = consume
+        self._interrupt = interrupt
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._abandon = threading.Event()
@@ -102,7 +107,8 @@ class Sink(Generic[T]):
                 self._queue.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
-                continue
+                if self._interrupt is not None:
+                    self._interrupt()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -121,6 +127,15 @@ class Sink(Generic[T]):
         self._thread.join()
         if exc_type is None:
             self._raise_if_failed()
+
+
+def _get(q: queue.Queue, interrupt: Callable[[], None] | None) -> Any:  # the queue's items are untyped
+    while True:
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            if interrupt is not None:
+                interrupt()
 
 
 def _drain(q: queue.Queue) -> None:

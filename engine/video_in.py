@@ -19,11 +19,12 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from .complete import cut_short, declares_length, has_zero_tail, missing_seconds
 from .errors import IncompleteInputError, VideoError, reason
 from .formats import IMAGE_SUFFIXES, empty_file_message
+from .yuv import I420
 
 STILL_SUFFIXES = frozenset(IMAGE_SUFFIXES)
 """Files read as one still picture (with cv2, which applies a JPEG's EXIF orientation)."""
@@ -41,6 +42,9 @@ _SEEK_GAP_S = 2.0
 _SWS_THREADS = min(os.cpu_count() or 1, 8)
 _END_CHECK_S = 3.0
 """The completeness check demuxes from this far before the declared end."""
+_SWS_ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+_I420_FORMATS = frozenset({"yuv420p", "yuvj420p"})
+"""Decoded layouts that are already what the encoder takes (yuvj420p: the same planes, full range)."""
 
 _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -189,19 +193,41 @@ def read_frames(path: str | os.PathLike[str], info: VideoInfo, indices: Iterable
         for _ in indices:
             yield image.copy()
         return
-    chunk = max(1, min(MAX_CHUNK_FRAMES, MAX_CHUNK_BYTES // (info.width * info.height * 3 // 2)))
     with _SlotReader(Path(path), info) as reader:
-        pending = iter(indices)
-        nxt = next(pending, None)
-        while nxt is not None:
-            run = [nxt]
-            nxt = next(pending, None)
-            while nxt is not None and nxt == run[-1] - 1 and len(run) < chunk:
-                run.append(nxt)
-                nxt = next(pending, None)
-            frames = [reader.frame_at(slot) for slot in reversed(run)]
-            for frame in reversed(frames):
-                yield reader.to_bgr(frame)
+        for frame in reader.pictures(indices):
+            yield reader.to_bgr(frame)
+
+
+def read_i420(path: str | os.PathLike[str], info: VideoInfo, indices: Iterable[int]) -> Iterator[I420]:
+    """As :func:`read_frames`, but each frame as the encoder takes it: yuv420p, in the source's
+    own matrix and range, cropped to even width and height (what 4:2:0 H.264 can store).
+
+    No colour conversion happens for yuv420p sources (nearly all); other layouts (4:2:2, 4:4:4,
+    10 bits) are resampled to 4:2:0 8-bit by swscale with their matrix and range kept. A still
+    is converted from BGR once, with its BT.709 tags.
+    """
+    width, height = info.width - info.width % 2, info.height - info.height % 2
+    if info.is_still:
+        image = _load_still(Path(path))[:height, :width]
+        still = _i420_of(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(
+            format="yuv420p", dst_colorspace="itu709", dst_color_range=_STILL_COLOR[3],
+            interpolation=_SWS_ACCURATE), 0, width, height)
+        for _ in indices:
+            yield I420(still.data.copy())
+        return
+    with _SlotReader(Path(path), info) as reader:
+        for frame in reader.pictures(indices):
+            yield _i420_of(reader.to_yuv420p(frame), info.rotation, width, height)
+
+
+def _i420_of(frame: av.VideoFrame, rotation: int, width: int, height: int) -> I420:
+    """Copy a yuv420p picture's planes (rotated for display, cropped) into one :class:`I420`."""
+    planes = []
+    for plane in frame.planes:
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+        planes.append(cv2.rotate(rows, _ROTATE[rotation]) if rotation else rows)
+    y, u, v = planes
+    return I420.from_planes(y[:height, :width], u[:height // 2, :width // 2], v[:height // 2, :width // 2])
 
 
 class _SlotReader:
@@ -248,6 +274,28 @@ class _SlotReader:
         if missing_seconds(info.frame_count / info.fps, decoded_s):
             raise IncompleteInputError(self._path.name, f"it says it has {info.frame_count} frames but only "
                                                         f"{round(decoded_s * info.fps)} can be decoded")
+
+    def pictures(self, indices: Iterable[int]) -> Iterator[av.VideoFrame]:
+        """The decoded picture of each slot in ``indices``, in that order (see :func:`read_frames`)."""
+        chunk = max(1, min(MAX_CHUNK_FRAMES, MAX_CHUNK_BYTES // (self._info.width * self._info.height * 3 // 2)))
+        pending = iter(indices)
+        nxt = next(pending, None)
+        while nxt is not None:
+            run = [nxt]
+            nxt = next(pending, None)
+            while nxt is not None and nxt == run[-1] - 1 and len(run) < chunk:
+                run.append(nxt)
+                nxt = next(pending, None)
+            frames = [self.frame_at(slot) for slot in reversed(run)]
+            yield from reversed(frames)
+
+    def to_yuv420p(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """The picture as 8-bit 4:2:0, its matrix and range unchanged (usually the frame itself)."""
+        if frame.format.name in _I420_FORMATS:
+            return frame
+        color_range = None if frame.color_range == _RANGE_UNSPECIFIED else frame.color_range
+        return self._reformatter.reformat(frame, format="yuv420p", src_color_range=color_range,
+                                          dst_color_range=color_range, threads=_SWS_THREADS)
 
     def to_bgr(self, frame: av.VideoFrame) -> np.ndarray:
         """Convert with the frame's own matrix and range (swscale), then rotate for display.

@@ -1,9 +1,13 @@
-"""Encode BGR frames to H.264 and mux the job's original audio as AAC, streaming, in one pass.
+"""Encode frames to H.264 and mux the job's original audio as AAC, streaming, in one pass.
+
+The render hands over yuv420p frames (:class:`~.yuv.I420`) that were never converted to BGR, in
+the source's own matrix and range: outside the re-drawn mouth the output is a plain re-encode.
+BGR frames are accepted too (tests, stills, the benchmark's encode-only rate) and converted here.
 
 Frames go straight to libx264 as they arrive and audio is interleaved alongside them, so neither
 the pictures nor the sound of a long video are ever held whole.
 
-BGR → YUV uses the source's own matrix, so the output looks like the input in every player (also
+For BGR frames, BGR → YUV uses the source's own matrix, so the output looks like the input in every player (also
 those that ignore the tags and guess BT.709 for HD). BT.601 limited range (untagged and SD
 sources) goes through OpenCV's ``COLOR_BGR2YUV_I420``: several times faster than swscale, and
 identical to swscale's accurate-rounding result. Other matrices (BT.709 ...) go through swscale
@@ -28,6 +32,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from .errors import AudioError, EngineError, VideoError, reason
 from .video_in import ColorTags
+from .yuv import I420, YuvMatrix
 
 _SWS_MATRIX = {1: "itu709", 5: "itu601", 6: "itu601", 9: "bt2020", 10: "bt2020"}
 """FFmpeg colour-space tag → swscale matrix. Anything else (unknown, RGB, FCC...) is encoded and
@@ -46,23 +51,25 @@ _SWS_ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 class VideoWriter:
     """Context manager writing an MP4 (H.264 High, yuv420p, ``+faststart``) with optional AAC audio.
 
-    ``width`` × ``height`` is the size of the frames passed to :meth:`write`. yuv420p needs even
-    sizes, so an odd width or height is **cropped** by one pixel (the last column or row); even
-    sizes are kept. The caller decides the frame count (audio length × fps); the audio is trimmed
+    ``width`` × ``height`` is the size of the BGR frames passed to :meth:`write`. 4:2:0 H.264 can
+    only store even sizes (its cropping works in steps of two pixels), so an odd width or height
+    is **cropped** by one pixel (the last column or row): :attr:`size` is what the file holds, and
+    :class:`~.yuv.I420` frames must have that size. ``threads`` is x264's thread count (0: its
+    own choice, 1.5 per core). The caller decides the frame count (audio length × fps); the audio is trimmed
     to ``audio_duration_s``. Leaving the ``with`` block by an exception deletes the partial file.
     """
 
     def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float, *,
                  crf: int = 18, preset: str = "veryfast", color: ColorTags | None = None,
                  audio_path: str | os.PathLike[str] | None = None,
-                 audio_duration_s: float | None = None) -> None:
+                 audio_duration_s: float | None = None, threads: int = 0) -> None:
         self.path = Path(path)
         self._in_size = (height, width)
         self._out_size = (height - height % 2, width - width % 2)
         if min(self._out_size) < 2:
             raise VideoError(f"The output video would be {width}×{height} pixels: too small to encode.")
         self._rate = _rate_fraction(fps)
-        self._crf, self._preset = crf, preset
+        self._crf, self._preset, self._threads = crf, preset, threads
         color = color or ColorTags()
         space = color.space if color.space is not None and color.space in _SWS_MATRIX else _DEFAULT_SPACE
         self._space, self._range = space, _FULL_RANGE if color.range == _FULL_RANGE else _LIMITED_RANGE
@@ -75,6 +82,16 @@ class VideoWriter:
     @property
     def frames_written(self) -> int:
         return self._frames
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height of the encoded picture (even: see the class docstring)."""
+        return self._out_size[1], self._out_size[0]
+
+    @property
+    def matrix(self) -> YuvMatrix:
+        """The YUV ↔ BGR conversion of the samples this file stores (the source's matrix and range)."""
+        return YuvMatrix.of(self._space, self._range)
 
     def __enter__(self) -> VideoWriter:
         try:
@@ -93,17 +110,21 @@ class VideoWriter:
     def convert(self, frame_bgr: np.ndarray) -> av.VideoFrame:
         """One BGR uint8 frame of the size given at construction → the encoder's yuv420p frame.
 
-        Thread-safe, and the costliest step of writing after x264 itself, so the render pipeline
-        calls it from several threads while one thread encodes.
+        Thread-safe (one swscale context per thread).
         """
         if frame_bgr.shape != (*self._in_size, 3) or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected a uint8 BGR frame of shape {(*self._in_size, 3)}, "
                              f"got {frame_bgr.dtype} {frame_bgr.shape}")
         return self._to_yuv420p(frame_bgr)
 
-    def write(self, frame: np.ndarray | av.VideoFrame) -> None:
-        """Encode the next frame: BGR uint8, or a frame :meth:`convert` made."""
-        yuv = frame if isinstance(frame, av.VideoFrame) else self.convert(frame)
+    def write(self, frame: I420 | np.ndarray | av.VideoFrame) -> None:
+        """Encode the next frame: yuv420p of :attr:`size`, BGR uint8, or a frame :meth:`convert` made."""
+        if isinstance(frame, I420):
+            if (frame.width, frame.height) != self.size:
+                raise ValueError(f"expected a yuv420p frame of {self.size}, got {(frame.width, frame.height)}")
+            yuv = av.VideoFrame.from_numpy_buffer(frame.data, format="yuv420p")
+        else:
+            yuv = frame if isinstance(frame, av.VideoFrame) else self.convert(frame)
         yuv.pts = self._frames
         self._frames += 1
         self._encode(yuv)
@@ -151,9 +172,8 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         context = stream.codec_context
         context.time_base = 1 / self._rate
-        # x264 frame threads (thread count 0 = its own choice from the core count) scale better
-        # than the slice threads PyAV asks for by default.
-        context.thread_type, context.thread_count = "FRAME", 0
+        # x264 frame threads scale better than the slice threads PyAV asks for by default.
+        context.thread_type, context.thread_count = "FRAME", self._threads
         context.colorspace, context.color_range = self._space, self._range
         if self._color.primaries is not None:
             context.color_primaries = self._color.primaries

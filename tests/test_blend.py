@@ -1,9 +1,14 @@
-"""Paste-back: only the lower face changes; the crop geometry is the reference's."""
+"""Paste-back: only the lower face changes, in the frame's own YUV; the crop geometry is the reference's."""
 
+import cv2
 import numpy as np
+import pytest
 
 from lipsyncd.engine.blend import MODEL_SIZE, crop_rect, lower_face_mask, model_crop, paste
 from lipsyncd.engine.faces.track import KEPT, LIPS, NOSE, OVAL
+from lipsyncd.engine.yuv import I420, YuvMatrix
+
+BT601 = YuvMatrix.of(6, 1)
 
 
 def synthetic_points(cx=100.0, cy=100.0, r=40.0) -> np.ndarray:
@@ -27,36 +32,65 @@ def test_crop_rect_applies_pads_and_clips():
     assert crop_rect(np.array([-5, 20, 50, 95.0]), (5, 10, 3, 3), 100, 100) == (0, 15, 53, 100)
 
 
-def test_model_crop_is_96_square():
-    frame = np.random.default_rng(0).integers(0, 255, (200, 300, 3), np.uint8)
-    assert model_crop(frame, (10, 20, 110, 140)).shape == (MODEL_SIZE, MODEL_SIZE, 3)
+def random_i420(width: int, height: int, seed: int) -> I420:
+    return I420(np.random.default_rng(seed).integers(0, 255, (height * 3 // 2, width), np.uint8))
 
 
-def test_mask_covers_mouth_not_eyes_and_fades_to_zero_at_border():
-    pts = synthetic_points()
-    rect = (50, 50, 150, 150)
+def test_model_crop_is_the_bgr_crop_resized():
+    """The crop converted from YUV matches OpenCV's own BT.601 conversion of the whole frame."""
+    frame = random_i420(300, 200, 0)
+    frame.data[:] = cv2.GaussianBlur(frame.data, (0, 0), 3)  # smooth, so chroma siting hardly matters
+    rect = (10, 20, 110, 140)
+    crop = model_crop(frame, rect, BT601)
+    assert crop.shape == (MODEL_SIZE, MODEL_SIZE, 3) and crop.dtype == np.uint8
+    bgr = cv2.cvtColor(frame.data, cv2.COLOR_YUV2BGR_I420)
+    expected = cv2.resize(bgr[20:140, 10:110], (MODEL_SIZE, MODEL_SIZE))
+    assert np.abs(crop.astype(int) - expected).mean() < 1.5
+
+
+@pytest.mark.parametrize("space, color_range", [(6, 1), (1, 1), (1, 2), (9, 1)])
+def test_colour_matrices_round_trip(space, color_range):
+    matrix = YuvMatrix.of(space, color_range)
+    bgr = np.random.default_rng(2).integers(0, 256, (16, 16, 3), np.uint8)
+    yuv = matrix.yuv_of(bgr)
+    back = cv2.transform(yuv, matrix.to_bgr)
+    assert np.abs(back - bgr).max() < 1e-3
+    grey = matrix.yuv_of(np.full((1, 1, 3), 255, np.uint8))[0, 0]
+    assert grey == pytest.approx([235 if color_range == 1 else 255, 128, 128], abs=1e-3)
+
+
+@pytest.mark.parametrize("zoom", [1, 4])  # 4: a 400 px face, whose mask is drawn small and scaled up
+def test_mask_covers_mouth_not_eyes_and_fades_to_zero_at_border(zoom):
+    pts = synthetic_points() * zoom
+    rect = (50 * zoom, 50 * zoom, 150 * zoom, 150 * zoom)
     mask = lower_face_mask(pts, rect)
-    assert mask.shape == (100, 100)
-    assert mask[120 - 50, 100 - 50] > 0.9          # mouth centre: y = cy + 0.5 r = 120
-    assert mask[85 - 50, 85 - 50] == 0.0           # eye level, above the nose
+    assert mask.shape == (100 * zoom, 100 * zoom)
+    assert mask[70 * zoom, 50 * zoom] > 0.9          # mouth centre: y = cy + 0.5 r = 120
+    assert mask[35 * zoom, 35 * zoom] == 0.0         # eye level, above the nose
     assert mask[0].max() == 0 and mask[-1].max() == 0 and mask[:, 0].max() == 0 and mask[:, -1].max() == 0
+    if zoom > 1:  # the same shape as the small face's, scaled
+        small = cv2.resize(lower_face_mask(synthetic_points(), (50, 50, 150, 150)), mask.shape[::-1])
+        assert np.abs(mask - small).mean() < 0.02
 
 
-def test_paste_changes_only_masked_pixels_bit_exactly_elsewhere():
-    rng = np.random.default_rng(1)
-    frame = rng.integers(0, 255, (200, 200, 3), np.uint8)
-    before = frame.copy()
+def test_paste_changes_only_masked_samples_bit_exactly_elsewhere():
+    frame = random_i420(200, 200, 1)
+    before = I420(frame.data.copy())
     generated = np.full((MODEL_SIZE, MODEL_SIZE, 3), 255, np.uint8)
-    rect = (50, 50, 150, 150)
-    pts = synthetic_points()
-    paste(frame, generated, rect, pts, weight=1.0)
+    rect = (51, 49, 151, 149)  # odd corner: the paste box is grown to even coordinates
+    pts = synthetic_points(101, 99)
+    paste(frame, generated, rect, pts, 1.0, BT601)
     mask = np.zeros((200, 200), np.float32)
-    mask[50:150, 50:150] = lower_face_mask(pts, rect)
+    mask[49:149, 51:151] = lower_face_mask(pts, rect)
     unchanged = mask == 0
-    assert np.array_equal(frame[unchanged], before[unchanged])
-    assert (frame[mask > 0.99] >= 252).all()
-    half = frame.copy()
-    frame[:] = before
-    paste(frame, generated, rect, pts, weight=0.0)
-    assert np.array_equal(frame, before)
-    assert not np.array_equal(half, before)
+    assert np.array_equal(frame.y[unchanged], before.y[unchanged])
+    chroma_unchanged = cv2.resize(mask, (100, 100), interpolation=cv2.INTER_AREA) == 0
+    assert np.array_equal(frame.u[chroma_unchanged], before.u[chroma_unchanged])
+    assert np.array_equal(frame.v[chroma_unchanged], before.v[chroma_unchanged])
+    assert (frame.y[mask > 0.99] >= 232).all()          # white (235 in limited range), 1 % of the original
+    assert (np.abs(frame.u[cv2.resize(mask, (100, 100), interpolation=cv2.INTER_AREA) > 0.99].astype(int) - 128) <= 1).all()
+    half = frame.data.copy()
+    frame.data[:] = before.data
+    paste(frame, generated, rect, pts, 0.0, BT601)
+    assert np.array_equal(frame.data, before.data)
+    assert not np.array_equal(half, before.data)

@@ -1,10 +1,10 @@
-"""Running the network: the reference's input layout, and recovery from GPU out-of-memory."""
+"""Running the network: the reference's input layout, one input shape, recovery from GPU out-of-memory."""
 
 import numpy as np
 import pytest
 import torch
 
-from lipsyncd.engine.infer import MouthGenerator
+from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
 from lipsyncd.engine.wav2lip import Wav2Lip
 
 
@@ -26,7 +26,7 @@ class Recorder(torch.nn.Module):
 def test_input_layout_is_the_references():
     model = Recorder()
     crops = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), np.uint8)
-    out = MouthGenerator(model, torch.device("cpu"), batch_size=8)(crops, np.zeros((3, 80, 16), np.float32))
+    out = MouthGenerator(model, torch.device("cpu"), batch_size=3)(crops, np.zeros((3, 80, 16), np.float32))
     face = model.last_face
     assert model.calls == [((3, 1, 80, 16), (3, 6, 96, 96))]
     assert torch.all(face[:, :3, 48:] == 0)                                   # masked lower half first
@@ -35,16 +35,26 @@ def test_input_layout_is_the_references():
     assert np.array_equal(out, crops)                                          # back to uint8 BGR HWC
 
 
+def test_every_call_has_the_same_shape_and_a_cpu_batch_is_small():
+    """oneDNN keeps kernels per input shape: short batches are padded, never passed as they are."""
+    model = Recorder()
+    generator = MouthGenerator(model, torch.device("cpu"), batch_size=128)
+    assert generator.batch_size == CPU_BATCH
+    crops = np.random.default_rng(3).integers(0, 256, (CPU_BATCH * 2 + 3, 96, 96, 3), np.uint8)
+    out = generator(crops, np.zeros((len(crops), 80, 16), np.float32))
+    assert np.array_equal(out, crops)
+    assert model.calls == [((CPU_BATCH, 1, 80, 16), (CPU_BATCH, 6, 96, 96))] * 3
+    assert torch.all(model.last_face[3:] == 0)  # the padding
+
+
 def test_out_of_memory_halves_the_batch_and_loses_no_frame():
-    model = Recorder(max_batch=12)
-    generator = MouthGenerator(model, torch.device("cpu"), batch_size=64)
+    model = Recorder(max_batch=3)
+    generator = MouthGenerator(model, torch.device("cpu"), batch_size=8)
     crops = np.random.default_rng(1).integers(0, 256, (40, 96, 96, 3), np.uint8)
     out = generator(crops, np.zeros((40, 80, 16), np.float32))
-    assert generator.batch_size == 8
+    assert generator.batch_size == 2
     assert np.array_equal(out, crops)
-    assert sum(shape[0] for _, shape in model.calls) == 40
-
-
+    assert len(model.calls) == 20
 def test_out_of_memory_at_batch_one_is_raised():
     with pytest.raises(torch.OutOfMemoryError):
         MouthGenerator(Recorder(max_batch=0), torch.device("cpu"), 4)(
@@ -56,3 +66,35 @@ def test_wav2lip_shapes():
     with torch.inference_mode():
         out = model(torch.zeros(2, 1, 80, 16), torch.zeros(2, 6, 96, 96))
     assert out.shape == (2, 3, 96, 96)
+
+
+MEMORY_PROBE = """
+import numpy as np, torch
+from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+from lipsyncd.engine.wav2lip import Wav2Lip
+from media_tools import rss_mb
+
+torch.manual_seed(0)
+generator = MouthGenerator(Wav2Lip().eval(), torch.device("cpu"), batch_size=CPU_BATCH)
+def run(n):
+    generator(np.zeros((n, 96, 96, 3), np.uint8), np.zeros((n, 80, 16), np.float32))
+run(CPU_BATCH); run(CPU_BATCH)
+before = rss_mb()
+for n in range(1, CPU_BATCH):  # a group with fewer faces (a face leaving the picture, the last frames)
+    run(n)
+print(rss_mb() - before)
+"""
+
+
+def test_memory_stays_flat_when_groups_hold_fewer_faces():
+    """Long renders grew by GBs when every batch size compiled its own oneDNN kernels."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(tests), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    growth_mb = float(done.stdout.split()[-1])
+    assert growth_mb < 40, f"resident memory grew {growth_mb:.0f} MB over batches of 1..{CPU_BATCH - 1} faces"

@@ -17,7 +17,8 @@ import pytest
 
 from lipsyncd.engine import video_in
 from lipsyncd.engine.errors import IncompleteInputError, VideoError
-from lipsyncd.engine.media import ColorTags, VideoWriter, frame_schedule, probe, read_frames
+from lipsyncd.engine.media import ColorTags, VideoWriter, frame_schedule, probe, read_frames, read_i420
+from lipsyncd.engine.yuv import I420
 
 BLOCK = 8
 BITS = 12  # two rows of six 8×8 blocks: frame numbers up to 4095
@@ -126,6 +127,29 @@ def test_rotated_mp4_is_turned_upright(tmp_path: Path) -> None:
     # Turning back counter-clockwise must give the stored pattern, so the direction is right.
     upright = [cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE) for f in frames]
     assert [index_of(f) for f in upright] == [5, 1]
+
+
+@pytest.mark.parametrize("kind", ["plain", "rotated", "odd 4:4:4", "still"])
+def test_i420_frames_are_the_bgr_frames_unconverted(tmp_path: Path, kind: str) -> None:
+    """read_i420 yields what read_frames yields, in the source's YUV, cropped to even sizes."""
+    if kind == "still":
+        path = tmp_path / "still.png"
+        cv2.imwrite(str(path), pattern(3, 65, 49))
+    else:
+        path = make_video(tmp_path / "v.mp4", 6, size=(161, 121) if kind == "odd 4:4:4" else (64, 48),
+                          rotation=-90 if kind == "rotated" else None,
+                          pix_fmt="yuv444p" if kind == "odd 4:4:4" else "yuv420p")
+    info = probe(path)
+    schedule = [0] if kind == "still" else [5, 1]
+    for bgr, yuv in zip(read_frames(path, info, schedule), read_i420(path, info, schedule)):
+        assert isinstance(yuv, I420)
+        assert (yuv.width, yuv.height) == (info.width - info.width % 2, info.height - info.height % 2)
+        as_bgr = bgr[:yuv.height, :yuv.width]
+        if kind != "still":  # the still's BGR → YUV goes through BT.709, the rest is BT.601 here
+            back = cv2.cvtColor(yuv.data, cv2.COLOR_YUV2BGR_I420)
+            assert np.abs(back.astype(int) - as_bgr).mean() < 6
+        expected = cv2.cvtColor(as_bgr, cv2.COLOR_BGR2GRAY)
+        assert index_of(np.repeat(yuv.y[..., None], 3, 2)) == index_of(np.repeat(expected[..., None], 3, 2))
 
 
 def test_vfr_is_resampled_by_timestamp(tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ import pytest
 
 from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
+from lipsyncd.engine.blend import crop_rect
 from lipsyncd.engine.faces.detector import FaceDetector
 from lipsyncd.engine.faces.track import FaceTrack
+from lipsyncd.engine.infer import MouthGenerator
 from media_tools import PeakRss, write_wav
 
 pytestmark = pytest.mark.slow
@@ -90,6 +92,43 @@ def test_render_keeps_everything_but_the_mouth(engine, gap_clip, speech_file, tm
     assert result.frames_with_face == sum(1 for s in schedule if not 18 <= s < 30)
 
 
+def test_a_sideways_clip_gets_its_mouth_redrawn_and_nothing_else(engine, face_clip, speech_file, tmp_path,
+                                                                  monkeypatch):
+    """A phone clip lying on its side: the face is found turned, the network sees it upright (as
+    in the upright clip), and the mouth is pasted on the upright view, so it lands on the frame
+    where the mouth is."""
+    info = media.probe(face_clip)
+    crops: dict[str, list[np.ndarray]] = {"upright": [], "sideways": []}
+    seen = MouthGenerator.__call__
+    upright = decode_all(face_clip)[:20]
+    sideways = tmp_path / "sideways in.mp4"
+    plain = tmp_path / "plain.mp4"  # the same frames through the encoder alone: its noise
+    for path, crf in ((sideways, 12), (plain, 18)):
+        with media.VideoWriter(path, info.height, info.width, info.fps, crf=crf) as writer:
+            for frame in upright:
+                writer.write(np.ascontiguousarray(np.rot90(frame, 1)))
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: int(0.8 * SAMPLE_RATE)]))
+    for name, clip in (("upright", face_clip), ("sideways", sideways)):
+        monkeypatch.setattr(MouthGenerator, "__call__",
+                            lambda self, c, m, name=name: crops[name].append(c.copy()) or seen(self, c, m))
+        result = engine.render(audio, clip, tmp_path / f"{name}.mp4", RenderOptions(batch_size=16))
+        assert result.frames_with_face == result.frames == audio.frame_count(info.fps)
+    upright_crops, sideways_crops = (np.concatenate(crops[k]).astype(int) for k in ("upright", "sideways"))
+    assert np.abs(upright_crops - sideways_crops).mean() < 8  # the same upright face, give or take the encoder
+
+    source = [np.rot90(f, -1) for f in decode_all(sideways)]  # stood upright again for the checks
+    rendered = [np.rot90(f, -1) for f in decode_all(tmp_path / "sideways.mp4")]
+    reencoded = [np.rot90(f, -1) for f in decode_all(plain)]
+    (face,) = FaceDetector("cpu").detect([np.ascontiguousarray(upright[5])])[0:1]
+    mx, my = (int(v) for v in face[0].keypoints[3])
+    eyes_up = int(face[0].keypoints[:2, 1].max())
+    for i in (5, 15):
+        diff = np.abs(source[i].astype(int) - rendered[i].astype(int))
+        noise = np.abs(source[i].astype(int) - reencoded[i].astype(int))
+        assert diff[my - 8:my + 8, mx - 12:mx + 12].mean() > 8, f"frame {i}: mouth unchanged"
+        assert diff[:eyes_up].mean() < noise[:eyes_up].mean() + 0.5, f"frame {i}: eyes and above changed"
+
+
 def av_open(path: Path):
     import av
 
@@ -122,7 +161,7 @@ def test_still_photo_becomes_video_of_audio_length(engine, face_clip, speech_fil
     out = engine.render(audio, photo, tmp_path / "still.mp4", RenderOptions(batch_size=16))
     info = media.probe(tmp_path / "still.mp4")
     assert info.frame_count == out.frames == audio.frame_count(25.0)
-    assert (info.width, info.height) == (254, 256)
+    assert (info.width, info.height) == (out.width, out.height) == (254, 256)  # 4:2:0 H.264 is even-sized
 
 
 def test_memory_stays_flat_as_the_video_grows(engine, speech_file, tmp_path, monkeypatch):
@@ -177,6 +216,78 @@ def test_stop_request_cancels_soon_and_leaves_no_output(engine, face_clip, speec
                       progress=seen.append, should_stop=lambda: any(p.stage == "render" for p in seen))
     assert [p.stage for p in seen].count("render") == 1  # stopped at the next batch
     assert list(tmp_path.iterdir()) == [tmp_path / "s.wav"]
+
+
+def test_stop_request_is_seen_within_one_network_batch(engine, face_clip, speech_file, tmp_path, monkeypatch):
+    """Cancel/stop must act within about a second on a CPU: no network batch starts after the
+    flag is seen except those already handed to the other workers (one batch of wall time)."""
+    from lipsyncd.engine import Cancelled
+
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: 2 * SAMPLE_RATE]))
+    engine.render(audio, face_clip, tmp_path / "warm.mp4", RenderOptions())  # the face track is cached now
+    seen, before_flag, after_flag = [], [], []
+    run = MouthGenerator._run
+
+    def counting(self, crops, mels):
+        (after_flag if seen else before_flag).append(len(crops))
+        return run(self, crops, mels)
+
+    monkeypatch.setattr(MouthGenerator, "_run", counting)
+    with pytest.raises(Cancelled):
+        engine.render(audio, face_clip, tmp_path / "stopped.mp4", RenderOptions(), progress=seen.append,
+                      should_stop=lambda: bool(seen))  # flips at the first progress report
+    batch, workers = engine._generator(RenderOptions()).batch_size, engine.threads.network_workers
+    assert len(seen) == 1
+    assert sum(before_flag) <= workers * batch < audio.frame_count(25.0), before_flag  # the first report came early
+    assert sum(after_flag) <= max(1, workers - 1) * batch, after_flag
+
+
+def test_progress_counts_encoded_frames_in_small_steps(engine, face_clip, speech_file, tmp_path):
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: 2 * SAMPLE_RATE]))
+    seen = []
+    result = engine.render(audio, face_clip, tmp_path / "o.mp4", RenderOptions(), progress=seen.append)
+    analysed = seen[-1].frames_total - result.frames  # the face pass comes first on the same scale
+    encoded = [p.frames_done - analysed for p in seen if p.stage == "render"]
+    assert encoded == sorted(encoded) and encoded[0] >= 0 and encoded[-1] == result.frames
+    batch = engine._generator(RenderOptions()).batch_size
+    assert len(encoded) >= result.frames // batch  # one report per network batch, not per 128 frames
+    assert max(np.diff([0, *encoded])) <= 4 * batch
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+
+
+@pytest.mark.parametrize("tags", [None, media.ColorTags(1, 1, 1, 1)], ids=["as-is", "bt709"])
+def test_outside_the_mouth_is_as_good_as_a_plain_reencode(engine, face_clip, speech_file, tmp_path, tags):
+    """Frames are never converted whole: outside the face crop the output must be within 0.5 dB
+    of re-encoding the source's own YUV at the same settings (a round trip through BGR lost 1-3 dB)."""
+    source = face_clip
+    if tags is not None:  # the same pictures, stored as BT.709 (HD sources)
+        source = tmp_path / "bt709.mp4"
+        info = media.probe(face_clip)
+        with media.VideoWriter(source, info.width, info.height, info.fps, crf=10, color=tags) as writer:
+            for frame in media.read_frames(face_clip, info, range(info.frame_count)):
+                writer.write(frame)
+    info = media.probe(source)
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: SAMPLE_RATE // 2]))
+    options = RenderOptions()
+    engine.render(audio, source, tmp_path / "out.mp4", options)
+    direct = tmp_path / "direct.mp4"
+    with media.VideoWriter(direct, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
+                           color=info.color) as writer:
+        for frame in media.read_i420(source, info, range(audio.frame_count(info.fps))):
+            writer.write(frame)
+    track = FaceTrack.load(engine._track_cache_path(source, options))
+    original, rendered, reencoded = decode_all(source), decode_all(tmp_path / "out.mp4"), decode_all(direct)
+    outside = np.ones((len(rendered), info.height, info.width), bool)
+    for i in range(len(rendered)):
+        x0, y0, x1, y1 = crop_rect(track.boxes[i], options.pads, info.width, info.height)
+        outside[i, y0:y1, x0:x1] = False
+    src = np.stack(original[:len(rendered)])[outside]
+    ours, plain = psnr(np.stack(rendered)[outside], src), psnr(np.stack(reencoded)[outside], src)
+    assert ours >= plain - 0.5, (ours, plain)
 
 
 def test_a_given_video_digest_keys_the_track_cache(engine, face_clip, tmp_path):

@@ -47,16 +47,23 @@ def test_a_detection_on_a_turned_frame_maps_back(turns: int) -> None:
 
 
 def test_a_renderer_can_work_on_the_turned_view_of_a_frame() -> None:
-    """The contract :class:`FaceTrack` documents: crop from and paste into ``np.rot90(frame,
-    turns)``, a view, and the frame itself changes where the upright face is."""
+    """The contract :class:`FaceTrack` documents: crop from and paste into the turned view of a
+    frame (``I420.turned``: ``np.rot90`` of each plane, views), and the frame itself changes where
+    the upright face is."""
     from lipsyncd.engine.blend import model_crop
+    from lipsyncd.engine.yuv import I420, YuvMatrix
 
-    frame = np.random.default_rng(0).integers(0, 255, (100, 80, 3), np.uint8)
-    view = np.rot90(frame, 1)
-    crop = model_crop(view, (10, 20, 60, 50))
-    np.testing.assert_array_equal(crop, model_crop(np.ascontiguousarray(view), (10, 20, 60, 50)))
-    view[20:50, 10:60] = 0  # a paste into the view ...
+    matrix = YuvMatrix.of(1, 1)
+    frame = I420(np.random.default_rng(0).integers(16, 235, (150, 80), np.uint8))  # 80×100
+    view = frame.turned(1)
+    assert (view.width, view.height) == (100, 80)
+    upright = I420.from_planes(*(np.ascontiguousarray(p) for p in (view.y, view.u, view.v)))
+    np.testing.assert_array_equal(model_crop(view, (10, 20, 60, 50), matrix),
+                                  model_crop(upright, (10, 20, 60, 50), matrix))
+    view.y[20:50, 10:60] = 0  # a paste into the view ...
+    view.u[10:25, 5:30] = 0
     corners = unturn_points(np.array([[10.0, 20.0], [60.0, 50.0]]), 1, 80, 100)
     x0, y0 = corners.min(axis=0).astype(int)
     x1, y1 = corners.max(axis=0).astype(int)
-    assert (frame[y0:y1, x0:x1] == 0).all() and frame.sum() > 0  # ... lands on the frame there
+    assert (frame.y[y0:y1, x0:x1] == 0).all() and frame.y.sum() > 0  # ... lands on the frame there
+    assert (frame.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2] == 0).all()  # chroma on the same place
