@@ -18,9 +18,10 @@ from typing import Any
 import click
 
 from . import config as config_module
-from . import lock, logs, operations
+from . import lock, logs, operations, slot_status
 from .config import Config, ConfigError
 from .lock import ServiceState
+from .slot_status import format_slots
 from .store import NoDatabase, Store, StoreError, unusable
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
@@ -72,12 +73,13 @@ def run(ctx: click.Context) -> None:
 
 @cli.command(help="Show whether the service runs, and its running, queued and recent jobs.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print JSON: {"service": {...}, "database": path, "jobs": [one object per job]}.')
+              help='Print JSON: {"service": {...}, "database": path, "slots": [...], "jobs": [one object per job]}.')
 @click.option("--limit", default=20, show_default=True, help="How many jobs to show.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     cfg = _config(ctx)
     service = lock.probe(cfg.folders.state)
+    slots = slot_status.read(cfg.folders.state) if service.running else []
     rows: list[dict[str, Any]] = []
     missing = None
     try:
@@ -95,8 +97,8 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
             store.close()
     if as_json:
         health = {**service.as_dict(), "healthy": _healthy(service)}
-        click.echo(json.dumps({"service": health, "database": str(cfg.folders.database), "jobs": rows},
-                              indent=2, ensure_ascii=False))
+        click.echo(json.dumps({"service": health, "database": str(cfg.folders.database), "slots": slots,
+                               "jobs": rows}, indent=2, ensure_ascii=False))
         return
     click.echo(service_line(service))
     if missing:
@@ -105,6 +107,8 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
         click.echo(f"No jobs yet. Drop a job folder into {cfg.folders.inbox}")
     else:
         click.echo(format_table(rows))
+    if slots:
+        click.echo(format_slots(slots))
 
 
 def _healthy(service: ServiceState) -> bool:

@@ -25,6 +25,7 @@ CONFIG_ENV = "LIPSYNCD_CONFIG"
 WATCH_MODES = ("auto", "inotify", "polling")
 DUPLICATE_POLICIES = ("rerun", "skip")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+EXECUTORS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,24 @@ class EngineSettings:
     device: str
     cache_dir: Path | None
     defaults: RenderOptions
+    gpus: str | int | tuple[int, ...]
+    """``all``, a count, or the GPU indices to use (see :func:`.local_executor.plan_slots`)."""
+    workers_per_gpu: int
+    cpu_workers: int
+    stuck_timeout: float
+    """A video that makes no progress for this long has its worker killed and runs again."""
+    max_attempts: int
+    """How often a video is tried when its worker dies or gets stuck; then it fails."""
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    kind: str
+    """``local`` (worker processes on this host) or ``ray`` (tasks on a Ray cluster)."""
+    ray_address: str | None
+    """A running cluster (``ray://head:10001`` or ``head:6379``); None starts a Ray inside the service."""
+    path_map: dict[str, str]
+    """Service path prefix -> the same folder as Ray workers mount it (the shared inbox)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,7 @@ class Config:
     jobs: Jobs
     service: Service
     engine: EngineSettings
+    executor: ExecutorSettings
     source: str
     """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
@@ -100,7 +120,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "jobs": {"duplicates": "rerun", "naming": "{stem}.mp4"},
     "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
                 "log_level": "info"},
-    "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {}},
+    "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {},
+               "gpus": "all", "workers_per_gpu": 1, "cpu_workers": 1, "stuck_timeout": 600, "max_attempts": 3},
+    "executor": {"kind": "local", "ray_address": None, "path_map": {}},
 }
 
 
@@ -197,8 +219,43 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
         raise ConfigError(str(exc)) from None
     engine = EngineSettings(_path("engine.models_dir", e["models_dir"]), _choice("engine.device", e["device"], DEVICES),
                             None if e["cache_dir"] in (None, "") else _path("engine.cache_dir", e["cache_dir"]),
-                            options)
-    return Config(folders, watch, jobs, service, engine, source)
+                            options, _gpus(e["gpus"]), _count("engine.workers_per_gpu", e["workers_per_gpu"], 1, 16),
+                            _count("engine.cpu_workers", e["cpu_workers"], 1, 256),
+                            _seconds("engine.stuck_timeout", e["stuck_timeout"]),
+                            _count("engine.max_attempts", e["max_attempts"], 1, 100))
+    return Config(folders, watch, jobs, service, engine, _executor(m["executor"]), source)
+
+
+def _gpus(value: Any) -> str | int | tuple[int, ...]:
+    if value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _count("engine.gpus", value, 0, 64)
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                 for v in value) and len(set(value)) == len(value):
+        return tuple(value)
+    raise ConfigError(f"engine.gpus: must be all, a number of GPUs, or a list of GPU numbers such as [0, 2]; "
+                      f"got {value!r}")
+
+
+def _executor(x: dict[str, Any]) -> ExecutorSettings:
+    address = x["ray_address"]
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError(f"executor.ray_address: must be a Ray address such as ray://head:10001, or null to "
+                          f"start Ray inside the service; got {address!r}")
+    path_map = x["path_map"] or {}
+    if not isinstance(path_map, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and k.startswith("/") and v.startswith("/")
+            for k, v in path_map.items()):
+        raise ConfigError("executor.path_map: must map folders as the service sees them to the same folders as "
+                          f"the Ray workers mount them, such as {{/srv/lipsync: /mnt/lipsync}}; got {path_map!r}")
+    return ExecutorSettings(_choice("executor.kind", x["kind"], EXECUTORS), address, dict(path_map))
+
+
+def _count(name: str, value: Any, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name}: must be a whole number from {low} to {high}; got {value!r}")
+    return value
 
 
 def _path(name: str, value: Any) -> Path:

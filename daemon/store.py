@@ -302,6 +302,12 @@ class Store:
         rows = self.db.query("SELECT * FROM tasks WHERE job_id = ? ORDER BY position", [job_id])
         return [_record(Task, r) for r in rows]
 
+    def task(self, task_id: int) -> Task:
+        rows = list(self.db.query("SELECT * FROM tasks WHERE id = ?", [task_id]))
+        if not rows:
+            raise StoreError(f"no task with id {task_id}")
+        return _record(Task, rows[0])
+
     def find_finished_duplicate(self, content_hash: str, exclude: int) -> Job | None:
         rows = list(self.db.query("SELECT * FROM jobs WHERE content_hash = ? AND state = 'done' AND id != ? "
                                   "ORDER BY id DESC LIMIT 1", [content_hash, exclude]))
@@ -354,6 +360,11 @@ class Store:
     def task_started(self, task_id: int) -> None:
         self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
                         "progress = 0, error = NULL WHERE id = ?", [task_id])
+
+    def task_retry(self, task_id: int, reason: str) -> None:
+        """running → queued: its worker was lost (died or got stuck); it runs again, with the
+        reason kept in ``error`` until then (the next :meth:`task_started` clears it)."""
+        self.db.execute("UPDATE tasks SET state = 'queued', progress = 0, error = ? WHERE id = ?", [reason, task_id])
 
     def task_progress(self, task_id: int, frames_done: int, frames_total: int) -> None:
         fraction = min(1.0, frames_done / frames_total) if frames_total else 0.0

@@ -2,10 +2,13 @@
 
 Its behaviour is chosen by what a test writes into a video file, so the same fake works in
 process and in the subprocess harness: ``noface`` in a video raises NoFaceError, ``broken``
-raises VideoError, ``torchbusy`` keeps torch's threads multiplying matrices for
+raises VideoError, ``stuck`` stops after its first frame without reporting or checking
+``should_stop`` again (a hung driver call), ``torchbusy`` keeps torch's threads multiplying matrices for
 ``TORCH_BUSY_S`` seconds without ever calling ``should_stop`` (a CPU network batch that cannot
 be interrupted), anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each).
-An audio file containing ``silence`` raises AudioError.
+An audio file containing ``silence`` raises AudioError. The audio is a real
+:class:`SpeechAudio` (its samples are the file's bytes), so it crosses into worker processes
+the way the real engine's does.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from lipsyncd.engine import (
     AudioError,
     Cancelled,
@@ -25,6 +29,7 @@ from lipsyncd.engine import (
     RenderResult,
     VideoError,
 )
+from lipsyncd.engine.audio import SpeechAudio
 
 FRAMES = 10
 TORCH_BUSY_S = 60.0
@@ -44,13 +49,13 @@ class FakeEngine:
             raise ModelError(f"put {options.checkpoint}.pth in {self.models_dir} "
                              f"or run lipsyncd models fetch {options.checkpoint}")
 
-    def load_audio(self, path: Path) -> bytes:
+    def load_audio(self, path: Path) -> SpeechAudio:
         data = path.read_bytes()
         if b"silence" in data:
             raise AudioError("the audio is silent")
-        return data
+        return SpeechAudio(str(path), np.frombuffer(data, np.uint8).astype(np.float32), np.zeros((80, 16), np.float32))
 
-    def render(self, audio: bytes, video: Path, output: Path, options: RenderOptions,
+    def render(self, audio: SpeechAudio, video: Path, output: Path, options: RenderOptions,
                progress: Callable[[Progress], None] | None = None,
                should_stop: Callable[[], bool] | None = None, video_digest: str | None = None) -> RenderResult:
         data = video.read_bytes()
@@ -62,6 +67,8 @@ class FakeEngine:
         if b"torchbusy" in data:
             _keep_torch_busy(TORCH_BUSY_S, progress)
         for frame in range(1, FRAMES + 1):
+            if b"stuck" in data and frame == 2:
+                time.sleep(3600)
             if should_stop is not None and should_stop():
                 raise Cancelled("stopped")
             time.sleep(self.frame_delay)
@@ -70,7 +77,7 @@ class FakeEngine:
             if progress is not None:
                 progress(Progress(frame, FRAMES))
         tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_bytes(b"LIPSYNCED " + audio[:16] + b" + " + data)
+        tmp.write_bytes(b"LIPSYNCED " + audio.samples.astype(np.uint8).tobytes()[:16] + b" + " + data)
         os.replace(tmp, output)
         self.rendered.append(video.name)
         return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, FRAMES, 0.01)

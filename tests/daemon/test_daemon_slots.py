@@ -1,0 +1,220 @@
+"""Several slots on one host: worker processes with the fake engine (no GPU needed: CPU slots).
+
+The runner runs in a thread against a real database; its workers are real processes running
+``lipsyncd.daemon.worker`` with :class:`daemon_fakes.FakeEngine`, so a ``kill -9`` here is the
+real thing. GPU slots differ only by ``CUDA_VISIBLE_DEVICES`` (checked in the slot plan).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Self
+
+import pytest
+from daemon_helpers import make_job
+from lipsyncd.daemon import config as config_module
+from lipsyncd.daemon import slot_status
+from lipsyncd.daemon.config import Config, ConfigError
+from lipsyncd.daemon.executor import EngineSpec
+from lipsyncd.daemon.intake import Intake
+from lipsyncd.daemon.local_executor import Slot, plan_slots
+from lipsyncd.daemon.runner import Runner
+from lipsyncd.daemon.store import Store
+from lipsyncd.daemon.watcher import InboxWatcher
+
+HERE = Path(__file__).parent
+
+
+# -- the slot plan ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("gpus", "per_gpu", "device", "expected"), [
+    ("all", 1, "auto", [Slot("gpu0", 0), Slot("gpu1", 1), Slot("gpu2", 2)]),
+    ([0, 2], 1, "auto", [Slot("gpu0", 0), Slot("gpu2", 2)]),
+    (2, 2, "cuda", [Slot("gpu0.0", 0), Slot("gpu0.1", 0), Slot("gpu1.0", 1), Slot("gpu1.1", 1)]),
+    ([5], 1, "auto", [Slot("cpu0", None), Slot("cpu1", None)]),  # no such GPU: the CPU slots
+    ("all", 1, "cpu", [Slot("cpu0", None), Slot("cpu1", None)]),
+])
+def test_slot_plan(gpus, per_gpu, device, expected):
+    assert plan_slots(gpus, per_gpu, 2, device, gpu_count=lambda: 3) == expected
+
+
+def test_a_cpu_only_host_asks_nobody_about_gpus_when_told_cpu():
+    def no_gpu_query() -> int:
+        raise AssertionError("the GPU count was asked for")
+
+    assert plan_slots("all", 1, 1, "cpu", no_gpu_query) == [Slot("cpu0", None)]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("gpus", "some", "engine.gpus: must be all, a number of GPUs, or a list of GPU numbers such as [0, 2]"),
+    ("gpus", [0, 0], "engine.gpus: must be all"),
+    ("workers_per_gpu", 0, "engine.workers_per_gpu: must be a whole number from 1 to 16; got 0"),
+    ("cpu_workers", 1.5, "engine.cpu_workers: must be a whole number from 1 to 256; got 1.5"),
+    ("max_attempts", 0, "engine.max_attempts: must be a whole number from 1 to 100; got 0"),
+])
+def test_bad_slot_settings_are_refused_by_name(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config_module.load(None, environ={f"LIPSYNCD_ENGINE_{key.upper()}": repr(value)})
+
+
+# -- two CPU slots with worker processes -----------------------------------------------------
+
+@pytest.fixture
+def slots_cfg(cfg: Config, monkeypatch) -> Config:
+    """Two CPU slots whose workers import the fake engine from this folder."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    return dataclasses.replace(
+        cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0),
+        engine=dataclasses.replace(cfg.engine, device="cpu", cpu_workers=2, stuck_timeout=3.0, max_attempts=2))
+
+
+class Service:
+    """The runner in a thread, as the service runs it, with fake-engine workers."""
+
+    def __init__(self, cfg: Config, frame_delay: float) -> None:
+        from daemon_fakes import FakeEngine
+
+        self.cfg = cfg
+        self.stop = threading.Event()
+        spec = EngineSpec("daemon_fakes:FakeEngine", {"frame_delay": frame_delay})
+        self.runner = Runner(cfg, FakeEngine, self.stop, worker_engine=spec)
+        self.thread = threading.Thread(target=self.runner.run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def queue_job(cfg: Config, store: Store, name: str, videos: dict[str, bytes]) -> int:
+    make_job(cfg.folders.inbox, name, {"speech.wav": b"RIFF speech", **videos})
+    intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1))
+    ids = intake.tick(store) + intake.tick(store)
+    assert len(ids) == 1
+    return ids[0]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def worker_pids() -> list[int]:
+    """This test process's worker processes (children running lipsyncd.daemon.worker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"lipsyncd.daemon.worker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def running(store_path: Path) -> int:
+    db = Store(store_path)
+    try:
+        return sum(t.state == "running" and t.progress > 0 for job in db.jobs_in("running") for t in db.tasks(job.id))
+    finally:
+        db.close()
+
+
+def outbox_files(cfg: Config, job: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (cfg.folders.outbox / job).iterdir() if p.suffix == ".mp4"}
+
+
+@pytest.fixture
+def sampled() -> Iterator[Callable[[Callable[[], int]], list[int]]]:
+    """Sample a number every 50 ms in the background (how many videos render at once)."""
+    stop, samples = threading.Event(), []
+
+    def start(measure: Callable[[], int]) -> list[int]:
+        def loop() -> None:
+            while not stop.wait(0.05):
+                samples.append(measure())
+
+        threading.Thread(target=loop, daemon=True).start()
+        return samples
+
+    yield start
+    stop.set()
+
+
+def test_six_videos_render_on_both_slots_at_once_and_each_is_published_once(slots_cfg, store, sampled):
+    videos = {f"v{n}.mp4": f"video {n}".encode() for n in range(6)}
+    job_id = queue_job(slots_cfg, store, "six", videos)
+    with Service(slots_cfg, frame_delay=0.08):
+        concurrency = sampled(lambda: running(slots_cfg.folders.database))
+        wait_for(lambda: len(slot_status.read(slots_cfg.folders.state)) == 2, "the slots to be shown")
+        shown = slot_status.read(slots_cfg.folders.state)
+        assert sorted(s["name"] for s in shown) == ["cpu0", "cpu1"]
+        wait_for(lambda: store.job(job_id).state == "done", "the job to finish")
+        assert len(worker_pids()) == 2
+    assert max(concurrency) == 2
+    assert outbox_files(slots_cfg, "six") == {name: b"LIPSYNCED RIFF speech + " + data for name, data in videos.items()}
+    assert [t.attempt for t in store.tasks(job_id)] == [1] * 6
+    assert list((slots_cfg.folders.state / "audio").iterdir()) == []  # the shared audio is released
+    assert worker_pids() == []  # the runner's stop closed them
+
+
+def test_kill_9_of_a_worker_mid_video_reruns_only_that_video(slots_cfg, store, caplog):
+    videos = {f"v{n}.mp4": f"video {n}".encode() for n in range(4)}
+    job_id = queue_job(slots_cfg, store, "four", videos)
+    with Service(slots_cfg, frame_delay=0.15):
+        wait_for(lambda: running(slots_cfg.folders.database) == 2, "both slots to render")
+        victim = worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: store.job(job_id).state == "done", "the job to finish")
+        assert victim not in worker_pids() and len(worker_pids()) == 2  # its slot got a new worker
+    attempts = sorted(t.attempt for t in store.tasks(job_id))
+    assert attempts == [1, 1, 1, 2]
+    assert outbox_files(slots_cfg, "four") == {name: b"LIPSYNCED RIFF speech + " + data for name, data in videos.items()}
+    assert "ended unexpectedly (killed by SIGKILL: out of memory, or stopped by hand); it runs again" in caplog.text
+
+
+def test_a_stuck_worker_is_killed_its_video_retried_then_failed_with_a_reason(slots_cfg, store):
+    job_id = queue_job(slots_cfg, store, "stuck", {"good.mp4": b"fine", "hang.mp4": b"stuck here"})
+    with Service(slots_cfg, frame_delay=0.05):
+        wait_for(lambda: store.job(job_id).state == "done", "the job to be filed", timeout=60)
+    tasks = {t.video: t for t in store.tasks(job_id)}
+    assert tasks["good.mp4"].state == "done"
+    assert (tasks["hang.mp4"].state, tasks["hang.mp4"].attempt) == ("failed", 2)
+    assert tasks["hang.mp4"].error.startswith(
+        "The video could not be rendered: its worker made no progress for 3 seconds and was stopped, 2 times in a row.")
+    assert outbox_files(slots_cfg, "stuck") == {"good.mp4": b"LIPSYNCED RIFF speech + fine"}
+    assert "made no progress for 3 seconds" in (slots_cfg.folders.error / "stuck" / "error.txt").read_text()
+
+
+def test_cancel_stops_the_video_on_every_slot(slots_cfg, store):
+    job_id = queue_job(slots_cfg, store, "long", {"a.mp4": b"first", "b.mp4": b"second", "c.mp4": b"third"})
+    with Service(slots_cfg, frame_delay=1.0):
+        wait_for(lambda: running(slots_cfg.folders.database) == 2, "both slots to render")
+        pids = worker_pids()
+        other = Store(slots_cfg.folders.database)
+        other.request_cancel(job_id)
+        other.close()
+        began = time.monotonic()
+        wait_for(lambda: store.job(job_id).state == "cancelled", "the cancel")
+        assert time.monotonic() - began < 5  # each video had ~9 s to go
+        assert sorted(worker_pids()) == sorted(pids)  # stopped cooperatively: no worker was killed
+    assert [t.state for t in store.tasks(job_id)] == ["cancelled"] * 3
+    assert not (slots_cfg.folders.outbox / "long").exists()
+    assert {p.name for p in (slots_cfg.folders.error / "long").iterdir()} >= {"a.mp4", "b.mp4", "c.mp4", "error.txt"}
