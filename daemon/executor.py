@@ -123,6 +123,14 @@ class SlotBoard:
         self._states = dict(self._idle)
         self._first: dict[str, tuple[float, int]] = {}
 
+    def add(self, slot: str, host: str) -> None:
+        """A new slot (a Ray cluster grew)."""
+        self._idle[slot] = self._states[slot] = SlotState(slot, host)
+
+    def host(self, slot: str, host: str) -> None:
+        """Where a busy slot's video actually runs (known only once a Ray task reports)."""
+        self._states[slot] = replace(self._states[slot], host=host)
+
     def start(self, slot: str, work: VideoWork) -> None:
         self._states[slot] = replace(self._idle[slot], job_id=work.job_id, video=work.name)
         self._first.pop(slot, None)

@@ -37,9 +37,11 @@ TORCH_BUSY_S = 60.0
 
 class FakeEngine:
     def __init__(self, models_dir: Path | None = None, frame_delay: float = 0.0,
-                 on_frame: Callable[[int], None] | None = None) -> None:
+                 on_frame: Callable[[int], None] | None = None, stamp_env: str | None = None) -> None:
         self.models_dir = models_dir
         self.frame_delay = frame_delay
+        self.stamp_env = stamp_env
+        """An environment variable whose value heads each output (which GPU a worker was given)."""
         self.on_frame = on_frame
         self.rendered: list[str] = []
         self.digests: list[str | None] = []
@@ -77,7 +79,8 @@ class FakeEngine:
             if progress is not None:
                 progress(Progress(frame, FRAMES))
         tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_bytes(b"LIPSYNCED " + audio.samples.astype(np.uint8).tobytes()[:16] + b" + " + data)
+        stamp = f"{self.stamp_env}={os.environ.get(self.stamp_env)}\n".encode() if self.stamp_env else b""
+        tmp.write_bytes(stamp + b"LIPSYNCED " + audio.samples.astype(np.uint8).tobytes()[:16] + b" + " + data)
         os.replace(tmp, output)
         self.rendered.append(video.name)
         return RenderResult(str(output), FRAMES, 25.0, FRAMES / 25, 64, 64, FRAMES, 0.01)

@@ -2,7 +2,8 @@
 
 The runner runs in a thread against a real database; its workers are real processes running
 ``lipsyncd.daemon.worker`` with :class:`daemon_fakes.FakeEngine`, so a ``kill -9`` here is the
-real thing. GPU slots differ only by ``CUDA_VISIBLE_DEVICES`` (checked in the slot plan).
+real thing. A GPU slot differs only by the ``CUDA_VISIBLE_DEVICES`` its worker is given, which
+the fake engine stamps into its output.
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Self
 
 import pytest
+from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
 from lipsyncd.daemon import config as config_module
 from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config, ConfigError
-from lipsyncd.daemon.executor import EngineSpec
-from lipsyncd.daemon.intake import Intake
-from lipsyncd.daemon.local_executor import Slot, plan_slots
-from lipsyncd.daemon.runner import Runner
+from lipsyncd.daemon.executor import EngineSpec, VideoWork
+from lipsyncd.daemon.local_executor import LocalExecutor, Slot, plan_slots
 from lipsyncd.daemon.store import Store
-from lipsyncd.daemon.watcher import InboxWatcher
+from slot_helpers import (
+    Service,
+    outbox_files,
+    queue_job,
+    running,
+    wait_for,
+    with_fakes_on_path,
+    worker_pids,
+)
 
 HERE = Path(__file__).parent
 
@@ -68,77 +75,10 @@ def test_bad_slot_settings_are_refused_by_name(key, value, message):
 @pytest.fixture
 def slots_cfg(cfg: Config, monkeypatch) -> Config:
     """Two CPU slots whose workers import the fake engine from this folder."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", with_fakes_on_path())
     return dataclasses.replace(
         cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0),
         engine=dataclasses.replace(cfg.engine, device="cpu", cpu_workers=2, stuck_timeout=3.0, max_attempts=2))
-
-
-class Service:
-    """The runner in a thread, as the service runs it, with fake-engine workers."""
-
-    def __init__(self, cfg: Config, frame_delay: float) -> None:
-        from daemon_fakes import FakeEngine
-
-        self.cfg = cfg
-        self.stop = threading.Event()
-        spec = EngineSpec("daemon_fakes:FakeEngine", {"frame_delay": frame_delay})
-        self.runner = Runner(cfg, FakeEngine, self.stop, worker_engine=spec)
-        self.thread = threading.Thread(target=self.runner.run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-
-
-def queue_job(cfg: Config, store: Store, name: str, videos: dict[str, bytes]) -> int:
-    make_job(cfg.folders.inbox, name, {"speech.wav": b"RIFF speech", **videos})
-    intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1))
-    ids = intake.tick(store) + intake.tick(store)
-    assert len(ids) == 1
-    return ids[0]
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def worker_pids() -> list[int]:
-    """This test process's worker processes (children running lipsyncd.daemon.worker)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and b"lipsyncd.daemon.worker" in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-def running(store_path: Path) -> int:
-    db = Store(store_path)
-    try:
-        return sum(t.state == "running" and t.progress > 0 for job in db.jobs_in("running") for t in db.tasks(job.id))
-    finally:
-        db.close()
-
-
-def outbox_files(cfg: Config, job: str) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (cfg.folders.outbox / job).iterdir() if p.suffix == ".mp4"}
 
 
 @pytest.fixture
@@ -218,3 +158,26 @@ def test_cancel_stops_the_video_on_every_slot(slots_cfg, store):
     assert [t.state for t in store.tasks(job_id)] == ["cancelled"] * 3
     assert not (slots_cfg.folders.outbox / "long").exists()
     assert {p.name for p in (slots_cfg.folders.error / "long").iterdir()} >= {"a.mp4", "b.mp4", "c.mp4", "error.txt"}
+
+
+def test_each_gpu_slot_worker_sees_only_its_own_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", with_fakes_on_path())
+    spec = EngineSpec("daemon_fakes:FakeEngine", {"stamp_env": "CUDA_VISIBLE_DEVICES", "frame_delay": 0.1})
+    executor = LocalExecutor([Slot("gpu0", 0), Slot("gpu3", 3)], spec, tmp_path / "audio", stuck_timeout=30)
+    try:
+        audio = executor.share_audio(FakeEngine().load_audio(make_job(tmp_path, "j")/ "speech.wav"), tmp_path)
+        works = [VideoWork(f"k{n}", 1, n, 1, tmp_path / "j" / "face.mp4", tmp_path / f"out{n}.mp4", {}, None, audio)
+                 for n in range(2)]
+        for work in works:
+            executor.submit(work)
+        assert executor.free_slots() == 0
+        assert {s.name: s.video for s in executor.slots()} == {"gpu0": "face.mp4", "gpu3": "face.mp4"}
+        ended: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(ended) < 2 and time.monotonic() < deadline:
+            ended += [r.kind for r in executor.poll(0.2) if r.kind != "progress"]
+        assert ended == ["done", "done"]
+    finally:
+        executor.close()
+    stamps = {(tmp_path / f"out{n}.mp4").read_bytes().split(b"\n")[0] for n in range(2)}
+    assert stamps == {b"CUDA_VISIBLE_DEVICES=0", b"CUDA_VISIBLE_DEVICES=3"}
