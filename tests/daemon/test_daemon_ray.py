@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,14 @@ from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.service import prepare_folders
 from lipsyncd.daemon.store import Store
-from slot_helpers import Service, outbox_files, queue_job, running, wait_for, with_fakes_on_path
+from slot_helpers import (
+    Service,
+    outbox_files,
+    queue_job,
+    running,
+    wait_for,
+    with_fakes_on_path,
+)
 
 HARNESS = Path(__file__).with_name("daemon_harness.py")
 
