@@ -12,7 +12,9 @@ load on the machine spreads over all of them. Prints a table and writes JSON.
 One slot is the default set-up (the engine inside the service, torch using every core); ``1w``
 is one slot in a worker process instead (the control: same process layout as more slots); more
 slots are worker processes, each with an equal share of the cores (CPU) or its own GPU
-(``--device cuda``; several per GPU with ``--workers-per-gpu``). Each slot count gets a warm-up job of one video first (worker start
+(``--device cuda``; several per GPU with ``--workers-per-gpu``). ``OMP_NUM_THREADS=1`` in the
+environment gives every slot count one torch thread per slot: the pure effect of parallel slots,
+without torch's multi-threading (which suffers badly on a CPU shared with other work). Each slot count gets a warm-up job of one video first (worker start
 and model load happen once per service, not per job). Without real weights in ``--models-dir``
 it writes a checkpoint by the conformance weight rule: speed does not depend on the weights.
 """
@@ -24,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -137,20 +140,21 @@ def main() -> None:
     for box in runners.values():
         box["runner"].close()
 
-    best = {n: min(s) for n, s in seconds.items()}
-    base = best[args.slots[0]]
-    results = [{"slots": n, "seconds": seconds[n], "best_seconds": best[n],
-                "videos_per_minute": args.videos / best[n] * 60, "speedup_vs_first": base / best[n],
+    middle = {n: statistics.median(s) for n, s in seconds.items()}
+    base = middle[args.slots[0]]
+    results = [{"slots": n, "seconds": seconds[n], "median_seconds": middle[n],
+                "videos_per_minute": args.videos / middle[n] * 60, "speedup_vs_first": base / middle[n],
                 "in_worker_processes": n.endswith("w") or int(n) > 1}
                for n in args.slots]
-    print(f"\n{'slots':>5} {'best s':>8} {'videos/min':>11} {'vs first':>9}")
+    print(f"\n{'slots':>5} {'median s':>8} {'videos/min':>11} {'vs first':>9}")
     for r in results:
-        print(f"{r['slots']:>5} {r['best_seconds']:>8.1f} {r['videos_per_minute']:>11.2f} {r['speedup_vs_first']:>9.2f}")
+        print(f"{r['slots']:>5} {r['median_seconds']:>8.1f} {r['videos_per_minute']:>11.2f} {r['speedup_vs_first']:>9.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "video": args.video.name, "audio_seconds": args.seconds, "videos_per_job": args.videos,
-            "device": args.device, "rounds": args.rounds, "slot_counts": args.slots, "cpu_count": os.cpu_count(),
+            "device": args.device, "rounds": args.rounds, "slot_counts": args.slots,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(),
             "load_average_at_end": os.getloadavg(), "machine": platform.machine(),
             "results": results}, indent=2))
     shutil.rmtree(work, ignore_errors=True)

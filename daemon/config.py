@@ -9,6 +9,7 @@ paths). Environment variables ``LIPSYNCD_<SECTION>_<KEY>`` (for example
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -249,7 +250,11 @@ def _executor(x: dict[str, Any]) -> ExecutorSettings:
             for k, v in path_map.items()):
         raise ConfigError("executor.path_map: must map folders as the service sees them to the same folders as "
                           f"the Ray workers mount them, such as {{/srv/lipsync: /mnt/lipsync}}; got {path_map!r}")
-    return ExecutorSettings(_choice("executor.kind", x["kind"], EXECUTORS), address, dict(path_map))
+    kind = _choice("executor.kind", x["kind"], EXECUTORS)
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("executor.kind: ray needs Ray, which is not installed; install it with "
+                          "pip install -e '.[ray]' (the same Ray version on every node), or use local")
+    return ExecutorSettings(kind, address, dict(path_map))
 
 
 def _count(name: str, value: Any, low: int, high: int) -> int:

@@ -187,9 +187,6 @@ class Executor(ABC):
     def slots(self) -> list[SlotState]:
         """Every slot, busy or idle."""
 
-    def busy(self) -> int:
-        return sum(s.busy for s in self.slots())
-
     def close(self) -> None:
         """Stop every worker (the service is stopping)."""
 

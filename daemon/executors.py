@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from .config import Config
 from .engine_port import Engine
 from .executor import EngineSpec, Executor
@@ -13,8 +11,7 @@ AUDIO_DIR = "audio"
 """Under the state folder (local disk): the shared audio of the running job, for local workers."""
 
 
-def open_executor(config: Config, engine: Engine, spec: EngineSpec,
-                  gpu_count: Callable[[], int] = cuda_device_count) -> Executor:
+def open_executor(config: Config, engine: Engine, spec: EngineSpec) -> Executor:
     """``executor.kind: ray`` gives Ray; otherwise this host's slots. One slot on the CPU or the
     first GPU renders inline with ``engine`` (the service's own), as lipsyncd always did."""
     if config.executor.kind == "ray":
@@ -24,7 +21,7 @@ def open_executor(config: Config, engine: Engine, spec: EngineSpec,
 
         return RayExecutor(config, spec)
     e = config.engine
-    slots = plan_slots(e.gpus, e.workers_per_gpu, e.cpu_workers, e.device, gpu_count)
+    slots = plan_slots(e.gpus, e.workers_per_gpu, e.cpu_workers, e.device, cuda_device_count)
     if len(slots) == 1 and slots[0].gpu in (None, 0):
         return InlineExecutor(engine, slots[0].name)
     return LocalExecutor(slots, spec, config.folders.state / AUDIO_DIR, e.stuck_timeout)

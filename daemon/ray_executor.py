@@ -54,13 +54,11 @@ CAPACITY_REFRESH_S = 10.0
 
 class RayExecutor(Executor):
     def __init__(self, config: Config, spec: EngineSpec) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise RuntimeError("executor.kind is ray but Ray is not installed; install it with "
-                               "pip install 'lipsyncd[ray]' (the same version on every node)") from None
+        import ray  # the config refuses executor.kind: ray when Ray is not installed
+
         self._ray = ray
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
             address = config.executor.ray_address
             ray.init(address=address, include_dashboard=False if address is None else None,
                      log_to_driver=False, namespace="lipsyncd")
@@ -146,6 +144,8 @@ class RayExecutor(Executor):
     def close(self) -> None:
         for key in list(self._running):
             self.cancel(key)
+        if self._owns_ray:
+            self._ray.shutdown()
 
     # -- helpers --------------------------------------------------------------------------
 

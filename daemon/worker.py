@@ -90,8 +90,10 @@ def work_from_json(data: dict[str, Any]) -> VideoWork:
 class _Worker:
     """The worker process's state: its engine, the attempt it renders, and its cancel flag."""
 
-    def __init__(self, engine: Any, out: TextIO) -> None:
+    def __init__(self, engine: Any, out: TextIO, broken: str | None = None) -> None:
         self.engine = engine
+        self.broken = broken
+        """Why the engine could not be built (no usable GPU...): every video fails with it."""
         self.out = out
         self.lock = threading.Lock()
         self.inbox: queue.Queue[VideoWork] = queue.Queue()
@@ -126,6 +128,9 @@ class _Worker:
             if work.key in self.cancelled:
                 self.send(Report(work.key, CANCELLED))
                 continue
+            if self.broken is not None:
+                self.send(Report(work.key, FAILED, message=self.broken))
+                continue
             try:
                 audio = self.audio(work.audio)
             except (OSError, ValueError, KeyError) as exc:
@@ -146,7 +151,11 @@ def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the reports
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"%(levelname)s [{slot}] %(message)s")
-    worker = _Worker(spec.build(), out)
+    try:
+        worker = _Worker(spec.build(), out)
+    except EngineError as exc:  # a plain reason for the user (no GPU usable on this slot...), not a crash loop
+        log.error("cannot start the engine: %s", exc)
+        worker = _Worker(None, out, broken=str(exc))
     threading.Thread(target=worker.read_commands, args=(sys.stdin,), name="commands", daemon=True).start()
     worker.serve()
     return 0

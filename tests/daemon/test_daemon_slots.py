@@ -20,10 +20,12 @@ import pytest
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
 from lipsyncd.daemon import config as config_module
+from lipsyncd.daemon import runner as runner_module
 from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config, ConfigError
 from lipsyncd.daemon.executor import EngineSpec, VideoWork
 from lipsyncd.daemon.local_executor import LocalExecutor, Slot, plan_slots
+from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.store import Store
 from slot_helpers import (
     Service,
@@ -181,3 +183,45 @@ def test_each_gpu_slot_worker_sees_only_its_own_gpu(tmp_path, monkeypatch):
         executor.close()
     stamps = {(tmp_path / f"out{n}.mp4").read_bytes().split(b"\n")[0] for n in range(2)}
     assert stamps == {b"CUDA_VISIBLE_DEVICES=0", b"CUDA_VISIBLE_DEVICES=3"}
+
+
+def test_work_queued_but_every_slot_idle_is_an_alert_in_the_log(cfg, store, monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(runner_module, "IDLE_ALERT_S", 0.3)
+    queue_job(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0)), store, "waits",
+              {"face.mp4": b"face"})
+    stop = threading.Event()
+    runner = Runner(cfg, lambda: FakeEngine(models_dir=tmp_path / "no-models"), stop)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "ALERT" in caplog.text, "the alert")
+    finally:
+        stop.set()
+        thread.join(10)
+    alerts = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
+    assert len(alerts) == 1  # once, not at every round
+    assert alerts[0].startswith("ALERT: 1 job(s) queued but every slot has been idle for ")
+    assert alerts[0].endswith("s: Waiting: put wav2lip_gan.pth in " f"{tmp_path / 'no-models'} or run lipsyncd models "
+                              "fetch wav2lip_gan")
+
+
+def test_status_lists_each_slot_busy_or_idle():
+    slots = [{"name": "gpu0", "host": "render1", "job_id": 3, "video": "interview.mp4", "frames_done": 120,
+              "frames_total": 300, "fps": 24.46},
+             {"name": "gpu1", "host": "render1", "job_id": None, "video": None, "frames_done": None,
+              "frames_total": None, "fps": None}]
+    assert slot_status.format_slots(slots).splitlines() == [
+        "slot gpu0 (render1): job 3 interview.mp4 120/300 frames, 24.5 fps",
+        "slot gpu1 (render1): idle"]
+
+
+def test_executor_settings_are_checked_at_start(monkeypatch):
+    loaded = config_module.load(None, environ={"LIPSYNCD_EXECUTOR_KIND": "ray",
+                                               "LIPSYNCD_EXECUTOR_PATH_MAP": "{/srv/lipsync: /mnt/lipsync}"})
+    assert (loaded.executor.kind, loaded.executor.path_map) == ("ray", {"/srv/lipsync": "/mnt/lipsync"})
+    with pytest.raises(ConfigError, match="executor.path_map: must map folders as the service sees them"):
+        config_module.load(None, environ={"LIPSYNCD_EXECUTOR_PATH_MAP": "{srv: mnt}"})
+    monkeypatch.setattr(config_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"executor.kind: ray needs Ray, which is not installed; install it with "
+                                          r"pip install -e '\.\[ray\]'"):
+        config_module.load(None, environ={"LIPSYNCD_EXECUTOR_KIND": "ray"})
