@@ -68,6 +68,7 @@ class RayExecutor(Executor):
         self._gpu = False
         self._capacity = 0
         self._checked = float("-inf")
+        self._told_empty = False
         self._board = SlotBoard([])
         self._refresh_capacity()
         self._spec = spec.on_device("cuda" if self._gpu else "cpu")
@@ -95,6 +96,9 @@ class RayExecutor(Executor):
         capacity = gpus if self._gpu else int(resources.get("CPU", 1))
         if capacity != self._capacity:
             log.info("Ray cluster: %d %s slot(s)", capacity, "GPU" if self._gpu else "CPU")
+        if capacity == 0 == self._capacity and not self._told_empty:
+            self._told_empty = True
+            log.warning("the Ray cluster offers no GPU and no CPU to render on; videos wait until a node joins")
         for n in range(self._capacity, capacity):
             self._board.add(f"ray{n}", "ray")
         self._capacity = max(capacity, self._capacity)
