@@ -80,7 +80,7 @@ def slots_cfg(cfg: Config, monkeypatch) -> Config:
     monkeypatch.setenv("PYTHONPATH", with_fakes_on_path())
     return dataclasses.replace(
         cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0),
-        engine=dataclasses.replace(cfg.engine, device="cpu", cpu_workers=2, stuck_timeout=3.0, max_attempts=2))
+        engine=dataclasses.replace(cfg.engine, device="cpu", cpu_workers=2, stuck_timeout=20.0, max_attempts=2))
 
 
 @pytest.fixture
@@ -133,6 +133,7 @@ def test_kill_9_of_a_worker_mid_video_reruns_only_that_video(slots_cfg, store, c
 
 
 def test_a_stuck_worker_is_killed_its_video_retried_then_failed_with_a_reason(slots_cfg, store):
+    slots_cfg = dataclasses.replace(slots_cfg, engine=dataclasses.replace(slots_cfg.engine, stuck_timeout=3.0))
     job_id = queue_job(slots_cfg, store, "stuck", {"good.mp4": b"fine", "hang.mp4": b"stuck here"})
     with Service(slots_cfg, frame_delay=0.05):
         wait_for(lambda: store.job(job_id).state == "done", "the job to be filed", timeout=60)
