@@ -26,6 +26,8 @@ from typing import Any
 
 from lipsyncd.engine.options import Progress, RenderResult
 
+from . import attempts
+
 PROGRESS, DONE, FAILED, CANCELLED, LOST = "progress", "done", "failed", "cancelled", "lost"
 """Kinds of :class:`Report`. ``failed`` is the video's own fault (the message is for the user, as
 the engine wrote it); ``lost`` is the worker's (it died, or stopped making progress)."""
@@ -84,9 +86,11 @@ class Report:
     progress: Progress | None = None
     result: RenderResult | None = None
     message: str | None = None
+    error_type: str | None = None
+    """For ``failed``: the engine error's class name (``NoFaceError``...), for policies that differ by cause."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "kind": self.kind, "message": self.message,
+        return {"key": self.key, "kind": self.kind, "message": self.message, "error_type": self.error_type,
                 "progress": asdict(self.progress) if self.progress else None,
                 "result": asdict(self.result) if self.result else None}
 
@@ -94,7 +98,7 @@ class Report:
     def from_json(cls, data: dict[str, Any]) -> Report:
         progress, result = data.get("progress"), data.get("result")
         return cls(data["key"], data["kind"], Progress(**progress) if progress else None,
-                   RenderResult(**result) if result else None, data.get("message"))
+                   RenderResult(**result) if result else None, data.get("message"), data.get("error_type"))
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,13 @@ class Executor(ABC):
     def share_audio(self, audio: Any, work_dir: Path) -> Any:
         """Make a job's decoded audio (mel computed once) available to every slot; the returned
         handle goes into each :class:`VideoWork` of the job."""
+
+    def recover(self, work_dir: Path) -> None:
+        """Before a job (re)starts: drop what attempts of an earlier run left. Their workers are
+        gone (local workers die with the service, Ray drops the tasks of a dead driver), so the
+        orphans are their attempt folders, never published; the job's videos that are not done
+        are simply submitted again."""
+        attempts.recover(work_dir)
 
     def release_audio(self, handle: Any) -> None:
         """The job is over; free what :meth:`share_audio` made."""

@@ -189,7 +189,7 @@ class Runner:
                     store.task_finished(task.id, "failed", message)
             return "failed", message
         executor = self._executor_for(self._engine)
-        attempts.recover(Path(job.work_dir))
+        executor.recover(Path(job.work_dir))
         shared = executor.share_audio(audio, Path(job.work_dir))
         try:
             self._render_on_slots(store, job, executor, shared, inputs, outputs)

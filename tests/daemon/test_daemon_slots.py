@@ -226,3 +226,12 @@ def test_executor_settings_are_checked_at_start(monkeypatch):
     with pytest.raises(ConfigError, match=r"executor.kind: ray needs Ray, which is not installed; install it with "
                                           r"pip install -e '\.\[ray\]'"):
         config_module.load(None, environ={"LIPSYNCD_EXECUTOR_KIND": "ray"})
+
+
+def test_a_video_that_fails_in_a_worker_fails_alone_with_the_engines_words(slots_cfg, store):
+    job_id = queue_job(slots_cfg, store, "mixed", {"good.mp4": b"fine", "nf.mp4": b"noface"})
+    with Service(slots_cfg, frame_delay=0.05):
+        wait_for(lambda: store.job(job_id).state == "done", "the job to be filed")
+    assert [(t.video, t.state, t.error, t.attempt) for t in store.tasks(job_id)] == [
+        ("good.mp4", "done", None, 1), ("nf.mp4", "failed", "No face was found in nf.mp4.", 1)]
+    assert outbox_files(slots_cfg, "mixed") == {"good.mp4": b"LIPSYNCED RIFF speech + fine"}
