@@ -33,6 +33,11 @@ PROGRESS, DONE, FAILED, CANCELLED, LOST = "progress", "done", "failed", "cancell
 the engine wrote it); ``lost`` is the worker's (it died, or stopped making progress)."""
 
 
+class ExecutorLost(RuntimeError):
+    """The executor itself cannot be used (the Ray cluster cannot be reached): the job is not at
+    fault; it waits in the queue and is tried again later. The message says what to check."""
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     """How a worker process builds its engine: an importable ``module:callable`` and its keyword

@@ -26,6 +26,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from .executor import (
     PROGRESS,
     EngineSpec,
     Executor,
+    ExecutorLost,
     Report,
     SlotBoard,
     SlotState,
@@ -58,10 +61,12 @@ class RayExecutor(Executor):
 
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
+        address = config.executor.ray_address
+        self._where = f"the Ray cluster at {address}" if address else "the service's own Ray"
         if self._owns_ray:
-            address = config.executor.ray_address
-            ray.init(address=address, include_dashboard=False if address is None else None,
-                     log_to_driver=False, namespace="lipsyncd")
+            with self._cluster():
+                ray.init(address=address, include_dashboard=False if address is None else None,
+                         log_to_driver=False, namespace="lipsyncd")
             log.info("Ray: %s", f"joined the cluster at {address}" if address else "started inside the service")
         self._path_map = sorted(config.executor.path_map.items(), key=lambda kv: -len(kv[0]))
         self._stuck_timeout = config.engine.stuck_timeout
@@ -90,7 +95,8 @@ class RayExecutor(Executor):
         if now - self._checked < CAPACITY_REFRESH_S:
             return
         self._checked = now
-        resources = self._ray.cluster_resources()
+        with self._cluster():
+            resources = self._ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         self._gpu = self._gpu or gpus > 0
         capacity = gpus if self._gpu else int(resources.get("CPU", 1))
@@ -106,11 +112,13 @@ class RayExecutor(Executor):
     # -- work -----------------------------------------------------------------------------
 
     def share_audio(self, audio: Any, work_dir: Path) -> Any:
-        return self._ray.put(replace(audio, path=self._remote(audio.path)))
+        with self._cluster():
+            return self._ray.put(replace(audio, path=self._remote(audio.path)))
 
     def submit(self, work: VideoWork) -> None:
         remote = replace(work, video=Path(self._remote(work.video)), output=Path(self._remote(work.output)))
-        ref = self._task.remote(json.dumps(asdict(self._spec)), _work_json(remote), work.audio)
+        with self._cluster():
+            ref = self._task.remote(json.dumps(asdict(self._spec)), _work_json(remote), work.audio)
         slot = next(s.name for s in self._board.states() if not s.busy)
         self._board.start(slot, work)
         self._running[work.key] = _Attempt(work, ref, slot, time.monotonic())
@@ -118,7 +126,8 @@ class RayExecutor(Executor):
     def poll(self, timeout: float) -> list[Report]:
         refs = [a.ref for a in self._running.values()]
         if refs:
-            ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=timeout)
+            with self._cluster():
+                ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=timeout)
         else:
             time.sleep(timeout)
             ready = []
@@ -152,6 +161,17 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
     # -- helpers --------------------------------------------------------------------------
+
+    @contextmanager
+    def _cluster(self) -> Iterator[None]:
+        """A failing call to Ray itself (not to one task) means the cluster is gone or refuses us."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here (ConnectionError, RpcError...)
+            reason = " ".join(str(exc).split())[:300]
+            raise ExecutorLost(f"{self._where} cannot be reached ({type(exc).__name__}: {reason}); check that it "
+                               "runs (ray status) and that this host has its token (RAY_AUTH_MODE=token, "
+                               "RAY_AUTH_TOKEN_PATH); the job runs when it is back") from None
 
     def _remote(self, path: str | Path) -> str:
         """A path as the Ray workers see it (``executor.path_map``)."""

@@ -38,6 +38,7 @@ from .executor import (
     PROGRESS,
     EngineSpec,
     Executor,
+    ExecutorLost,
     Report,
     VideoWork,
     internal_error,
@@ -169,7 +170,7 @@ class Runner:
             outcome, error = self._render_all(store, job, inputs, outputs)
             log.info("job %d (%s): %s", job.id, job.name, error or outcome or "finished")
         if outcome == "interrupted":
-            store.interrupt(job_id, INTERRUPTED)
+            store.interrupt(job_id, error or INTERRUPTED)
             return
         self._file(store, job_id, outcome, error)
 
@@ -188,14 +189,17 @@ class Runner:
                 if task.state != "done":
                     store.task_finished(task.id, "failed", message)
             return "failed", message
-        executor = self._executor_for(self._engine)
-        executor.recover(Path(job.work_dir))
-        shared = executor.share_audio(audio, Path(job.work_dir))
         try:
-            self._render_on_slots(store, job, executor, shared, inputs, outputs)
-        finally:
-            executor.release_audio(shared)
-            self._show_slots(executor, force=True)
+            executor = self._executor_for(self._engine)
+            executor.recover(Path(job.work_dir))
+            shared = executor.share_audio(audio, Path(job.work_dir))
+            try:
+                self._render_on_slots(store, job, executor, shared, inputs, outputs)
+            finally:
+                executor.release_audio(shared)
+                self._show_slots(executor, force=True)
+        except ExecutorLost as exc:
+            return "interrupted", self._executor_lost(store, job, exc)
         if self.stop.is_set():
             return "interrupted", None
         if store.cancel_requested(job.id):
@@ -285,6 +289,19 @@ class Runner:
             message = report.message or "The video could not be rendered."
         store.task_finished(task.id, "failed", message)
         log.warning("%s: failed: %s", task.video, message)
+
+    def _executor_lost(self, store: Store, job: Job, exc: ExecutorLost) -> str:
+        """Nowhere to render: the job goes back to the queue (videos already done are kept) with
+        the reason as its note, and waits ``model_retry_interval`` before it is tried again."""
+        log.error("job %d (%s): %s", job.id, job.name, exc)
+        if self._executor is not None:
+            try:
+                self._executor.close()
+            except Exception:  # it is already broken; a new one is opened next time
+                log.debug("closing the lost executor failed", exc_info=True)
+            self._executor = None
+        self._blocked_until[job.id] = time.monotonic() + self.config.service.model_retry_interval
+        return f"{WAITING}{exc}"
 
     def _executor_for(self, engine: Engine) -> Executor:
         if self._executor is None:

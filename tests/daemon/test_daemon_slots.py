@@ -23,8 +23,13 @@ from lipsyncd.daemon import config as config_module
 from lipsyncd.daemon import runner as runner_module
 from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config, ConfigError
-from lipsyncd.daemon.executor import EngineSpec, VideoWork
-from lipsyncd.daemon.local_executor import LocalExecutor, Slot, plan_slots
+from lipsyncd.daemon.executor import EngineSpec, ExecutorLost, VideoWork
+from lipsyncd.daemon.local_executor import (
+    InlineExecutor,
+    LocalExecutor,
+    Slot,
+    plan_slots,
+)
 from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.store import Store
 from slot_helpers import (
@@ -235,3 +240,25 @@ def test_a_video_that_fails_in_a_worker_fails_alone_with_the_engines_words(slots
     assert [(t.video, t.state, t.error, t.attempt) for t in store.tasks(job_id)] == [
         ("good.mp4", "done", None, 1), ("nf.mp4", "failed", "No face was found in nf.mp4.", 1)]
     assert outbox_files(slots_cfg, "mixed") == {"good.mp4": b"LIPSYNCED RIFF speech + fine"}
+
+
+def test_a_cluster_that_cannot_be_reached_keeps_the_job_queued_until_it_is_back(cfg, store, monkeypatch):
+    class LostCluster(InlineExecutor):
+        def submit(self, work: VideoWork) -> None:
+            raise ExecutorLost("the Ray cluster at head:6379 cannot be reached (ConnectionError: refused)")
+
+    cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0),
+                              service=dataclasses.replace(cfg.service, model_retry_interval=0.2))
+    job_id = queue_job(cfg, store, "later", {"a.mp4": b"a", "b.mp4": b"b"})
+    monkeypatch.setattr(runner_module, "open_executor", lambda config, engine, spec: LostCluster(engine))
+    runner = Runner(cfg, FakeEngine, threading.Event())
+    assert runner.step(store)
+    job = store.job(job_id)
+    assert job.state == "queued"
+    assert job.note == "Waiting: the Ray cluster at head:6379 cannot be reached (ConnectionError: refused)"
+    assert [t.state for t in store.tasks(job_id)] == ["queued", "queued"]
+    assert not runner.step(store)  # waits model_retry_interval before trying again
+    monkeypatch.undo()
+    time.sleep(0.3)
+    assert runner.step(store)
+    assert (store.job(job_id).state, store.job(job_id).note) == ("done", None)
