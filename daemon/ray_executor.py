@@ -17,6 +17,9 @@ service and its SQLite database:
 - if the service (the driver) dies, Ray drops its tasks; the restarted service finds the job
   running in SQLite, queues it again, and re-submits the videos not yet published. A task of
   the dead driver that still ran would write into an attempt folder that no longer exists.
+- a failing call to Ray itself (the head is down, the token is refused) raises
+  :class:`~.executor.ExecutorLost`: the runner puts the job back in the queue with the reason
+  and tries again later, rather than failing a job that is not at fault.
 """
 
 from __future__ import annotations
