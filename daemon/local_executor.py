@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lipsyncd.engine.options import Progress
+
 from . import shared_audio
 from .executor import (
     CANCELLED,
@@ -42,7 +44,7 @@ from .executor import (
     SlotState,
     VideoWork,
 )
-from .worker import render_video, throttled, work_to_json
+from .worker import render_video, work_to_json
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class InlineExecutor(Executor):
     def submit(self, work: VideoWork) -> None:
         self._running = work.key
         self._board.start(self._slot, work)
-        progress = throttled(self._reports.put, work.key)
+
+        def progress(p: Progress) -> None:  # every frame, as before slots: speed and ETA are measured on each
+            self._reports.put(Report(work.key, PROGRESS, progress=p))
 
         def render() -> None:
             stop = lambda: work.key in self._cancelled
