@@ -2,8 +2,9 @@
 
 Its behaviour is chosen by what a test writes into a video file, so the same fake works in
 process and in the subprocess harness: ``noface`` in a video raises NoFaceError, ``broken``
-raises VideoError, ``stuck`` stops after its first frame without reporting or checking
-``should_stop`` again (a hung driver call), ``torchbusy`` keeps torch's threads multiplying matrices for
+raises VideoError, ``incomplete`` raises IncompleteInputError (a file still being copied),
+``stuck`` stops after its first frame without reporting or checking ``should_stop`` again (a
+hung driver call), ``torchbusy`` keeps torch's threads multiplying matrices for
 ``TORCH_BUSY_S`` seconds without ever calling ``should_stop`` (a CPU network batch that cannot
 be interrupted), anything else renders ``FRAMES`` frames (sleeping ``frame_delay`` each),
 with a face in one of them when the video contains ``fewfaces``, else in all.
@@ -24,6 +25,7 @@ import numpy as np
 from lipsyncd.engine import (
     AudioError,
     Cancelled,
+    IncompleteInputError,
     ModelError,
     NoFaceError,
     Progress,
@@ -87,6 +89,8 @@ class FakeEngine:
             raise NoFaceError(f"No face was found in {video.name}.")
         if b"broken" in data:
             raise VideoError(f"{video.name} cannot be decoded.")
+        if b"incomplete" in data:
+            raise IncompleteInputError(video.name, "it ends after 40 % of the length its header states")
         if b"torchbusy" in data:
             _keep_torch_busy(TORCH_BUSY_S, progress)
         for frame in range(1, FRAMES + 1):

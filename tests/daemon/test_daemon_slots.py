@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemon_fakes import FakeEngine
+from daemon_fakes import FRAMES, FakeEngine
 from daemon_helpers import make_job
 from lipsyncd.daemon import config as config_module
 from lipsyncd.daemon import runner as runner_module
@@ -30,6 +30,7 @@ from lipsyncd.daemon.local_executor import (
     Slot,
     plan_slots,
 )
+from lipsyncd.daemon.report import face_warning
 from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.store import Store
 from slot_helpers import (
@@ -240,6 +241,31 @@ def test_a_video_that_fails_in_a_worker_fails_alone_with_the_engines_words(slots
     assert [(t.video, t.state, t.error, t.attempt) for t in store.tasks(job_id)] == [
         ("good.mp4", "done", None, 1), ("nf.mp4", "failed", "No face was found in nf.mp4.", 1)]
     assert outbox_files(slots_cfg, "mixed") == {"good.mp4": b"LIPSYNCED RIFF speech + fine"}
+
+
+def test_a_video_still_being_copied_sends_the_job_back_to_wait_and_stops_its_other_slot(slots_cfg, store):
+    job_id = queue_job(slots_cfg, store, "copying", {"slow.mp4": b"long", "late.mp4": b"incomplete"})
+    with Service(slots_cfg, frame_delay=0.5):
+        wait_for(lambda: store.job(job_id).state == "queued" and store.job(job_id).attempt == 1,
+                 "the job to go back to the queue")
+        wait_for(lambda: not running(slots_cfg.folders.database) and not list(
+            (Path(store.job(job_id).work_dir) / "attempts").glob("*/*.mp4")), "the other slot to stop")
+        time.sleep(1.0)  # the folder did not change: the job is not tried again
+        job = store.job(job_id)
+    assert (job.state, job.attempt) == ("queued", 1)
+    assert job.note.startswith("Waiting: The file 'late.mp4' looks incomplete (still being copied?): it ends "
+                               "after 40 % of the length its header states.")
+    assert [(t.video, t.state, t.error) for t in store.tasks(job_id)] == [
+        ("late.mp4", "queued", None), ("slow.mp4", "queued", None)]
+    assert not (Path(store.job(job_id).work_dir) / "output" / "slow.mp4").exists()
+
+
+def test_a_video_with_few_faces_rendered_in_a_worker_is_done_with_the_face_warning(slots_cfg, store):
+    job_id = queue_job(slots_cfg, store, "faces", {"a.mp4": b"fine", "b.mp4": b"fewfaces"})
+    with Service(slots_cfg, frame_delay=0.05):
+        wait_for(lambda: store.job(job_id).state == "done", "the job to be filed")
+    assert [(t.video, t.state, t.error) for t in store.tasks(job_id)] == [
+        ("a.mp4", "done", None), ("b.mp4", "done", face_warning(FRAMES, 1))]
 
 
 def test_a_cluster_that_cannot_be_reached_keeps_the_job_queued_until_it_is_back(cfg, store, monkeypatch):
