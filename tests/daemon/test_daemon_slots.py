@@ -212,6 +212,24 @@ def test_work_queued_but_every_slot_idle_is_an_alert_in_the_log(cfg, store, monk
                               "fetch wav2lip_gan")
 
 
+def test_a_paused_queue_is_no_alert(cfg, store, monkeypatch, caplog):
+    monkeypatch.setattr(runner_module, "IDLE_ALERT_S", 0.2)
+    queue_job(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0)), store, "held",
+              {"face.mp4": b"face"})
+    store.set_paused(True)
+    stop = threading.Event()
+    runner = Runner(cfg, FakeEngine, stop)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # five alert periods, all paused
+    finally:
+        stop.set()
+        thread.join(10)
+    assert "ALERT" not in caplog.text
+    assert store.jobs_in("queued")
+
+
 def test_status_lists_each_slot_busy_or_idle():
     slots = [{"name": "gpu0", "host": "render1", "job_id": 3, "video": "interview.mp4", "frames_done": 120,
               "frames_total": 300, "fps": 24.46},
