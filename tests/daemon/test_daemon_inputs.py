@@ -207,7 +207,8 @@ def test_a_job_cancelled_midway_says_how_far_it_got(cfg, store):
 def test_a_new_attempt_shows_neither_the_old_note_nor_the_old_progress(cfg, store):
     stop = threading.Event()
     make_job(cfg.folders.inbox, "stopped")
-    drain(cfg, store, FakeEngine(on_frame=lambda n: n == 4 and stop.set()), stop)
+    # slow enough frames that the runner's loop sees the stop and stops the render's own thread
+    drain(cfg, store, FakeEngine(frame_delay=0.1, on_frame=lambda n: n == 4 and stop.set()), stop)
     job, = store.jobs_in("queued")
     assert job.note.startswith("Interrupted")
     task, = store.tasks(job.id)
