@@ -27,7 +27,7 @@ PREFIX_BIN := $(PREFIX)/venv/bin
 # (the dashboard in a real browser). `make test` installs the missing ones when run as root.
 TEST_APT := samba smbclient samba-common-bin python3-seccomp chromium
 
-.PHONY: run test setup test-system clean install
+.PHONY: run test lint setup test-system clean install
 
 $(BIN)/lipsyncd: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,15 +52,28 @@ test-system:
 		fi; \
 	fi
 
-test: setup test-system
+test: setup test-system lint
 	@ls $(MEDIAPIPE_WHEEL_DIR)/mediapipe-0.10.14-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
 			--platform manylinux_2_17_x86_64 -d $(MEDIAPIPE_WHEEL_DIR) mediapipe==0.10.14 || true
 	LIPSYNCD_MEDIAPIPE_WHEEL="$$(ls $(MEDIAPIPE_WHEEL_DIR)/mediapipe-0.10.14-*.whl 2>/dev/null | head -n 1)" \
 		$(BIN)/python -m pytest -q
 
+# ruff, then mypy on the installed layout: daemon/ and engine/ are the packages lipsyncd.daemon and
+# lipsyncd.engine (pyproject's package-dir), which mypy cannot see through the editable install, so
+# build/typecheck/lipsyncd/ holds two links to them (mypy_path and packages in pyproject.toml).
+TYPECHECK := build/typecheck/lipsyncd
+
+lint: setup
+	$(BIN)/ruff check daemon engine
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	ln -s ../../../daemon $(TYPECHECK)/daemon
+	ln -s ../../../engine $(TYPECHECK)/engine
+	touch $(TYPECHECK)/__init__.py
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var build/typecheck
 
 install:
 	$(SYSTEM_PY) -m venv $(PREFIX)/venv

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .filing import remove_tree
+from .publish import remove_tree
 
 ATTEMPTS_DIR = "attempts"
 

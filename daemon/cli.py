@@ -25,6 +25,7 @@ from .lock import ServiceState
 from .overview import overview
 from .progress import format_duration
 from .slot_status import format_slots
+from .states import JobState
 from .store import NoDatabase, Store, StoreError, unusable
 
 STATUS_COLUMNS = (("id", "ID"), ("name", "JOB"), ("state", "STATE"), ("videos_done", "VIDEOS"),
@@ -141,17 +142,18 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
 
 def _derived(row: dict[str, Any]) -> dict[str, Any]:
     """The table's computed cells: speed and stage, time left, and when it starts or ends."""
-    state, extra = row["state"], {"speed": None, "eta": None, "when": None}
-    if state == "running":
+    state = row["state"]
+    extra: dict[str, str | None] = {"speed": None, "eta": None, "when": None}
+    if state == JobState.RUNNING:
         fps = row.get("fps")
         extra["speed"] = f"{row.get('stage') or ''} {fps:.1f}".strip() if fps else row.get("stage")
         extra["eta"] = format_duration(row.get("job_eta_s"))
         extra["when"] = _clock(row.get("expected_finish"))
-    elif state == "queued":
+    elif state == JobState.QUEUED:
         extra["eta"] = f"#{row['queue_position']}" if row.get("queue_position") else None
         extra["when"] = _clock(row.get("expected_start")) or "unknown"
-    elif state == "filing":
-        extra["speed"] = "filing"
+    elif state == JobState.FILING:
+        extra["speed"] = JobState.FILING
     else:
         extra["when"] = _clock(row.get("finished_at"))
     return extra
@@ -199,7 +201,7 @@ def format_table(rows: list[dict[str, Any]], message_width: int = 60) -> str:
     table = [[title for _, title in STATUS_COLUMNS]]
     table += [[cell(key, row.get(key)) for key, _ in STATUS_COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(STATUS_COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 @cli.command(help="Run a failed or cancelled job again (JOB: id or folder name).")
@@ -231,23 +233,23 @@ def cancel(ctx: click.Context, job: str) -> None:
 @cli.command(help="Pause the queue: the running job finishes, no new job starts (kept across restarts).")
 @click.pass_context
 def pause(ctx: click.Context) -> None:
-    store = _store(ctx)
-    try:
-        store.set_paused(True)
-    finally:
-        store.close()
+    _set_paused(ctx, True)
     click.echo("Queue paused: the running job (if any) finishes, then nothing starts until `lipsyncd resume`.")
 
 
 @cli.command(help="Resume a paused queue.")
 @click.pass_context
 def resume(ctx: click.Context) -> None:
+    _set_paused(ctx, False)
+    click.echo("Queue resumed: the next job starts within seconds.")
+
+
+def _set_paused(ctx: click.Context, paused: bool) -> None:
     store = _store(ctx)
     try:
-        store.set_paused(False)
+        store.set_paused(paused)
     finally:
         store.close()
-    click.echo("Queue resumed: the next job starts within seconds.")
 
 
 @cli.command(help="Check codecs, GPU, models, folders and free disk; say what to fix.")

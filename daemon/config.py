@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from lipsyncd.engine.options import DEVICES, RenderOptions
 
 from .jobfolder import JOB_FILES, MEDIA_SUFFIXES, JobFolderError, is_junk, validate_naming
@@ -27,6 +28,10 @@ ENV_PREFIX = "LIPSYNCD_"
 CONFIG_ENV = "LIPSYNCD_CONFIG"
 WATCH_MODES = ("auto", "inotify", "polling")
 DUPLICATE_POLICIES = ("rerun", "skip")
+KEEP_INPUTS = ("keep", "delete")
+"""``jobs.keep_inputs``: file a finished job's inputs under ``outbox/<job>/input/`` (keep), or
+delete them once every video rendered without a warning (delete: the outbox holds only what
+was made). Inputs of a job that failed, was cancelled or only previewed are always kept."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 QUIET_LOCAL_S = 10.0
 """``watch.quiet_period: auto`` on a local disk: every writer on this machine (smbd included) is
@@ -78,6 +83,7 @@ class Watch:
 class Jobs:
     duplicates: str
     naming: str
+    keep_inputs: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "folders": {"inbox": "var/inbox", "outbox": "var/outbox", "error": "var/error", "state": "var/state"},
     "watch": {"mode": "auto", "poll_interval": 2, "rescan_interval": 60, "quiet_period": "auto",
               "max_wait": 3600, "ignore": [], "ready_marker": None},
-    "jobs": {"duplicates": "rerun", "naming": "{stem}.mp4"},
+    "jobs": {"duplicates": "rerun", "naming": "{stem}.mp4", "keep_inputs": "keep"},
     "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
                 "log_level": "info"},
     "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {},
@@ -268,7 +274,8 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
         validate_naming(naming, where="jobs.naming")
     except JobFolderError as exc:
         raise ConfigError(str(exc)) from None
-    jobs = Jobs(_choice("jobs.duplicates", j["duplicates"], DUPLICATE_POLICIES), naming)
+    jobs = Jobs(_choice("jobs.duplicates", j["duplicates"], DUPLICATE_POLICIES), naming,
+                _choice("jobs.keep_inputs", j["keep_inputs"], KEEP_INPUTS))
     s = m["service"]
     service = Service(_seconds("service.shutdown_timeout", s["shutdown_timeout"]),
                       _seconds("service.progress_interval", s["progress_interval"], allow_zero=True),

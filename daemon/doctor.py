@@ -147,7 +147,7 @@ def _database(config: Config) -> list[Check]:
         return [Check("database", FAIL, str(exc), "see the message; then run lipsyncd doctor again")]
     try:
         store.check_integrity()
-        jobs = store.db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        jobs = sum(store.count_by_state().values())
     except StoreError as exc:
         return [Check("database", FAIL, str(exc), "see the message; then run lipsyncd doctor again")]
     finally:

@@ -1,7 +1,7 @@
 """The engine as the daemon sees it: a small protocol, so the runner never imports torch.
 
 The real implementation is :class:`lipsyncd.engine.LipSyncEngine`; tests pass a fake with the
-same four methods. :func:`open_engine` is the one place that imports the real one, lazily,
+same methods. :func:`open_engine` is the one place that imports the real one, lazily,
 because loading torch takes seconds and the CLI's ``status`` or ``cancel`` never needs it.
 """
 
@@ -20,6 +20,9 @@ class Engine(Protocol):
 
     def load_audio(self, path: Path) -> Any:
         """Decode a job's audio once (raises ``AudioError``); the result is passed to ``render``."""
+
+    def audio_head(self, audio: Any, seconds: float) -> Any:
+        """The first ``seconds`` of a loaded audio (all of it when shorter), for a preview clip."""
 
     def render(self, audio: Any, video: Path, output: Path, options: RenderOptions,
                progress: Callable[[Progress], None] | None = None,

@@ -188,7 +188,7 @@ class Executor(ABC):
         are simply submitted again."""
         attempts.recover(work_dir)
 
-    def release_audio(self, handle: Any) -> None:
+    def release_audio(self, handle: Any) -> None:  # noqa: B027 - a hook: most executors have nothing to free
         """The job is over; free what :meth:`share_audio` made."""
 
     @abstractmethod
@@ -208,7 +208,7 @@ class Executor(ABC):
     def slots(self) -> list[SlotState]:
         """Every slot, busy or idle."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: the inline executor has no worker to stop
         """Stop every worker (the service is stopping)."""
 
 

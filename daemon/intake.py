@@ -19,14 +19,15 @@ from pathlib import Path
 
 from . import logs
 from .config import Config
-from .filing import TEMP_PREFIX, move_dir, remove_tree
+from .filing import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
 from .jobfolder import JobFolderError, content_hash, file_hashes, is_junk, list_files, load_spec, output_names
 from .names import readable, unique_in_dir
+from .publish import TEMP_PREFIX, move_dir, remove_tree
 from .report import repeat_note
-from .results import INPUT_DIR, file_cancelled, file_job, finish_filing, refile, work_paths
 from .share import ShareGuard
 from .stability import Readiness, StabilityTracker
-from .store import FINAL_STATES, Job, Store
+from .states import FINAL_STATES, JobState
+from .store import Job, Store
 from .watcher import InboxWatcher
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _register(store: Store, config: Config, job: Job, inputs: Path) -> None:
     except (JobFolderError, OSError) as exc:
         reason = str(exc) if isinstance(exc, JobFolderError) else f"A file could not be read: {readable(str(exc))}"
         log.warning("job %d (%s): not a valid job: %s", job.id, job.name, reason)
-        file_job(store, job_id, config.folders, config.watch.ignore, outcome="failed", error=reason)
+        file_job(store, job_id, config.folders, config.watch.ignore, outcome=JobState.FAILED, error=reason)
         return
     store.set_content_hash(job_id, digest)
     duplicate = store.find_finished_duplicate(digest, job_id)
@@ -79,28 +80,29 @@ def _register(store: Store, config: Config, job: Job, inputs: Path) -> None:
         store.set_note(job_id, repeat_note(duplicate))
     if duplicate is not None and config.jobs.duplicates == "skip":
         log.info("job %d (%s): identical to job %d; skipped (jobs.duplicates: skip)", job.id, job.name, duplicate.id)
-        file_job(store, job_id, config.folders, config.watch.ignore, outcome="skipped")
+        file_job(store, job_id, config.folders, config.watch.ignore, outcome=JobState.SKIPPED)
         return
-    videos = [(video, output, hashes[video]) for video, output in zip(spec.videos, output_names(spec, job.name))]
-    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority, options=spec.options.as_dict(),
-                  content_hash=digest)
+    names = output_names(spec, job.name)
+    videos = [(video, output, hashes[video]) for video, output in zip(spec.videos, names, strict=True)]
+    store.enqueue(job_id, audio=spec.audio, videos=videos, naming=spec.naming, priority=spec.priority,
+                  options={**spec.options.as_dict(), **spec.job_settings()}, content_hash=digest)
     log.info("job %d (%s): queued, %d video(s)", job.id, job.name, len(spec.videos))
 
 
 def recover(store: Store, config: Config) -> None:
     """Finish whatever a crash or stop interrupted, before anything new starts."""
-    for job in store.jobs_in("intake"):
+    for job in store.jobs_in(JobState.INTAKE):
         work = Path(job.work_dir)
         if (work / INPUT_DIR).is_dir():
             register(store, config, job.id)
         else:  # the rename never happened: the folder is still in the inbox
             remove_tree(work)
             store.drop_intake(job.id)
-    for job in store.jobs_in("running"):
+    for job in store.jobs_in(JobState.RUNNING):
         log.info("job %d (%s): was interrupted; it will run again", job.id, job.name)
         store.interrupt(job.id, "Interrupted (the service stopped or crashed); running it again.")
     _remove_partial_copies(config)
-    for job in store.jobs_in("filing"):
+    for job in store.jobs_in(JobState.FILING):
         finish_filing(store, job.id, config.watch.ignore)
     _recover_work_folders(store, config)
 
@@ -121,8 +123,7 @@ def _recover_work_folders(store: Store, config: Config) -> None:
     processing = config.folders.processing
     if not processing.is_dir():
         return
-    known = {Path(row["work_dir"]): (row["id"], row["state"])
-             for row in store.db.query("SELECT id, state, work_dir FROM jobs")}
+    known = store.work_folders()
     for work in sorted(processing.iterdir()):
         if not work.is_dir() or work.name.startswith("."):
             continue
@@ -202,7 +203,7 @@ class Intake:
 
     def rescan(self) -> set[str]:
         """Every visible folder in the inbox; loose files are pointed out once."""
-        names = set()
+        names: set[str] = set()
         try:
             entries = list(self.config.folders.inbox.iterdir())
         except OSError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+
 from lipsyncd.engine.formats import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lipsyncd.engine.options import RenderOptions
 
@@ -35,7 +36,10 @@ case-insensitively against every path component, so whole ``__MACOSX/`` trees ar
 
 NAMING_FIELDS = ("stem", "job", "audio", "n")
 
-JOB_KEYS = ("audio", "videos", "output", "priority", "engine")
+JOB_KEYS = ("audio", "videos", "output", "priority", "preview_only", "preview_seconds", "engine")
+
+PREVIEW_SECONDS_RANGE = (1, 60)
+"""``preview_seconds``: a clip long enough to judge the lips, short enough to render in minutes on a CPU."""
 
 
 class JobFolderError(ValueError):
@@ -125,8 +129,8 @@ def scan(folder: Path, ignore: Iterable[str] = ()) -> Contents:
             raise JobFolderError(f"Two files are both named {name!r} once read as text (one name was written "
                                  "in an old encoding); rename one and drop the folder into the inbox again.")
         seen.add(name)
-        inner = name[len(root):] if name.startswith(root) else None
-        direct = inner is not None and "/" not in inner and rel not in links
+        inner = name[len(root):]  # its path below the media's folder, if it is below it
+        direct = name.startswith(root) and "/" not in inner and rel not in links
         suffix = PurePosixPath(name).suffix.lower()
         if direct and inner.lower() in JOB_FILES and job_file is None:
             job_file = name
@@ -193,6 +197,20 @@ class JobSpec:
     job_file: str | None
     others: tuple[str, ...]
     """Every non-junk file that is not one of ``videos``: they travel with the audio."""
+    preview_only: bool = False
+    """Stop after the previews: nothing is rendered (job.yaml ``preview_only: true``)."""
+    preview_seconds: float | None = None
+    """Also render the first this many seconds of each video as a preview clip, before the renders."""
+
+    def job_settings(self) -> dict[str, Any]:
+        """The job-level settings that differ from the defaults, as stored beside the engine
+        options (:data:`~.store.JOB_SETTINGS`) and counted in the job's identity."""
+        settings: dict[str, Any] = {}
+        if self.preview_only:
+            settings["preview_only"] = True
+        if self.preview_seconds is not None:
+            settings["preview_seconds"] = self.preview_seconds
+        return settings
 
 
 def load_spec(folder: Path, *, defaults: RenderOptions, naming: str,
@@ -206,6 +224,10 @@ def load_spec(folder: Path, *, defaults: RenderOptions, naming: str,
     priority = raw.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise JobFolderError(f"job.yaml: priority: must be a whole number from -1000 to 1000; got {priority!r}")
+    preview_only = raw.get("preview_only", False)
+    if not isinstance(preview_only, bool):
+        raise JobFolderError(f"job.yaml: preview_only: must be true or false; got {preview_only!r}")
+    preview_seconds = _preview_seconds(raw.get("preview_seconds"))
     engine = raw.get("engine") or {}
     if not isinstance(engine, Mapping):
         raise JobFolderError(f"job.yaml: engine: must be a list of options (key: value); got {engine!r}")
@@ -217,7 +239,18 @@ def load_spec(folder: Path, *, defaults: RenderOptions, naming: str,
     others = [f for f in (*contents.audio, *contents.videos, *contents.others) if f not in chosen]
     if contents.job_file:
         others.append(contents.job_file)
-    return JobSpec(audio, videos, template, priority, options, contents.job_file, tuple(sorted(others)))
+    return JobSpec(audio, videos, template, priority, options, contents.job_file, tuple(sorted(others)),
+                   preview_only, preview_seconds)
+
+
+def _preview_seconds(value: Any) -> float | None:
+    low, high = PREVIEW_SECONDS_RANGE
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise JobFolderError(f"job.yaml: preview_seconds: must be a number of seconds from {low} to {high}; "
+                             f"got {value!r}")
+    return float(value)
 
 
 def _read_job_yaml(folder: Path, job_file: str | None) -> dict[str, Any]:
@@ -345,6 +378,8 @@ def content_hash(hashes: dict[str, str], spec: JobSpec) -> str:
     for video_hash in sorted(hashes[v] for v in spec.videos):
         digest.update(b"video:" + video_hash.encode())
     digest.update(json.dumps(spec.options.as_dict(), sort_keys=True).encode())
+    if settings := spec.job_settings():  # absent for plain jobs: their identity stays what it was
+        digest.update(b"job:" + json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
 

@@ -68,7 +68,7 @@ def plan_slots(gpus: str | int | tuple[int, ...], workers_per_gpu: int, cpu_work
                gpu_count: Callable[[], int]) -> list[Slot]:
     """The slots of this host. ``gpu_count`` is asked only when GPUs may be used (it imports torch)."""
     available = 0 if device == "cpu" else gpu_count()
-    if gpus == "all":
+    if isinstance(gpus, str):  # "all" (the only word the config accepts)
         indices = list(range(available))
     elif isinstance(gpus, int):
         if gpus > available:
@@ -129,7 +129,9 @@ class InlineExecutor(Executor):
             self._reports.put(Report(work.key, PROGRESS, progress=p))
 
         def render() -> None:
-            stop = lambda: work.key in self._cancelled
+            def stop() -> bool:
+                return work.key in self._cancelled
+
             self._reports.put(render_video(self._engine, work, work.audio, progress, stop))
 
         threading.Thread(target=render, name=f"render {work.name}", daemon=True).start()

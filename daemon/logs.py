@@ -38,8 +38,11 @@ class JournalFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
-    """Send the service's log to stderr, journald-style when running under systemd."""
+    """Send the service's log to stderr, journald-style when running under systemd. The level is
+    set on the stderr handler as well as on the logger: :func:`job_log` lowers the logger's level
+    to INFO while a job runs, and ``log_level: warning`` must still hold on stderr then."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level.upper())
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
@@ -88,7 +91,7 @@ def job_log(path: Path) -> Iterator[None]:
     handler.addFilter(_ThisThread())
     root = logging.getLogger(ROOT)
     level = root.level
-    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))  # the job's story, whatever stderr shows
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))  # the job's story; stderr's handler keeps its level
     root.addHandler(handler)
     try:
         yield

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from .config import Config, Notify
 from .progress import iso
+from .states import TaskState
 from .store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def job_event(store: Store, job: Job) -> dict[str, Any]:
 def summary(event: dict[str, Any]) -> tuple[str, str]:
     """(title, body) in words, for chat and e-mail."""
     job, videos = event["job"], event["videos"]
-    done = sum(v["state"] == "done" for v in videos)
+    done = sum(v["state"] == TaskState.DONE for v in videos)
     title = f"lipsyncd: {job['name']} {job['state']}"
     where = job["outbox"] or job["error_folder"] or "-"
     body = f"{done} of {len(videos)} videos done. Results: {where}"

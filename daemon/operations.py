@@ -12,15 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config
-from .filing import move_dir, remove_tree
+from .filing import INPUT_DIR, JOB_LOG
 from .names import unique_in_dir, windows_safe
-from .results import INPUT_DIR, JOB_LOG
-from .store import ACTIVE_STATES, Store, StoreError
+from .publish import move_dir, remove_tree
+from .states import ACTIVE_STATES, JobState
+from .store import Store, StoreError
 
 
 def cancel(store: Store, ref: str) -> str:
     job = store.request_cancel(store.find_job(ref).id)
-    if job.state == "running":
+    if job.state == JobState.RUNNING:
         return f"Job {job.id} ({job.name}): cancelling; the current video stops within seconds."
     return f"Job {job.id} ({job.name}): cancelled; the service moves it to {job.name!r} in the error folder."
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 FPS_WINDOW_S = 10.0
 """Speed is measured over the callbacks of the last this many seconds (old ones drop out)."""
@@ -146,7 +146,7 @@ def parse_db_time(text: str | None) -> datetime | None:
     if not text:
         return None
     moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def iso(value: str | datetime | None) -> str | None:
@@ -154,11 +154,11 @@ def iso(value: str | datetime | None) -> str | None:
     moment = parse_db_time(value) if isinstance(value, str) else value
     if moment is None:
         return None
-    return (moment.astimezone(timezone.utc) + timedelta(microseconds=500_000)).replace(microsecond=0).isoformat()
+    return (moment.astimezone(UTC) + timedelta(microseconds=500_000)).replace(microsecond=0).isoformat()
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -244,6 +244,7 @@ _ENGINES: dict[str, Any] = {}
 def _render_task(spec_json: str, work_json: str, audio: Any) -> dict[str, Any]:
     """Runs inside a Ray worker: render one attempt, reporting progress through its attempt folder."""
     import ray
+
     from lipsyncd.engine.errors import EngineError
 
     from .worker import render_video, throttled, work_from_json

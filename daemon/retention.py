@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .config import Config, Retention
-from .filing import remove_tree
 from .progress import utc_now
+from .publish import remove_tree
 from .store import Store
 
 log = logging.getLogger(__name__)

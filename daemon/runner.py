@@ -4,7 +4,7 @@ Deliberately plain (huey's consumer is the model): a loop that claims the next j
 audio once, hands each video to an :class:`~.executor.Executor` (one slot in the service's own
 process by default; worker processes per GPU, or Ray tasks, when configured), writes progress
 into SQLite at most every ``service.progress_interval`` seconds, and hands the finished job to
-:mod:`results`. Every durable decision stays here: a video whose worker died or got stuck runs
+:mod:`filing`. Every durable decision stays here: a video whose worker died or got stuck runs
 again (attempt counter raised) up to ``engine.max_attempts`` times, and only the attempt the
 runner waits for is published from its attempt folder into the job's output. It reads
 two flags and nothing else to stop: the service's ``stop`` event (SIGTERM: the job is put back
@@ -27,6 +27,8 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,14 @@ from .executor import (
     internal_error,
 )
 from .executors import open_executor
+from .filing import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .jobfolder import on_disk
 from .names import readable
 from .progress import VideoMeter
-from .report import face_warning
-from .results import PREVIEW_DIR, file_job, finish_filing, work_paths
+from .report import PREVIEW_ONLY, face_warning
 from .share import ShareGuard, is_waiting_note, waiting_note
 from .stability import InputWait
+from .states import JobState, TaskState
 from .store import Job, Store, Task
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,24 @@ POLL_S = 0.2
 """How long the runner waits for news from the slots between its checks of the stop and cancel flags."""
 IDLE_ALERT_S = 60.0
 """Jobs queued but nothing rendering for this long is logged as an alert."""
+
+
+class Requeued(StrEnum):
+    """How an attempt ended that puts its job back in the queue (not a job state: it stays queued)."""
+
+    INTERRUPTED = "interrupted"
+    """The service stops, the share went away under the render, or the executor cannot be reached."""
+    INCOMPLETE = "incomplete"
+    """An input looked incomplete (still being copied?); it runs once the file is whole."""
+
+
+@dataclass(frozen=True)
+class NotReady:
+    """Why a queued job cannot start now."""
+
+    reason: str
+    for_good: bool
+    """True: it never can as it was queued (file it as failed); False: it waits and is tried again."""
 
 
 class Runner:
@@ -125,7 +146,7 @@ class Runner:
     def _alert_if_idle(self, store: Store) -> None:
         """Jobs queued but every slot idle for :data:`IDLE_ALERT_S`: say so once, with why. Not
         while the queue is paused or the share is away: then nothing is meant to start."""
-        queued = store.jobs_in("queued")
+        queued = store.jobs_in(JobState.QUEUED)
         if not queued or store.paused or (self.share is not None and self.share.last_reason):
             self._idle_since = None
             return
@@ -143,18 +164,18 @@ class Runner:
         and run the first job that can start. True if it did work."""
         if self.stop.is_set() or self._share_paused(store):
             return False
-        for job in store.jobs_in("filing"):  # filing put off while the share was away
+        for job in store.jobs_in(JobState.FILING):  # filing put off while the share was away
             if is_waiting_note(job.note):
-                finish_filing(store, job.id, self.config.watch.ignore, self.share)
+                finish_filing(store, job.id, self.config.watch.ignore, self.share, self.config.jobs.keep_inputs)
                 return True
         if store.paused:  # `lipsyncd pause`: the intake thread still files cancelled jobs; none starts
             return False
         now = time.monotonic()
-        for job in store.jobs_in("queued"):
+        for job in store.jobs_in(JobState.QUEUED):
             if job.cancel_requested:  # the intake thread files it
                 continue
             if self._blocked_until.get(job.id, 0.0) > now or self._held_for_input(store, job) \
-                    or not self._ready(store, job):
+                    or not self._admit(store, job):
                 continue
             if store.claim(job.id):
                 try:
@@ -164,7 +185,7 @@ class Runner:
                         store.interrupt(job.id, waiting_note(reason))
                         return True
                     log.exception("job %d (%s): internal error", job.id, job.name)
-                    self._file(store, job.id, "failed", internal_error(exc))
+                    self._file(store, job.id, JobState.FAILED, internal_error(exc))
                 return True
         return False
 
@@ -174,7 +195,7 @@ class Runner:
         if self.share is None:
             return False
         reason = self.share.check()
-        for job in store.jobs_in("queued"):
+        for job in store.jobs_in(JobState.QUEUED):
             if reason and job.note != waiting_note(reason):
                 store.set_note(job.id, waiting_note(reason))
             elif not reason and is_waiting_note(job.note):
@@ -192,40 +213,52 @@ class Runner:
         """An input looked incomplete: wait until it changed and settled; fail it after max_wait."""
         verdict = self._incomplete.verdict(job.id, work_paths(Path(job.work_dir))[0])
         if verdict == "give up":
-            self._file(store, job.id, "failed", self._incomplete.give_up(job.id))
+            self._file(store, job.id, JobState.FAILED, self._incomplete.give_up(job.id))
         return verdict != "run"
 
-    def _incomplete_input(self, job: Job, inputs: Path, exc: IncompleteInputError) -> tuple[str, str]:
+    def _incomplete_input(self, job: Job, inputs: Path, exc: IncompleteInputError) -> tuple[Requeued, str]:
         """Not done, not failed: back to the queue, with the reason as its note, until the file is whole."""
         log.warning("job %d (%s): %s", job.id, job.name, exc)
         self._incomplete.hold(job.id, inputs, exc)
-        return "incomplete", f"{WAITING}{exc}"
+        return Requeued.INCOMPLETE, f"{WAITING}{exc}"
 
-    def _ready(self, store: Store, job: Job) -> bool:
-        """Can the engine start this job now? If not, say why on the job and try again later."""
+    def _not_ready(self, job: Job) -> NotReady | None:
+        """Why the engine cannot start this job now (None: it can). Only looks; the engine is
+        made on first use."""
         try:
             options = RenderOptions.from_mapping(job.option_values)
         except ValueError as exc:  # queued by an older version whose options this one does not know
-            self._file(store, job.id, "failed", f"The job's engine options are not valid any more ({exc}). "
-                                                "Fix job.yaml and drop the folder into the inbox again.")
-            return False
+            return NotReady(f"The job's engine options are not valid any more ({exc}). "
+                            "Fix job.yaml and drop the folder into the inbox again.", for_good=True)
         try:
             if self._engine is None:
                 self._engine = self._engine_factory()
             self._engine.check_ready(options)
         except Exception as exc:  # noqa: BLE001 - missing model, or no engine (no GPU driver): wait
-            reason = f"{WAITING}{exc}"
-            if reason not in self._told:
-                self._told.add(reason)
-                log.error("job %d (%s) cannot start: %s", job.id, job.name, exc)
-            if job.note != reason:
-                store.set_note(job.id, reason)
-            self._blocked_until[job.id] = time.monotonic() + self.config.service.model_retry_interval
+            return NotReady(str(exc), for_good=False)
+        return None
+
+    def _admit(self, store: Store, job: Job) -> bool:
+        """Act on :meth:`_not_ready`: file a job that can never start, put one that must wait
+        aside with the reason as its note (logged once), or clear that note once it can start.
+        True if it may start now."""
+        blocker = self._not_ready(job)
+        if blocker is None:
+            self._blocked_until.pop(job.id, None)
+            if job.note and job.note.startswith(WAITING):
+                store.set_note(job.id, None)
+            return True
+        if blocker.for_good:
+            self._file(store, job.id, JobState.FAILED, blocker.reason)
             return False
-        self._blocked_until.pop(job.id, None)
-        if job.note and job.note.startswith(WAITING):
-            store.set_note(job.id, None)
-        return True
+        note = f"{WAITING}{blocker.reason}"
+        if note not in self._told:
+            self._told.add(note)
+            log.error("job %d (%s) cannot start: %s", job.id, job.name, blocker.reason)
+        if job.note != note:
+            store.set_note(job.id, note)
+        self._blocked_until[job.id] = time.monotonic() + self.config.service.model_retry_interval
+        return False
 
     def _run(self, store: Store, job_id: int) -> None:
         job = store.job(job_id)
@@ -235,22 +268,24 @@ class Runner:
             log.info("job %d (%s): started (attempt %d)", job.id, job.name, job.attempt)
             outcome, error = self._render_all(store, job, inputs, outputs)
             log.info("job %d (%s): %s", job.id, job.name, error or outcome or "finished")
-        if outcome == "interrupted":
+        if outcome is Requeued.INTERRUPTED:
             store.interrupt(job_id, error or INTERRUPTED)
             return
-        if outcome == "incomplete":
+        if outcome is Requeued.INCOMPLETE:
             store.interrupt(job_id, error or "")
             return
         self._file(store, job_id, outcome, error)
 
-    def _file(self, store: Store, job_id: int, outcome: str | None, error: str | None = None) -> None:
+    def _file(self, store: Store, job_id: int, outcome: JobState | None, error: str | None = None) -> None:
         file_job(store, job_id, self.config.folders, self.config.watch.ignore, outcome=outcome, error=error,
-                 share=self.share)
+                 share=self.share, keep_inputs=self.config.jobs.keep_inputs)
 
-    def _render_all(self, store: Store, job: Job, inputs: Path, outputs: Path) -> tuple[str | None, str | None]:
+    def _render_all(self, store: Store, job: Job, inputs: Path,
+                    outputs: Path) -> tuple[JobState | Requeued | None, str | None]:
         """Preview, then render every pending video on the executor's slots; (outcome, error) with
         outcome None meaning "from the tasks"."""
         assert self._engine is not None and job.audio is not None
+        options = RenderOptions.from_mapping(job.option_values)
         self._share_gone = self._held_input = None
         try:
             audio = self._engine.load_audio(on_disk(inputs, job.audio))
@@ -258,14 +293,18 @@ class Runner:
             return self._incomplete_input(job, inputs, exc)
         except EngineError as exc:
             if reason := self._share_lost():
-                return "interrupted", waiting_note(reason)
+                return Requeued.INTERRUPTED, waiting_note(reason)
             message = f"The audio {job.audio} cannot be used: {readable(str(exc))}"
             for task in store.tasks(job.id):
-                if task.state != "done":
-                    store.task_finished(task.id, "failed", message)
-            return "failed", message
+                if task.state != TaskState.DONE:
+                    store.task_finished(task.id, TaskState.FAILED, message)
+            return JobState.FAILED, message
         should_stop = self._stop_check(store, job.id)
-        self._preview_all(store, job, audio, inputs, outputs, should_stop)
+        self._preview_all(store, job, audio, inputs, outputs, options, should_stop)
+        if job.preview_seconds:
+            self._preview_clips(store, job, audio, inputs, outputs, options, should_stop)
+        if job.preview_only and not should_stop():
+            return JobState.SKIPPED, PREVIEW_ONLY
         try:
             executor = self._executor_for(self._engine)
             executor.recover(Path(job.work_dir))
@@ -276,18 +315,18 @@ class Runner:
                 executor.release_audio(shared)
                 self._show_slots(executor, force=True)
         except ExecutorLost as exc:
-            return "interrupted", self._executor_lost(store, job, exc)
+            return Requeued.INTERRUPTED, self._executor_lost(store, job, exc)
         if self._held_input is not None:
             return self._incomplete_input(job, inputs, self._held_input)
         if self.stop.is_set():
-            return "interrupted", None
+            return Requeued.INTERRUPTED, None
         if self._share_gone or self._share_lost():
-            return "interrupted", waiting_note(self._share_gone or "")
+            return Requeued.INTERRUPTED, waiting_note(self._share_gone or "")
         if store.cancel_requested(job.id):
             for task in store.tasks(job.id):
-                if task.state in ("queued", "running"):
-                    store.task_finished(task.id, "cancelled")
-            return "cancelled", None
+                if task.state in (TaskState.QUEUED, TaskState.RUNNING):
+                    store.task_finished(task.id, TaskState.CANCELLED)
+            return JobState.CANCELLED, None
         return None, None
 
     def _render_on_slots(self, store: Store, job: Job, executor: Executor, shared: Any, inputs: Path,
@@ -370,7 +409,7 @@ class Runner:
             message = internal_error(RuntimeError("the render finished without writing its output"))
         else:
             message = report.message or "The video could not be rendered."
-        store.task_finished(task.id, "failed", message)
+        store.task_finished(task.id, TaskState.FAILED, message)
         log.warning("%s: failed: %s", task.video, message)
         return False
 
@@ -378,7 +417,7 @@ class Runner:
     def _task_done(store: Store, task: Task, result: RenderResult | None) -> None:
         """A video rendered (its output published): done, with a warning when few frames had a face."""
         warning = face_warning(result.frames, result.frames_with_face) if result is not None else None
-        store.task_finished(task.id, "done", warning)
+        store.task_finished(task.id, TaskState.DONE, warning)
         if result is not None:
             log.info("%s: done, %d frames at %.2f fps in %.1f s (face in %d frames)", task.video,
                      result.frames, result.fps, result.seconds, result.frames_with_face)
@@ -413,13 +452,12 @@ class Runner:
             slot_status.write(self.config.folders.state, executor.slots())
 
     def _preview_all(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
-                     should_stop: Callable[[], bool]) -> None:
+                     options: RenderOptions, should_stop: Callable[[], bool]) -> None:
         """A preview of every pending video (``preview/<output>.jpg`` + ``.json`` in the work
         folder, filed with the results) before the first render, so a wrong upload shows in
         seconds. Done here, with the service's own engine (a preview is a few frames), whatever
         the executor. A video whose preview fails is left to its render, which reports the problem."""
         assert self._engine is not None
-        options = RenderOptions.from_mapping(job.option_values)
         folder = Path(job.work_dir) / PREVIEW_DIR
         for task in store.tasks(job.id):
             image = folder / f"{Path(task.output_name).stem}.jpg"
@@ -441,6 +479,41 @@ class Runner:
                 text = readable(json.dumps(summary, ensure_ascii=False))  # names not in UTF-8 (see names.readable)
                 image.with_suffix(".json").write_text(text, encoding="utf-8")
                 log.info("%s: preview: %s", task.video, result.summary)
+            finally:
+                store.task_waiting(task.id)
+
+    def _preview_clips(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
+                       options: RenderOptions, should_stop: Callable[[], bool]) -> None:
+        """job.yaml ``preview_seconds``: the first seconds of every pending video, rendered as
+        they will be (the same render, on the audio's start), into ``preview/<output>-preview.mp4``
+        and named in its preview's figures. Done here, like the previews. A clip that fails is
+        left to the render to report."""
+        assert self._engine is not None and job.preview_seconds
+        folder = Path(job.work_dir) / PREVIEW_DIR
+        head = self._engine.audio_head(audio, job.preview_seconds)
+        for task in store.tasks(job.id):
+            stem = Path(task.output_name).stem
+            clip = folder / f"{stem}-preview.mp4"
+            if not _pending(task, outputs) or clip.is_file():
+                continue
+            if should_stop():
+                return
+            store.task_started(task.id)
+            try:
+                folder.mkdir(exist_ok=True)
+                self._engine.render(head, on_disk(inputs, task.video), clip, options,
+                                    progress=self._progress_writer(store, task.id, stage="preview"),
+                                    should_stop=should_stop, video_digest=task.video_sha256)
+            except Cancelled:
+                return
+            except Exception as exc:  # noqa: BLE001 - the render meets the same problem and reports it
+                log.warning("%s: no preview clip: %s", task.video, exc)
+            else:
+                figures = folder / f"{stem}.json"
+                if figures.is_file():
+                    summary = {**json.loads(figures.read_text(encoding="utf-8")), "clip": clip.name}
+                    figures.write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
+                log.info("%s: preview clip of %g s written", task.video, job.preview_seconds)
             finally:
                 store.task_waiting(task.id)
 
@@ -467,16 +540,17 @@ class Runner:
         ends); every call also counts as the loop being alive. ``stage`` overrides the engine's."""
         interval = self.config.service.progress_interval
         meter = VideoMeter(render_fps_hint=self._render_fps)
-        last = [float("-inf"), ""]
+        last_at, last_stage = float("-inf"), ""
 
         def progress(p: Progress) -> None:
+            nonlocal last_at, last_stage
             now = time.monotonic()
             self.heartbeat = now
             snap = meter.update(stage or p.stage, p.frames_done, p.frames_total, now)
             if snap.stage == "render" and snap.fps:
                 self._render_fps = snap.fps
-            if now - last[0] >= interval or p.frames_done >= p.frames_total or snap.stage != last[1]:
-                last[0], last[1] = now, snap.stage
+            if now - last_at >= interval or p.frames_done >= p.frames_total or snap.stage != last_stage:
+                last_at, last_stage = now, snap.stage
                 store.task_progress(task_id, snap.frames_done, snap.frames_total, snap.stage, snap.fps, snap.eta_s)
 
         return progress
@@ -485,6 +559,6 @@ class Runner:
 def _pending(task: Task, outputs: Path) -> bool:
     """Does this video still need its render? (not done with its output there; not failed in an
     earlier, interrupted attempt: those are not retried)"""
-    if task.state == "done" and (outputs / task.output_name).is_file():
+    if task.state == TaskState.DONE and (outputs / task.output_name).is_file():
         return False
-    return task.state != "failed"
+    return task.state != TaskState.FAILED

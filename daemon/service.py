@@ -49,6 +49,7 @@ from .progress import format_duration
 from .runner import INTERRUPTED, Runner
 from .share import NOTE_PREFIX, ShareError, ShareGuard
 from .sharestatus import ShareStatus
+from .states import JobState
 from .store import Store, StoreError
 from .systemd import Notifier
 from .watcher import InboxWatcher
@@ -154,7 +155,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     notify.start(config, stop)
     retention.start(config, stop)
     share_status = ShareStatus(config.status.folder) if config.status.folder else None
-    queued = len(store.jobs_in("queued"))
+    queued = store.count_by_state().get(JobState.QUEUED, 0)
     notifier.ready(f"Watching {config.folders.inbox}; {queued} job(s) queued")
     log.info("ready: watching %s, results to %s (%d job(s) queued)", config.folders.inbox, config.folders.outbox,
              queued)
@@ -227,7 +228,7 @@ def _leave_now(store: Store, config: Config, code: int) -> None:
     """A worker did not stop in time (the runner deep in a torch call): put its job back in the
     queue, then end the process without interpreter teardown, which would abort under a live
     torch thread. The database is consistent at every commit, so nothing is lost."""
-    for job in store.jobs_in("running"):
+    for job in store.jobs_in(JobState.RUNNING):
         store.interrupt(job.id, INTERRUPTED)
     log.warning("the current video did not stop within %.0f s; its job was put back in the queue and runs "
                 "again at the next start", config.service.shutdown_timeout)
@@ -285,10 +286,9 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def _status_line(view: dict[str, Any]) -> str:
     """The one line ``systemctl status`` shows: the running job with stage, speed and ETA, or how
-    many wait."""
-    rows = view["jobs"]
-    running = [r for r in rows if r["state"] == "running"]
-    waiting = sum(r["state"] == "queued" for r in rows)
+    many wait (all of them: the view's rows stop at its limit, its counts do not)."""
+    running = [r for r in view["jobs"] if r["state"] == JobState.RUNNING]
+    waiting = view["counts"].get(JobState.QUEUED, 0)
     paused = "; queue paused" if view["paused"] else ""
     if running:
         r = running[0]

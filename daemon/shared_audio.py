@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from lipsyncd.engine.audio import SpeechAudio
 
 

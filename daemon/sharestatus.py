@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .progress import format_duration
+from .states import TO_OUTBOX, WAITING_STATES, JobState
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,17 @@ def status_lines(view: dict[str, Any]) -> list[tuple[str, str]]:
     lines = []
     for row in view["jobs"]:
         state = row["state"]
-        if state == "running":
+        if state == JobState.RUNNING:
             where = (f"rendering {row['percent']:.0f} % ({row['current_video'] or 'starting'}, "
                      f"{format_duration(row['job_eta_s'])} left)")
-        elif state == "filing":
+        elif state == JobState.FILING:
             where = "filing the results"
-        elif state in ("queued", "intake"):
+        elif state in WAITING_STATES:
             position = row.get("queue_position")
             where = f"queued {_ordinal(position)}" if position else "being taken in"
             if view["paused"]:
                 where += " (queue paused)"
-        elif state in ("done", "skipped"):
+        elif state in TO_OUTBOX:
             where = "done → outbox" + (f" ({row['message']})" if row.get("message") else "")
         else:
             where = f"{state} → error folder" + (f": {row['message']}" if row.get("message") else "")

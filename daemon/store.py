@@ -4,12 +4,7 @@ Tables are meant to be read by a person in ``sqlite3``: ``jobs`` (one row per dr
 ``tasks`` (one row per video of a job) and the ``status`` view, which answers "what is
 happening" in one query (``SELECT * FROM status``). Times are UTC, ``YYYY-MM-DD HH:MM:SS``.
 
-Job states::
-
-    intake ─▶ queued ─▶ running ─▶ filing ─▶ done | failed | cancelled | skipped
-       │        ▲          │
-       │        └──────────┘  (interrupted: service stop or crash; runs again)
-       └─▶ filing (job.yaml or folder invalid: straight to error/)
+Job and task states are declared in :mod:`states` (with the diagram of how a job moves).
 
 ``intake`` and ``filing`` are short, crash-recoverable steps around moving files: a row in
 ``intake`` names a folder being claimed from the inbox, a row in ``filing`` records where its
@@ -24,6 +19,14 @@ it is filed, so it never goes stale. A finished task's ``error`` is why it faile
 
 Each thread and each process opens its own :class:`Store`; WAL and a busy timeout let the
 service and a ``lipsyncd cancel`` in another shell write without "database is locked".
+
+sqlite-utils (4.0 or later) gives rows as dicts (``db.query``) and nested transactions
+(``db.atomic``, new in 4.0); the statements themselves are SQL on purpose. The schema needs what its
+table builder does not express (``CHECK`` constraints on states, defaults that are SQL
+expressions, a view) and is versioned with ``user_version``, one transaction per migration, in
+files that already exist. Every state change is a guarded ``UPDATE ... WHERE state = ?`` whose
+row count says whether this writer won (two threads never both claim or file a job), which an
+upsert cannot say; the settings upsert stamps ``updated_at`` in the same statement.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import errno
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,9 +43,12 @@ from urllib.parse import quote
 
 import sqlite_utils
 
+from .states import FINAL_STATES, JobState, TaskState
+
 BUSY_TIMEOUT_S = 15.0
-FINAL_STATES = ("done", "failed", "cancelled", "skipped")
-ACTIVE_STATES = ("intake", "queued", "running", "filing")
+JOB_SETTINGS = ("preview_only", "preview_seconds")
+"""job.yaml's top-level settings that change what the runner does, stored in the ``options``
+JSON beside the engine options (no column of their own: the engine never sees them)."""
 QUEUE_ORDER = "priority DESC, coalesce(queue_rank, id), id"
 """The order the runner takes queued jobs in: higher priority first, then queue rank (its id
 unless someone moved it)."""
@@ -192,7 +199,7 @@ def unusable(path: Path, exc: BaseException) -> StoreError:
 class Job:
     id: int
     name: str
-    state: str
+    state: JobState
     priority: int
     attempt: int
     created_at: str
@@ -206,16 +213,38 @@ class Job:
     naming: str | None
     options: str | None
     content_hash: str | None
-    outcome: str | None
+    outcome: JobState | None
     outbox_path: str | None
     error_path: str | None
     cancel_requested: int
     queue_rank: int | None
     notified: int
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        outcome = row["outcome"]
+        return cls(**_columns(cls, row) | {"state": JobState(row["state"]),
+                                          "outcome": JobState(outcome) if outcome is not None else None})
+
     @property
     def option_values(self) -> dict[str, Any]:
-        return json.loads(self.options) if self.options else {}
+        """The engine options (the ``options`` column without the job settings)."""
+        stored = json.loads(self.options) if self.options else {}
+        return {k: v for k, v in stored.items() if k not in JOB_SETTINGS}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The job settings kept beside the engine options (:data:`JOB_SETTINGS`), as set."""
+        stored = json.loads(self.options) if self.options else {}
+        return {k: v for k, v in stored.items() if k in JOB_SETTINGS}
+
+    @property
+    def preview_only(self) -> bool:
+        return bool(self.settings.get("preview_only"))
+
+    @property
+    def preview_seconds(self) -> float | None:
+        return self.settings.get("preview_seconds")
 
 
 @dataclass(frozen=True)
@@ -225,7 +254,7 @@ class Task:
     position: int
     video: str
     output_name: str
-    state: str
+    state: TaskState
     progress: float
     frames_done: int | None
     frames_total: int | None
@@ -240,9 +269,14 @@ class Task:
     eta_s: float | None
     progress_at: str | None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Task:
+        return cls(**_columns(cls, row) | {"state": TaskState(row["state"])})
 
-def _record(cls: type, row: dict[str, Any]) -> Any:
-    return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+def _columns(cls: type, row: dict[str, Any]) -> dict[str, Any]:
+    """The row's values of the dataclass's fields (a row may have more columns than it knows)."""
+    return {f.name: row[f.name] for f in fields(cls)}
 
 
 class Store:
@@ -342,7 +376,7 @@ class Store:
         rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
         if not rows:
             raise StoreError(f"no job with id {job_id}")
-        return _record(Job, rows[0])
+        return Job.from_row(rows[0])
 
     def find_job(self, ref: str) -> Job:
         """A job by id, or by folder name (the newest job of that name)."""
@@ -351,28 +385,33 @@ class Store:
         rows = list(self.db.query("SELECT * FROM jobs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]))
         if not rows:
             raise StoreError(f"no job named {ref!r}; `lipsyncd status` lists jobs and their ids")
-        return _record(Job, rows[0])
+        return Job.from_row(rows[0])
 
-    def jobs_in(self, *states: str) -> list[Job]:
+    def jobs_in(self, *states: JobState) -> list[Job]:
         """Jobs in ``states``, in the order the runner takes them (priority, then oldest)."""
         marks = ", ".join("?" for _ in states)
         rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY {QUEUE_ORDER}", states)
-        return [_record(Job, r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
     def tasks(self, job_id: int) -> list[Task]:
         rows = self.db.query("SELECT * FROM tasks WHERE job_id = ? ORDER BY position", [job_id])
-        return [_record(Task, r) for r in rows]
+        return [Task.from_row(r) for r in rows]
 
     def task(self, task_id: int) -> Task:
         rows = list(self.db.query("SELECT * FROM tasks WHERE id = ?", [task_id]))
         if not rows:
             raise StoreError(f"no task with id {task_id}")
-        return _record(Task, rows[0])
+        return Task.from_row(rows[0])
 
     def find_finished_duplicate(self, content_hash: str, exclude: int) -> Job | None:
-        rows = list(self.db.query("SELECT * FROM jobs WHERE content_hash = ? AND state = 'done' AND id != ? "
-                                  "ORDER BY id DESC LIMIT 1", [content_hash, exclude]))
-        return _record(Job, rows[0]) if rows else None
+        rows = list(self.db.query("SELECT * FROM jobs WHERE content_hash = ? AND state = ? AND id != ? "
+                                  "ORDER BY id DESC LIMIT 1", [content_hash, JobState.DONE, exclude]))
+        return Job.from_row(rows[0]) if rows else None
+
+    def work_folders(self) -> dict[Path, tuple[int, JobState]]:
+        """Every job's work folder, with its job's id and state."""
+        rows = self.db.query("SELECT id, state, work_dir FROM jobs")
+        return {Path(row["work_dir"]): (row["id"], JobState(row["state"])) for row in rows}
 
     def status(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM status LIMIT ?", [limit]))
@@ -383,16 +422,16 @@ class Store:
         """Record that folder ``name`` is being claimed into ``processing/<id>``; the caller
         renames it there next. A crash in between is undone at the next start (``intake.recover``)."""
         with self.db.atomic():
-            cur = self.db.execute("INSERT INTO jobs (name, state, work_dir) VALUES (?, 'intake', '')", [name])
-            job_id = cur.lastrowid
+            job_id: int = self.db.execute("INSERT INTO jobs (name, state, work_dir) VALUES (?, ?, '') RETURNING id",
+                                          [name, JobState.INTAKE]).fetchone()[0]
             self.db.execute("UPDATE jobs SET work_dir = ? WHERE id = ?", [str(processing / f"job-{job_id}"), job_id])
         return self.job(job_id)
 
     def drop_intake(self, job_id: int) -> None:
         """Forget a claim that did not happen (the folder stays in the inbox, to be tried again)."""
-        self.db.execute("DELETE FROM jobs WHERE id = ? AND state = 'intake'", [job_id])
+        self.db.execute("DELETE FROM jobs WHERE id = ? AND state = ?", [job_id, JobState.INTAKE])
 
-    def enqueue(self, job_id: int, *, audio: str, videos: list[tuple[str, str, str | None]], naming: str,
+    def enqueue(self, job_id: int, *, audio: str, videos: Sequence[tuple[str, str, str | None]], naming: str,
                 priority: int, options: dict[str, Any], content_hash: str) -> None:
         """The claimed folder is a valid job: one task per (video, output name, video sha256);
         state queued."""
@@ -401,7 +440,7 @@ class Store:
             for position, (video, output_name, sha256) in enumerate(videos):
                 self.db.execute("INSERT INTO tasks (job_id, position, video, output_name, video_sha256) "
                                 "VALUES (?, ?, ?, ?, ?)", [job_id, position, video, output_name, sha256])
-            self._update(job_id, state="queued", audio=audio, naming=naming, priority=priority,
+            self._update(job_id, state=JobState.QUEUED, audio=audio, naming=naming, priority=priority,
                          options=json.dumps(options, sort_keys=True), content_hash=content_hash)
 
     # -- running --------------------------------------------------------------------------
@@ -409,9 +448,9 @@ class Store:
     def claim(self, job_id: int) -> bool:
         """queued → running, one more attempt. False when someone else changed it first."""
         cur = self.db.execute(
-            f"UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, note = NULL, "
-            f"updated_at = {_NOW} WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
-            [job_id])
+            f"UPDATE jobs SET state = ?, attempt = attempt + 1, started_at = {_NOW}, note = NULL, "
+            f"updated_at = {_NOW} WHERE id = ? AND state = ? AND cancel_requested = 0",
+            [JobState.RUNNING, job_id, JobState.QUEUED])
         return cur.rowcount == 1
 
     def set_note(self, job_id: int, note: str | None) -> None:
@@ -424,13 +463,13 @@ class Store:
         self._update(job_id, content_hash=content_hash)
 
     def task_started(self, task_id: int) -> None:
-        self.db.execute(f"UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = {_NOW}, "
-                        f"{_NO_PROGRESS}, error = NULL WHERE id = ?", [task_id])
+        self.db.execute(f"UPDATE tasks SET state = ?, attempt = attempt + 1, started_at = {_NOW}, "
+                        f"{_NO_PROGRESS}, error = NULL WHERE id = ?", [TaskState.RUNNING, task_id])
 
     def task_waiting(self, task_id: int) -> None:
         """Undo :meth:`task_started` for a video that was only previewed: it waits for its render."""
-        self.db.execute(f"UPDATE tasks SET state = 'queued', attempt = max(0, attempt - 1), started_at = NULL, "
-                        f"{_NO_PROGRESS} WHERE id = ? AND state = 'running'", [task_id])
+        self.db.execute(f"UPDATE tasks SET state = ?, attempt = max(0, attempt - 1), started_at = NULL, "
+                        f"{_NO_PROGRESS} WHERE id = ? AND state = ?", [TaskState.QUEUED, task_id, TaskState.RUNNING])
 
     def task_retry(self, task_id: int, reason: str) -> None:
         """running → queued: its worker was lost (died or got stuck); it runs again, with the
@@ -446,29 +485,29 @@ class Store:
                         f"eta_s = ?, progress_at = {_NOW} WHERE id = ?",
                         [fraction, frames_done, frames_total, stage, fps, eta_s, task_id])
 
-    def task_finished(self, task_id: int, state: str, error: str | None = None) -> None:
+    def task_finished(self, task_id: int, state: TaskState, error: str | None = None) -> None:
         """running → done | failed | cancelled."""
-        progress = ", progress = 1" if state == "done" else ""
+        progress = ", progress = 1" if state == TaskState.DONE else ""
         self.db.execute(f"UPDATE tasks SET state = ?, error = ?, finished_at = {_NOW}{progress} WHERE id = ?",
                         [state, error, task_id])
 
     def interrupt(self, job_id: int, note: str) -> None:
         """running → queued: the service stopped mid-job; it runs again, finished videos kept."""
         with self.db.atomic():
-            self.db.execute(f"UPDATE tasks SET state = 'queued', {_NO_PROGRESS} WHERE job_id = ? AND state = 'running'",
-                            [job_id])
-            self._update(job_id, state="queued", note=note)
+            self.db.execute(f"UPDATE tasks SET state = ?, {_NO_PROGRESS} WHERE job_id = ? AND state = ?",
+                            [TaskState.QUEUED, job_id, TaskState.RUNNING])
+            self._update(job_id, state=JobState.QUEUED, note=note)
 
     # -- finishing ------------------------------------------------------------------------
 
-    def begin_filing(self, job_id: int, outcome: str, error: str | None,
-                     outbox_path: Path | None, error_path: Path | None, only_from: str | None = None) -> bool:
+    def begin_filing(self, job_id: int, outcome: JobState, error: str | None,
+                     outbox_path: Path | None, error_path: Path | None, only_from: JobState | None = None) -> bool:
         """Record the outcome and where results go *before* moving anything, so a crash while
         filing resumes with the same destinations. With ``only_from``, only a job still in that
         state is taken (False otherwise): two threads never both file one job."""
         if outcome not in FINAL_STATES:
             raise ValueError(outcome)
-        return self._update(job_id, state="filing", outcome=outcome, error=error, note=None,
+        return self._update(job_id, state=JobState.FILING, outcome=outcome, error=error, note=None,
                             outbox_path=str(outbox_path) if outbox_path else None,
                             error_path=str(error_path) if error_path else None, _only_from=only_from)
 
@@ -478,7 +517,7 @@ class Store:
     def finish(self, job_id: int) -> None:
         """filing → its recorded outcome; the job's folder has been filed."""
         self.db.execute(f"UPDATE jobs SET state = outcome, finished_at = {_NOW}, updated_at = {_NOW} "
-                        "WHERE id = ? AND state = 'filing'", [job_id])
+                        "WHERE id = ? AND state = ?", [job_id, JobState.FILING])
 
     def filing_failed(self, job_id: int, error: str, outbox_path: str | None, error_path: str | None) -> None:
         """Results could not be written (disk full, permissions): failed, inputs still held in
@@ -488,7 +527,7 @@ class Store:
         earlier = self.job(job_id).error
         if earlier and earlier != error:
             error = f"{error}{HAD_FAILED}{earlier.split(HAD_FAILED)[-1]}"
-        self._update(job_id, state="failed", outcome="failed", error=error, outbox_path=outbox_path,
+        self._update(job_id, state=JobState.FAILED, outcome=JobState.FAILED, error=error, outbox_path=outbox_path,
                      error_path=error_path, finished_at=_Now())
 
     # -- operator commands ----------------------------------------------------------------
@@ -513,9 +552,9 @@ class Store:
             raise StoreError(f"job {job.id} ({job.name}) was never queued (its folder was not taken as a valid "
                              "job), so it cannot run again as it is; drop its folder into the inbox again")
         with self.db.atomic():
-            self.db.execute(f"UPDATE tasks SET state = 'queued', {_NO_PROGRESS}, error = NULL "
-                            "WHERE job_id = ? AND state != 'done'", [job_id])
-            self._update(job_id, state="queued", outcome=None, error=None, cancel_requested=0,
+            self.db.execute(f"UPDATE tasks SET state = ?, {_NO_PROGRESS}, error = NULL "
+                            "WHERE job_id = ? AND state != ?", [TaskState.QUEUED, job_id, TaskState.DONE])
+            self._update(job_id, state=JobState.QUEUED, outcome=None, error=None, cancel_requested=0,
                          note=f"{note}; before: {job.error}" if job.error else note,
                          finished_at=None, outbox_path=None, error_path=None, notified=0)
 
@@ -524,7 +563,7 @@ class Store:
         places, priority and rank, with its neighbours; the runner's order is the queue's."""
         with self.db.atomic():
             queue = [(j.id, j.priority, j.queue_rank if j.queue_rank is not None else j.id)
-                     for j in self.jobs_in("queued")]
+                     for j in self.jobs_in(JobState.QUEUED)]
             ids = [q[0] for q in queue]
             if job_id not in ids:
                 job = self.job(job_id)
@@ -560,11 +599,11 @@ class Store:
         where, params = ("AND job_id = ?", [job_id]) if job_id is not None else ("", [])
         rows = self.db.execute(
             "SELECT (julianday(finished_at) - julianday(started_at)) * 86400 FROM tasks "
-            f"WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL {where} "
-            "ORDER BY finished_at DESC, id DESC LIMIT ?", [*params, limit]).fetchall()
+            f"WHERE state = ? AND started_at IS NOT NULL AND finished_at IS NOT NULL {where} "
+            "ORDER BY finished_at DESC, id DESC LIMIT ?", [TaskState.DONE, *params, limit]).fetchall()
         return [float(r[0]) for r in rows]
 
-    def history(self, states: tuple[str, ...] = FINAL_STATES, name: str = "", since: str | None = None,
+    def history(self, states: tuple[JobState, ...] = FINAL_STATES, name: str = "", since: str | None = None,
                 until: str | None = None, limit: int = 100) -> list[Job]:
         """Finished jobs, newest first; ``name``: part of the folder name (any case);
         ``since``/``until``: ``YYYY-MM-DD`` days (UTC) the job was dropped in, both included."""
@@ -581,14 +620,14 @@ class Store:
             sql += " AND created_at < date(?, '+1 day')"
             params.append(until)
         rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
-        return [_record(Job, r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
     def mean_job_seconds(self, limit: int = 20) -> float | None:
         """Mean start-to-finish seconds of the last ``limit`` done jobs."""
         row = self.db.execute(
             "SELECT avg(s) FROM (SELECT (julianday(finished_at) - julianday(started_at)) * 86400 AS s FROM jobs "
-            "WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL "
-            "ORDER BY id DESC LIMIT ?)", [limit]).fetchone()
+            "WHERE state = ? AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?)", [JobState.DONE, limit]).fetchone()
         return row[0]
 
     def to_notify(self) -> list[Job]:
@@ -596,7 +635,7 @@ class Store:
         marks = ", ".join("?" for _ in FINAL_STATES)
         rows = self.db.query(f"SELECT * FROM jobs WHERE notified = 0 AND state IN ({marks}) ORDER BY finished_at, id",
                              FINAL_STATES)
-        return [_record(Job, r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
     def set_notified(self, job_id: int) -> None:
         self.db.execute("UPDATE jobs SET notified = 1 WHERE id = ?", [job_id])
@@ -609,7 +648,7 @@ class Store:
         marks = ", ".join("?" for _ in FINAL_STATES)
         rows = self.db.query(f"SELECT * FROM jobs WHERE state IN ({marks}) AND finished_at < ? "
                              f"AND {column} IS NOT NULL ORDER BY id", [*FINAL_STATES, cutoff])
-        return [_record(Job, r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
     def delete_finished_before(self, cutoff: str) -> int:
         """Forget finished jobs (and their videos) older than ``cutoff``; how many."""
@@ -622,7 +661,7 @@ class Store:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _update(self, job_id: int, _only_from: str | None = None, **values: Any) -> bool:
+    def _update(self, job_id: int, _only_from: JobState | None = None, **values: Any) -> bool:
         """Set ``values`` on the job (only while it is in state ``_only_from``, if given); True if it was."""
         sets = ", ".join(f"{k} = {v.sql if isinstance(v, _Now) else '?'}" for k, v in values.items())
         params = [v for v in values.values() if not isinstance(v, _Now)]

@@ -139,7 +139,11 @@ class _Worker:
                 self.send(Report(work.key, FAILED, message=internal_error(exc)))
                 continue
             self.send(render_video(self.engine, work, audio, throttled(self.send, work.key),
-                                   lambda key=work.key: key in self.cancelled))
+                                   self.stop_check(work.key)))
+
+    def stop_check(self, key: str) -> Callable[[], bool]:
+        """should_stop for one attempt: has the service cancelled it?"""
+        return lambda: key in self.cancelled
 
 
 def main(argv: list[str]) -> int:

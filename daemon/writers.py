@@ -1,9 +1,10 @@
 """Is something still writing a file in the inbox? Two kinds of evidence, both from the kernel.
 
 * **inotify open/close bookkeeping** (:class:`OpenFiles`), fed by the watcher's events: a file
-  written to since its last close-after-write, or created and still open, is being written. smbd, NFS's server and local copies all write locally, so this sees every
-  writer that goes through *this* machine, for as long as it holds the file open — a Wi-Fi
-  client stalling for minutes keeps its file open on the server the whole time.
+  written to since its last close-after-write, or created and still open, is being written.
+  smbd, NFS's server and local copies all write locally, so this sees every writer that goes
+  through *this* machine, for as long as it holds the file open — a Wi-Fi client stalling for
+  minutes keeps its file open on the server the whole time.
   One gap: a file opened within milliseconds of its brand-new folder's creation, before the
   watch on that folder is in place, is seen only from its next write on.
 * **/proc** (:class:`ProcScan`): every process's open file descriptors whose

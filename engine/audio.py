@@ -12,7 +12,8 @@ features computed exactly the way it saw them in training. A one-column shift is
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -209,7 +210,17 @@ class SpeechAudio:
         """
         return max(1, round(self.duration_s * fps))
 
-    def windows(self, fps: float) -> "MelWindows":
+    def head(self, seconds: float) -> SpeechAudio:
+        """The first ``seconds`` (all of it when shorter), for a short preview render. It keeps
+        the whole audio's mel columns, plus one window's worth past the cut, so each of its
+        frames gets the mel window of the same frame of the full render: the clip shows what
+        the full render will."""
+        if seconds >= self.duration_s:
+            return self
+        columns = min(self.mel.shape[1], math.ceil(seconds * MEL_COLUMNS_PER_SECOND) + MEL_STEP)
+        return replace(self, samples=self.samples[: round(seconds * SAMPLE_RATE)], mel=self.mel[:, :columns])
+
+    def windows(self, fps: float) -> MelWindows:
         """The mel window of every output frame at ``fps``, indexable by frame number.
 
         The first frames use the reference's windows exactly; the frames past the reference's

@@ -48,7 +48,7 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
     oval = local[OVAL]
     below = oval[oval[:, 1] >= nose_y]
     hull = cv2.convexHull(np.concatenate([below, local[LIPS], local[NOSE]]).astype(np.float32))
-    mask = np.zeros((h, w), np.float32)
+    mask: np.ndarray = np.zeros((h, w), np.float32)  # float32 still; cv2's stubs type its results loosely
     cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1.0, lineType=cv2.LINE_AA)
     feather = max(2, int(0.06 * w))
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (feather, feather)))

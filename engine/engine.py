@@ -71,6 +71,10 @@ class LipSyncEngine:
         """Decode the speech and compute its mel once; reuse the result for every video."""
         return load_speech(Path(path))
 
+    def audio_head(self, audio: SpeechAudio, seconds: float) -> SpeechAudio:
+        """The first ``seconds`` of the speech: rendered, a preview clip of what the whole will be."""
+        return audio.head(seconds)
+
     def render(self, audio: SpeechAudio, video: Path, output: Path, options: RenderOptions = RenderOptions(),
                progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                video_digest: str | None = None) -> RenderResult:
@@ -144,7 +148,7 @@ class LipSyncEngine:
         generator.batch_size = options.batch_size
         return generator
 
-    def _analyse(self, video: Path, info: "media.VideoInfo", options: RenderOptions,
+    def _analyse(self, video: Path, info: media.VideoInfo, options: RenderOptions,
                  progress: ProgressFn | None, should_stop: StopFn | None) -> FaceTrack:
         """The face track of every source frame, in one streaming pass over the video."""
         locator = self._face_locator(options)

@@ -25,7 +25,8 @@ class MouthGenerator:
         self.half = device.type == "cuda"
         self.model = model.to(device).eval()
         if self.half:
-            self.model = self.model.half().to(memory_format=torch.channels_last)
+            # torch's stubs lack Module.to's memory_format keyword, which torch documents and takes
+            self.model = self.model.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             torch.backends.cudnn.benchmark = True  # fixed 96×96 shapes: pick the fastest kernels once
         self.batch_size = batch_size
 

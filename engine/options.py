@@ -8,8 +8,9 @@ without knowing what the engine does with each option.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 LOOP_MODES = ("pingpong", "loop")
 FACE_CHOICES = ("largest", "center")
@@ -47,7 +48,7 @@ class RenderOptions:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, where: str = "engine",
-                     base: "RenderOptions | None" = None) -> "RenderOptions":
+                     base: RenderOptions | None = None) -> RenderOptions:
         """Build options from a YAML mapping, on top of ``base``; raise ``ValueError`` naming
         ``where.key`` and the allowed values for the first bad entry."""
         base = base or cls()

@@ -15,6 +15,7 @@ in bytes (:func:`frames_per_chunk`), so a 4K video does not need four times a 10
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -48,10 +49,13 @@ def frames_per_chunk(width: int, height: int, limit: int) -> int:
 
 
 class StageTimer:
-    """Seconds per stage, summed over the threads that do it (for the report and the benchmark)."""
+    """Seconds per stage, summed over the threads that do it (for the report and the benchmark).
+    The blend workers, the encoder and the frame loop add to it at once: ``+=`` on a dict entry is
+    a read then a write, so a lock keeps two threads from losing each other's seconds."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -59,7 +63,9 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self.seconds[stage] += elapsed
 
 
 def check_stop(should_stop: StopFn | None) -> None:
@@ -96,7 +102,8 @@ class FrameLoop:
                     sources = schedule[done:done + len(chunk)]
                     with self.timer("infer"):
                         mouths = self._mouths(chunk, sources, done)
-                    encoder.put([pool.submit(self._blend, frame, mouth) for frame, mouth in zip(chunk, mouths)])
+                    encoder.put([pool.submit(self._blend, frame, mouth)
+                                 for frame, mouth in zip(chunk, mouths, strict=True)])
                     done += len(chunk)
                     if progress:
                         progress(Progress(done, total, "render"))
@@ -107,7 +114,7 @@ class FrameLoop:
         """Per frame: (96×96 generated face, crop rect, landmarks, fade) or None where no face."""
         track, pads = self.track, self.options.pads
         rects: list[tuple[int, int, int, int] | None] = [None] * len(chunk)
-        for j, (frame, src) in enumerate(zip(chunk, sources)):
+        for j, (frame, src) in enumerate(zip(chunk, sources, strict=True)):
             if track.has_face[src]:
                 rects[j] = crop_rect(track.boxes[src], pads, frame.shape[1], frame.shape[0])
         if all(rect is None for rect in rects):

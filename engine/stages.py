@@ -79,7 +79,7 @@ class Sink(Generic[T]):
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._work, name="sink", daemon=True)
 
-    def __enter__(self) -> "Sink[T]":
+    def __enter__(self) -> Sink[T]:
         self._thread.start()
         return self
 

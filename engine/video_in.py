@@ -11,10 +11,10 @@ rate the encoder writes (frames are duplicated or dropped by timestamp, nearest 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import cv2
@@ -210,15 +210,17 @@ class _SlotReader:
     def __init__(self, path: Path, info: VideoInfo) -> None:
         self._path, self._info = path, info
         self._reformatter = VideoReformatter()
-        self._container: av.container.InputContainer | None = None
-        self._open()
+        self._slot = 0
+        self._current: av.VideoFrame  # the picture on screen in slot _slot; set by _restart
+        self._next: av.VideoFrame | None  # the one after it (None: the video ends)
+        self._container = _open(path)
+        self._start()
 
-    def __enter__(self) -> "_SlotReader":
+    def __enter__(self) -> _SlotReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._container is not None:
-            self._container.close()
+        self._container.close()
 
     def frame_at(self, slot: int) -> av.VideoFrame:
         """The decoded picture on screen during ``slot`` (the last one starting before its middle)."""
@@ -228,8 +230,8 @@ class _SlotReader:
         if gap < 0 or gap > max(MAX_CHUNK_FRAMES, _SEEK_GAP_S * self._info.fps):
             self._seek(slot)
         boundary = self._boundary(slot)
-        while self._next is not None and self._time(self._next) < boundary:
-            self._advance()
+        while (upcoming := self._next) is not None and self._time(upcoming) < boundary:
+            self._current, self._next = upcoming, self._decode_next()
         if self._next is None:
             self._check_not_cut_short(slot)
         self._slot = slot
@@ -258,19 +260,22 @@ class _SlotReader:
             bgr = bgr.copy()
         return cv2.rotate(bgr, _ROTATE[self._info.rotation]) if self._info.rotation else bgr
 
-    def _open(self) -> None:
-        if self._container is not None:
-            self._container.close()
+    def _reopen(self) -> None:
+        self._container.close()
         self._container = _open(self._path)
+        self._start()
+
+    def _start(self) -> None:
         self._stream = _video_stream(self._container, self._path)
         self._stream.thread_type = "AUTO"
         self._restart()
 
     def _restart(self) -> None:
         self._frames = self._container.decode(self._stream)
-        self._current = self._decode_next()
-        if self._current is None:
+        current = self._decode_next()
+        if current is None:
             raise VideoError(f"The video '{self._path.name}' has no picture that can be decoded.")
+        self._current = current
         self._next = self._decode_next()
         self._slot = 0
 
@@ -281,7 +286,7 @@ class _SlotReader:
         for back_s in (0.0, 3.0):
             if target - back_s <= self._info.start_s:
                 break
-            pts = int((target - back_s) / self._stream.time_base)
+            pts = int((target - back_s) / _time_base(self._stream))
             try:
                 self._container.seek(pts, stream=self._stream, backward=True)
                 self._restart()
@@ -289,10 +294,7 @@ class _SlotReader:
                 continue
             if self._time(self._current) < self._boundary(slot):
                 return
-        self._open()
-
-    def _advance(self) -> None:
-        self._current, self._next = self._next, self._decode_next()
+        self._reopen()
 
     def _decode_next(self) -> av.VideoFrame | None:
         try:
@@ -358,12 +360,12 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     """The video stream's own duration; when the header lacks it (Matroska, WebM), the end of its
     last packet, found by demuxing without decoding."""
     if stream.duration:
-        return float(stream.duration * stream.time_base)
+        return float(stream.duration * _time_base(stream))
     end = None
     container.seek(0)
     for packet in container.demux(stream):
         if packet.pts is not None:
-            packet_end = float((packet.pts + (packet.duration or 0)) * stream.time_base)
+            packet_end = float((packet.pts + (packet.duration or 0)) * _time_base(stream))
             end = packet_end if end is None else max(end, packet_end)
     if end is not None:
         return max(0.0, end - start_s)
@@ -390,3 +392,11 @@ def _load_still(path: Path) -> np.ndarray:
     if image is None:
         raise VideoError(f"The image '{path.name}' cannot be decoded: it is damaged or not an image.")
     return image
+
+
+def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
+    """The unit of the stream's timestamps. PyAV types it as optional; FFmpeg sets it on every
+    stream it opens from a file."""
+    if stream.time_base is None:
+        raise VideoError("The video's stream has no time base, so its frames cannot be placed in time.")
+    return stream.time_base

@@ -18,10 +18,12 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import av
 import cv2
 import numpy as np
+import numpy.typing as npt
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from .errors import AudioError, EngineError, VideoError, reason
@@ -62,9 +64,9 @@ class VideoWriter:
         self._rate = _rate_fraction(fps)
         self._crf, self._preset = crf, preset
         color = color or ColorTags()
-        space = color.space if color.space in _SWS_MATRIX else _DEFAULT_SPACE
-        self._color = ColorTags(color.primaries, color.trc, space,
-                                _FULL_RANGE if color.range == _FULL_RANGE else _LIMITED_RANGE)
+        space = color.space if color.space is not None and color.space in _SWS_MATRIX else _DEFAULT_SPACE
+        self._space, self._range = space, _FULL_RANGE if color.range == _FULL_RANGE else _LIMITED_RANGE
+        self._color = ColorTags(color.primaries, color.trc, self._space, self._range)
         self._audio_path = Path(audio_path) if audio_path is not None else None
         self._audio_duration_s = audio_duration_s
         self._reformatters = threading.local()  # an swscale context is not thread-safe: one per thread
@@ -74,7 +76,7 @@ class VideoWriter:
     def frames_written(self) -> int:
         return self._frames
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         try:
             self._container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
         except (av.FFmpegError, OSError) as error:
@@ -128,11 +130,12 @@ class VideoWriter:
         height, width = self._out_size
         pixels = np.ascontiguousarray(frame_bgr[:height, :width])
         if self._color.space in _BT601 and self._color.range == _LIMITED_RANGE:
-            planes = cv2.cvtColor(pixels, cv2.COLOR_BGR2YUV_I420)
+            planes = cast("npt.NDArray[np.uint8]", cv2.cvtColor(pixels, cv2.COLOR_BGR2YUV_I420))  # cv2's stubs: any
             return av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
         return self._reformatter().reformat(
             av.VideoFrame.from_numpy_buffer(pixels, format="bgr24"), format="yuv420p",
-            dst_colorspace=_SWS_MATRIX[self._color.space], dst_color_range=self._color.range,
+            # PyAV takes swscale's matrix names ("itu709"); its stubs only know the numbers
+            dst_colorspace=_SWS_MATRIX[self._space], dst_color_range=self._range,  # type: ignore[arg-type]
             interpolation=_SWS_ACCURATE, threads=_SWS_THREADS)
 
     def _reformatter(self) -> VideoReformatter:
@@ -151,7 +154,7 @@ class VideoWriter:
         # x264 frame threads (thread count 0 = its own choice from the core count) scale better
         # than the slice threads PyAV asks for by default.
         context.thread_type, context.thread_count = "FRAME", 0
-        context.colorspace, context.color_range = self._color.space, self._color.range
+        context.colorspace, context.color_range = self._space, self._range
         if self._color.primaries is not None:
             context.color_primaries = self._color.primaries
         if self._color.trc is not None:
@@ -196,6 +199,7 @@ class _AudioTrack:
         self._stream.bit_rate = _AAC_BIT_RATE
         self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate,
                                             frame_size=self._stream.codec_context.frame_size or 1024)
+        self._flushed = False
         self._decoded = self._source.decode(source)
         self._rate = rate
         self._limit = round(duration_s * rate) if duration_s is not None else None
@@ -231,10 +235,10 @@ class _AudioTrack:
                              f"({reason(error)}).") from error
 
     def _flush_resampler(self) -> None:
-        if self._resampler is not None:
+        if not self._flushed:
             for chunk in self._resampler.resample(None):
                 self._encode(chunk)
-            self._resampler = None
+            self._flushed = True
 
     def _encode(self, frame: av.AudioFrame) -> None:
         if self._done():
@@ -249,7 +253,8 @@ class _AudioTrack:
 
 def _head(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
     """The first ``samples`` samples of a planar float frame."""
-    head = av.AudioFrame.from_ndarray(np.ascontiguousarray(frame.to_ndarray()[:, :samples]),
+    planes = cast("npt.NDArray[np.float32]", frame.to_ndarray())  # planar float ("fltp"): float32
+    head = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes[:, :samples]),
                                       format=frame.format.name, layout=frame.layout.name)
     head.sample_rate = frame.sample_rate
     return head

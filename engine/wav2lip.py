@@ -91,6 +91,8 @@ class ConvBlock(nn.Module):
     def __init__(self, spec: Spec) -> None:
         super().__init__()
         if spec.transpose:
+            if not isinstance(spec.stride, int):
+                raise ValueError(f"a transposed layer takes one stride for both sides, not {spec.stride}")
             # output_padding = stride - 1 makes a stride-2 layer exactly double the size.
             conv: nn.Module = nn.ConvTranspose2d(spec.cin, spec.cout, spec.kernel, spec.stride,
                                                  spec.padding, output_padding=spec.stride - 1)

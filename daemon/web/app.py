@@ -35,7 +35,8 @@ from .. import operations, slot_status
 from ..config import Config
 from ..overview import overview
 from ..progress import format_duration, iso
-from ..store import FINAL_STATES, Store, StoreError
+from ..states import BUSY_STATES, FINAL_STATES, RETRYABLE, WAITING_STATES, JobState, TaskState
+from ..store import Store, StoreError
 from . import files, upload
 from .auth import COOKIE, SESSION_S, Auth, Guard
 from .metrics import render_metrics
@@ -63,6 +64,7 @@ class Dashboard:
         env.filters["iso"] = iso
         env.filters["size"] = _size
         env.globals["upload_enabled"] = config.web.upload
+        env.globals.update(JobState=JobState, TaskState=TaskState, RETRYABLE=RETRYABLE)
         env.globals["login_enabled"] = self.auth.required
 
     def routes(self) -> list[Route | Mount]:
@@ -101,8 +103,8 @@ class Dashboard:
             view = overview(db, limit=200)
         jobs = view["jobs"]
         return {"view": view, "slots": slot_status.read(self.config.folders.state),
-                "active": [j for j in jobs if j["state"] in ("running", "filing")],
-                "queued": [j for j in jobs if j["state"] in ("queued", "intake")],
+                "active": [j for j in jobs if j["state"] in BUSY_STATES],
+                "queued": [j for j in jobs if j["state"] in WAITING_STATES],
                 "recent": [j for j in jobs if j["state"] in FINAL_STATES][:10]}
 
     def index(self, request: Request) -> Response:
@@ -118,7 +120,7 @@ class Dashboard:
     def history(self, request: Request) -> Response:
         q = request.query_params
         state = q.get("state", "")
-        states = (state,) if state in FINAL_STATES else FINAL_STATES
+        states = (JobState(state),) if state in FINAL_STATES else FINAL_STATES
         with self.store() as db:
             jobs = db.history(states, name=q.get("name", ""), since=_day(q.get("since")), until=_day(q.get("until")))
         return self.page(request, "history.html", jobs=jobs, states=FINAL_STATES, q=q)
@@ -226,8 +228,12 @@ class Dashboard:
         try:
             if form.get("priority"):
                 options["priority"] = int(str(form["priority"]))
+            if form.get("preview_seconds"):
+                options["preview_seconds"] = int(str(form["preview_seconds"]))
         except ValueError:
-            return JSONResponse({"error": "Priority must be a whole number."}, status_code=400)
+            return JSONResponse({"error": "Priority and preview seconds must be whole numbers."}, status_code=400)
+        if form.get("preview_only"):
+            options["preview_only"] = True
         engine = {k: str(form[k]) for k in ("loop", "face") if form.get(k)}
         if engine:
             options["engine"] = engine
@@ -290,7 +296,7 @@ def _day(text: str | None) -> str | None:
     return None
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

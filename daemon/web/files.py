@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..filing import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
 from ..jobfolder import list_files
-from ..results import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
+from ..states import TaskState
 from ..store import Job, Task
 
 PLACES = ("work", "outbox", "error")
@@ -61,7 +62,7 @@ def results(job: Job, tasks: list[Task]) -> list[tuple[Task, JobFile]]:
     places = folders(job)
     found = []
     for task in tasks:
-        if task.state != "done":
+        if task.state != TaskState.DONE:
             continue
         for place, rel in (("outbox", task.output_name), ("work", f"{OUTPUT_DIR}/{task.output_name}")):
             root = places.get(place)
@@ -79,7 +80,8 @@ def inputs(job: Job) -> list[JobFile]:
 
 
 def previews(job: Job) -> list[tuple[JobFile, dict[str, Any]]]:
-    """Each video's preview picture and figures (made before the render; filed with the results)."""
+    """Each video's preview picture and figures (made before the render; filed with the results);
+    ``clip_rel`` in the figures names its preview clip where one was rendered."""
     places = folders(job)
     for place in ("work", "outbox"):
         root = places.get(place)
@@ -93,6 +95,9 @@ def previews(job: Job) -> list[tuple[JobFile, dict[str, Any]]]:
                 except (OSError, ValueError):
                     continue
                 image = f"{PREVIEW_DIR}/{figures.get('image', '')}"
+                clip = f"{PREVIEW_DIR}/{figures['clip']}" if figures.get("clip") else None
+                if clip and (root / clip).is_file():  # job.yaml preview_seconds: a rendered clip too
+                    figures = {**figures, "clip_rel": clip}
                 if (root / image).is_file():
                     found.append((JobFile(place, image, (root / image).stat().st_size), figures))
         return found

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..overview import overview
 from ..progress import mean_seconds_per_video
-from ..store import FINAL_STATES, Store
+from ..states import BUSY_STATES, FINAL_STATES, JobState
+from ..store import Store
 
 
 def render_metrics(store: Store, slots: Sequence[dict[str, Any]] = ()) -> str:
@@ -21,9 +22,9 @@ def render_metrics(store: Store, slots: Sequence[dict[str, Any]] = ()) -> str:
     view = overview(store, limit=1000)
     jobs = view["jobs"]
     counts = store.count_by_state()
-    running = [j for j in jobs if j["state"] in ("running", "filing")]
+    running = [j for j in jobs if j["state"] in BUSY_STATES]
     lines: list[str] = []
-    gauge(lines, "lipsyncd_queue_length", "Jobs waiting to run.", [("", counts.get("queued", 0))])
+    gauge(lines, "lipsyncd_queue_length", "Jobs waiting to run.", [("", counts.get(JobState.QUEUED, 0))])
     gauge(lines, "lipsyncd_running_jobs", "Jobs rendering or being filed now.", [("", len(running))])
     gauge(lines, "lipsyncd_queue_paused", "1 when the queue is paused.", [("", int(view["paused"]))])
     gauge(lines, "lipsyncd_jobs_finished", "Finished jobs in the history, by outcome.",

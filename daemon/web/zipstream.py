@@ -38,7 +38,7 @@ class _Pipe:
 def zip_stream(entries: Iterable[tuple[str, Path]], chunk: int = CHUNK) -> Iterator[bytes]:
     """The bytes of a ZIP holding each ``(name in the archive, file)``, a chunk at a time."""
     pipe = _Pipe()
-    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
         for name, path in entries:
             info = zipfile.ZipInfo.from_file(path, name)
             info.compress_type = zipfile.ZIP_STORED

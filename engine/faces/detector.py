@@ -11,7 +11,7 @@ the centre of the top-left pixel is (0.5, 0.5). Boxes are not clipped to the fra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -30,14 +30,22 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ea
 
 MODEL_NAME = "face_detection_full_range"
 
+Box = tuple[float, float, float, float]
+"""x0, y0, x1, y1 in frame pixels."""
+
+
+def box_of(values: Iterable[float]) -> Box:
+    """Four numbers (numpy's or not) as a :data:`Box` of Python floats."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
 
 @dataclass(frozen=True, eq=False)
 class Detection:
     """One face. ``eq=False``: two detections are equal only if they are the same object (arrays
     make field-wise equality ambiguous)."""
 
-    box: tuple[float, float, float, float]
-    """x0, y0, x1, y1 in frame pixels."""
+    box: Box
     score: float
     """Sigmoid of the best anchor's logit, 0..1."""
     keypoints: np.ndarray
@@ -52,15 +60,14 @@ class Detection:
         dx, dy = self.keypoints[1] - self.keypoints[0]
         return float(np.arctan2(dy, dx))
 
-    def unturned(self, turns: int, width: int, height: int) -> "Detection":
+    def unturned(self, turns: int, width: int, height: int) -> Detection:
         """This detection, found on ``np.rot90(frame, turns)`` of a ``width`` × ``height`` frame,
         in the frame's own pixels."""
         x0, y0, x1, y1 = self.box
         corners = unturn_points(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]), turns, width, height)
         keypoints = unturn_points(self.keypoints, turns, width, height)
         keypoints.setflags(write=False)
-        return Detection(tuple(float(v) for v in np.concatenate([corners.min(axis=0), corners.max(axis=0)])),
-                         self.score, keypoints)
+        return Detection(box_of(np.concatenate([corners.min(axis=0), corners.max(axis=0)])), self.score, keypoints)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def letterbox(frame_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         # The frame's edges fall on input pixel edges (true of 1080p, 720p, 4K, 4:3...): shrinking
         # the frame alone gives the same pixels, without building and shrinking the padded square.
         y, x, h, w = (n * INPUT_SIZE // side for n in (top, left, height, width))
-        small = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+        small: np.ndarray = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
         small[y:y + h, x:x + w] = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
     else:
         square = cv2.copyMakeBorder(frame_bgr, top, side - height - top, left, side - width - left,
@@ -135,7 +142,7 @@ class FaceDetector:
         for start in range(0, len(frames_bgr), self.max_batch):
             placed = [letterbox(frame) for frame in frames_bgr[start:start + self.max_batch]]
             inputs = np.stack([rgb for rgb, _ in placed])
-            for (points, scores), (_, placement) in zip(self._candidates(inputs), placed):
+            for (points, scores), (_, placement) in zip(self._candidates(inputs), placed, strict=True):
                 results.append(_merge(points, scores, placement))
         return results
 
@@ -153,8 +160,8 @@ class FaceDetector:
         corners = torch.stack([reg[:, 0] + centre - half, reg[:, 0] + centre + half], dim=1)
         points = torch.cat([corners, reg[:, 2:] + centre[:, None]], dim=1).cpu().numpy()
         kept = scores[image, anchor].cpu().numpy()
-        image = image.cpu().numpy()
-        return [(points[image == i], kept[image == i]) for i in range(len(inputs_rgb))]
+        owner = image.cpu().numpy()
+        return [(points[owner == i], kept[owner == i]) for i in range(len(inputs_rgb))]
 
 
 def _merge(points: np.ndarray, scores: np.ndarray, placement: Letterbox) -> list[Detection]:
@@ -173,7 +180,7 @@ def _merge(points: np.ndarray, scores: np.ndarray, placement: Letterbox) -> list
         merged = placement.to_frame(np.tensordot(weights, points[cluster], axes=1))
         keypoints = merged[2:]
         keypoints.setflags(write=False)
-        detections.append(Detection(box=tuple(float(v) for v in merged[:2].ravel()),
+        detections.append(Detection(box=box_of(merged[:2].ravel()),
                                     score=float(scores[cluster[0]]), keypoints=keypoints))
     return detections
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .detector import Detection
+from .detector import Detection, box_of
 from .locate import FaceLocator
 from .mesh import FACE_OVAL, NUM_POINTS
 from .track import BROWS, KEPT, LIPS, NOSE, OVAL
@@ -140,7 +140,7 @@ class S3fdDetector:
         for start in range(0, len(frames_bgr), self.batch_size):
             rgb = np.stack([_rgb(f) for f in frames_bgr[start:start + self.batch_size]])
             for boxes in self.model.face_detector.detect_from_batch(torch.from_numpy(rgb).permute(0, 3, 1, 2)):
-                found.append([Detection(tuple(float(v) for v in b[:4]), float(b[4]), _NO_KEYPOINTS)
+                found.append([Detection(box_of(b[:4]), float(b[4]), _NO_KEYPOINTS)
                               for b in boxes])
         return found
 
@@ -158,7 +158,7 @@ class FanMesh:
         """``angles`` is accepted and unused: FAN aligns the face in its box itself."""
         points = np.full((len(frames_bgr), NUM_POINTS, 3), np.nan, np.float32)
         presence = np.zeros(len(frames_bgr), np.float32)
-        for i, (frame, box) in enumerate(zip(frames_bgr, boxes)):
+        for i, (frame, box) in enumerate(zip(frames_bgr, boxes, strict=True)):
             # float64: face_alignment's crop writes box-derived numpy scalars into torch tensors,
             # which current torch refuses for float32 scalars.
             box64 = np.asarray(box, np.float64)
@@ -185,8 +185,8 @@ class FanLocator(FaceLocator):
         try:
             import face_alignment
         except ImportError as exc:
-            raise ModelError("The face-alignment face finder is not installed on this machine; "
-                             "install lipsyncd with the 'face-alignment' extra or use the default face finder.") from exc
+            raise ModelError("The face-alignment face finder is not installed on this machine; install "
+                             "lipsyncd with the 'face-alignment' extra or use the default face finder.") from exc
         if not allow_download and not fan_weights_present():
             raise ModelError("The face-alignment face finder is not ready: its weights (S3FD and 2DFAN4) are "
                              "not in the torch hub checkpoint folder. Use the default face finder, or allow "

@@ -80,7 +80,7 @@ class ConvertedGraph(torch.nn.Module):
     def forward(self, x_nhwc: torch.Tensor) -> list[torch.Tensor]:
         """Run the graph on a float32 NHWC batch; return its outputs in TFLite's order and layout."""
         values: dict[int, torch.Tensor] = {self._input: x_nhwc.permute(0, 3, 1, 2)}
-        for op, dead in zip(self._ops, self._dead_after):
+        for op, dead in zip(self._ops, self._dead_after, strict=True):
             values[op["out"]] = _KERNELS[op["op"]](self, op, [values[i] for i in op["in"]])
             for tensor in dead:
                 del values[tensor]

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from .detector import Detection, FaceDetector
+from .detector import Box, Detection, FaceDetector, box_of
 from .mesh import FaceMesh, roll
 from .track import KEPT, MIN_PRESENCE, box_iou
 from .turns import upright_turns
@@ -39,7 +39,6 @@ SETTLED = 0.01
 has settled (see :meth:`FaceLocator._refine`)."""
 MAX_REFINE = 4
 """Most runs of the mesh on one frame while it settles (one or two on a detector's usual box)."""
-Box = tuple[float, float, float, float]
 
 
 class Guide(NamedTuple):
@@ -77,7 +76,7 @@ class FaceLocator:
     crop sits: from a detector box, whose shape is not the mesh's, up to 5 px on a 140 px face;
     cropped around a mesh's answer, within a pixel. So the track no longer jumps each time a new
     detection places the crops."""
-    search_turns = (1, 3, 2)
+    search_turns: tuple[int, ...] = (1, 3, 2)
     """Quarter turns (``np.rot90``) the detector also tries on its every-few-frames runs where
     nothing it found upright was confirmed by the mesh."""
 
@@ -89,10 +88,10 @@ class FaceLocator:
         self._count = 0
 
     @classmethod
-    def load(cls, device: torch.device, choice: str = "largest") -> "FaceLocator":
+    def load(cls, device: torch.device, choice: str = "largest") -> FaceLocator:
         return cls(FaceDetector(device), FaceMesh(device), choice)
 
-    def for_video(self, choice: str) -> "FaceLocator":
+    def for_video(self, choice: str) -> FaceLocator:
         """A locator on the same models with no memory of another video."""
         return type(self)(self.detector, self.mesh, choice)
 
@@ -132,14 +131,14 @@ class FaceLocator:
                 if self.refine:
                     self._refine(frames, points, confirmed)
                 for i in confirmed:
-                    anchors[i] = _guide_of(points[i])
+                    anchors[i] = _guide_of(_known(points[i]))
                 for i in todo:
                     if points[i] is not None:
                         continue
                     if i in picked:  # a detection the mesh does not confirm is no evidence
                         found[i] = [face for face in found[i] if face is not picked[i]]
-                    if i > 0 and points[i - 1] is not None:
-                        anchors[i - 1] = _guide_of(points[i - 1])
+                    if i > 0 and (before := points[i - 1]) is not None:
+                        anchors[i - 1] = _guide_of(before)
                 continue
             search = [i for i in range(n) if points[i] is None and i not in found]
             for guide in {guides[i] for i in search}:
@@ -158,7 +157,7 @@ class FaceLocator:
     def _follow(self, frames: Sequence[np.ndarray], todo: list[int], guides: list[Guide | None],
                 tried: dict[int, set[Guide]], points: list[np.ndarray | None]) -> None:
         """Run the mesh on frames ``todo`` from their guides; keep the points where it sees a face."""
-        plan = [guides[i] for i in todo]
+        plan = [_known(guides[i]) for i in todo]
         mesh, presence = self.mesh.landmarks([frames[i] for i in todo], np.array([g.box for g in plan]),
                                              np.array([g.roll for g in plan]))
         for k, i in enumerate(todo):
@@ -174,7 +173,7 @@ class FaceLocator:
         for _ in range(MAX_REFINE):
             if not indices:
                 return
-            guides = [_guide_of(points[i]) for i in indices]
+            guides = [_guide_of(_known(points[i])) for i in indices]
             mesh, presence = self.mesh.landmarks([frames[i] for i in indices], np.array([g.box for g in guides]),
                                                  np.array([g.roll for g in guides]))
             moving = []
@@ -191,8 +190,8 @@ class FaceLocator:
         is upright: on a face lying sideways, the upright detector finds nothing or fires with
         keypoints that mean nothing."""
         if indices:
-            found.update(zip(indices, self._turned_detect([frames[i] for i in indices],
-                                                          int(upright_turns(guide.roll)) if guide else 0)))
+            turns = int(upright_turns(guide.roll)) if guide else 0
+            found.update(zip(indices, self._turned_detect([frames[i] for i in indices], turns), strict=True))
 
     def _detect_turned(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]],
                        indices: list[int]) -> None:
@@ -202,7 +201,7 @@ class FaceLocator:
         tell the turn (the detector finds an upright face upside down almost as surely, and fires
         on a sideways face upright): the mesh can, and rejects the wrong ones."""
         for turns in self.search_turns:
-            for i, faces in zip(indices, self._turned_detect([frames[i] for i in indices], turns)):
+            for i, faces in zip(indices, self._turned_detect([frames[i] for i in indices], turns), strict=True):
                 found[i] = sorted(found[i] + faces, key=lambda face: -face.score)
 
     def _turned_detect(self, frames: Sequence[np.ndarray], turns: int) -> list[list[Detection]]:
@@ -211,7 +210,7 @@ class FaceLocator:
             return self.detector.detect(frames)
         found = self.detector.detect([np.ascontiguousarray(np.rot90(frame, turns)) for frame in frames])
         return [[face.unturned(turns, frame.shape[1], frame.shape[0]) for face in faces]
-                for frame, faces in zip(frames, found)]
+                for frame, faces in zip(frames, found, strict=True)]
 
     def _guides(self, frames: Sequence[np.ndarray], found: dict[int, list[Detection]], anchors: dict[int, Guide],
                 rolls: dict[int, float]) -> tuple[list[Guide | None], dict[int, Detection], list[int | None], set[int]]:
@@ -252,11 +251,12 @@ class FaceLocator:
         lying sideways or upside down as if they were upright. The mesh's presence tells, though
         not by a threshold (a face upside down in its crop may still score 0.9999)."""
         offsets = np.array([0.0, np.pi / 2, np.pi, -np.pi / 2])
-        plan = [(i, guides[i].box, guides[i].roll + offset) for i in indices for offset in offsets]
+        known = {i: _known(guides[i]) for i in indices}
+        plan = [(i, known[i].box, known[i].roll + offset) for i in indices for offset in offsets]
         _, presence = self.mesh.landmarks([frames[i] for i, _, _ in plan], np.array([box for _, box, _ in plan]),
                                           np.array([angle for _, _, angle in plan]))
         best = presence.reshape(len(indices), len(offsets)).argmax(axis=1)
-        return {i: float(_wrap(guides[i].roll + offsets[k])) for i, k in zip(indices, best)}
+        return {i: float(_wrap(known[i].roll + offsets[k])) for i, k in zip(indices, best, strict=True)}
 
     @staticmethod
     def _guide_from(pick: Detection, last: Guide | None) -> Guide:
@@ -274,7 +274,8 @@ class FaceLocator:
                 return same
         if self.choice == "center":
             cx, cy = width / 2, height / 2
-            return min(found, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+            return min(found,
+                       key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
         return max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
 
 
@@ -295,4 +296,16 @@ def _guide_of(points: np.ndarray) -> Guide:
     xy = points[:, :2]
     box = np.concatenate([np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)])
     angle = float(roll(points[None])[0])
-    return Guide(tuple(float(v) for v in box), angle if np.isfinite(angle) else 0.0)
+    return Guide(box_of(box), angle if np.isfinite(angle) else 0.0)
+
+
+_T = TypeVar("_T")
+
+
+def _known(value: _T | None) -> _T:
+    """``value``, which the locator's bookkeeping guarantees is there (a guide for every frame it
+    runs the mesh on, landmarks for every frame it confirmed); says so to the type checker, and
+    fails at once, not later, if that ever stops being true."""
+    if value is None:
+        raise RuntimeError("face locator: a frame's guide or landmarks are missing")
+    return value

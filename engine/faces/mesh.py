@@ -123,7 +123,8 @@ class FaceMesh:
         logits = np.empty(len(frames_bgr), dtype=np.float32)
         for start in range(0, len(frames_bgr), self.max_batch):
             part = slice(start, start + self.max_batch)
-            crops = np.stack([crop(frame, transform) for frame, transform in zip(frames_bgr[part], transforms[part])])
+            pairs = zip(frames_bgr[part], transforms[part], strict=True)
+            crops = np.stack([crop(frame, transform) for frame, transform in pairs])
             points[part], logits[part] = self.run_model(crops)
         linear, offset = transforms[:, :, :2], transforms[:, :, 2]
         points[..., :2] = np.einsum("nij,nkj->nki", linear, points[..., :2]) + offset[:, None, :]

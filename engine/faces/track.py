@@ -94,13 +94,14 @@ class FaceTrack:
         """Write atomically: a cache file is either whole or absent."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
+        assert self.turns is not None  # __post_init__ fills it in
         with open(tmp, "wb") as f:
             np.savez(f, version=TRACK_VERSION, boxes=self.boxes, points=self.points, fade=self.fade,
                      turns=self.turns)
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "FaceTrack | None":
+    def load(cls, path: Path) -> FaceTrack | None:
         """The cached track, or None when absent, unreadable or from another analysis version."""
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -188,7 +189,7 @@ def _long_runs(present: np.ndarray, min_run: int) -> np.ndarray:
     """``present`` with runs of True shorter than ``min_run`` set to False."""
     kept = present.copy()
     edges = np.flatnonzero(np.diff(np.concatenate([[0], present.astype(np.int8), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2]):
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
         if stop - start < min_run:
             kept[start:stop] = False
     return kept
@@ -263,7 +264,7 @@ def _fades(present: np.ndarray, fade_frames: int) -> np.ndarray:
     n = len(present)
     fade = np.zeros(n, np.float32)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], present.astype(np.int8), [0]])))
-    for i, j in zip(edges[::2], edges[1::2]):
+    for i, j in zip(edges[::2], edges[1::2], strict=True):
         k = np.arange(j - i, dtype=np.float32)
         ramp_in = (k + 1) / (fade_frames + 1) if i > 0 else np.ones_like(k)
         ramp_out = (j - i - k) / (fade_frames + 1) if j < n else np.ones_like(k)

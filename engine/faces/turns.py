@@ -31,7 +31,7 @@ def unturn_points(points: np.ndarray, turns: int, width: int, height: int) -> np
     return turn_points(points, -turns, turned_w, turned_h)
 
 
-def upright_turns(roll: np.ndarray) -> np.ndarray:
+def upright_turns(roll: float | np.ndarray) -> np.ndarray:
     """Quarter turns (0..3) that bring faces of roll ``roll`` (radians, see :func:`.mesh.roll`)
     closest to upright in ``np.rot90(frame, turns)``."""
     return np.round(np.asarray(roll) / (np.pi / 2)).astype(np.int64) % 4

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .networks import Network
+
 SAMPLE_RATE = 16_000
 SEGMENT_SAMPLES = 30 * SAMPLE_RATE
 WHISPER_FPS = 50
@@ -42,7 +44,7 @@ def log_mel(features: Any, segment: np.ndarray) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def stacked_hidden_states(whisper: nn.Module, mel: torch.Tensor) -> torch.Tensor:
+def stacked_hidden_states(whisper: Network, mel: torch.Tensor) -> torch.Tensor:
     """(B, 1500, 5, 384): the encoder's embedding output, the inputs of its layers 1..n-1, and
     the final LayerNorm of the last layer's output, stacked on dim 2 (as the reference stacks
     ``hidden_states``). Walked here rather than through ``output_hidden_states`` so that the
@@ -100,7 +102,7 @@ class SpeechPrompts:
 
     KEPT_SEGMENTS = 2
 
-    def __init__(self, wav: np.ndarray, whisper: nn.Module, features: Any) -> None:
+    def __init__(self, wav: np.ndarray, whisper: Network, features: Any) -> None:
         self.wav = np.asarray(wav, dtype=np.float32)
         self.whisper = whisper
         self.features = features

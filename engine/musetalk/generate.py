@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from .audio import with_positions
 from .face import vae_input
+from .networks import Network
 
 LATENT_SCALE = 0.18215
 """diffusers' default ``scaling_factor`` for this VAE (its config.json does not set one)."""
 
 
 @torch.inference_mode()
-def posterior(vae: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior(vae: Network, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of the VAE's latent distribution for input images ``x``, before scaling."""
     dist = vae.encode(x).latent_dist
     return dist.mean, dist.std
 
 
-def unet_input(vae: nn.Module, faces_bgr: np.ndarray) -> torch.Tensor:
+def unet_input(vae: Network, faces_bgr: np.ndarray) -> torch.Tensor:
     """(B, 8, 32, 32): the scaled posterior means of the masked and the whole faces, masked first."""
     device = next(vae.parameters()).device
     masked, _ = posterior(vae, vae_input(faces_bgr, masked=True).to(device))
@@ -36,14 +36,14 @@ def unet_input(vae: nn.Module, faces_bgr: np.ndarray) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def unet_step(unet: nn.Module, latents: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+def unet_step(unet: Network, latents: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
     """(B, 4, 32, 32): the UNet's single step at timestep 0, audio prompts (without PE) as context."""
     timestep = torch.tensor([0], device=latents.device)
     return unet(latents, timestep, encoder_hidden_states=with_positions(prompts)).sample
 
 
 @torch.inference_mode()
-def decode(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+def decode(vae: Network, latents: torch.Tensor) -> torch.Tensor:
     """(B, 3, 256, 256) RGB images in about [-1, 1], unclamped, from UNet-output latents."""
     return vae.decode(latents / LATENT_SCALE).sample
 

@@ -19,21 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import ModelError
 from .configs import checked_config
-from .layout import (UNET_CONFIG, VAE_CONFIG, WHISPER_CONFIG, WHISPER_PREPROCESSOR, MuseTalkFiles)
+from .layout import UNET_CONFIG, VAE_CONFIG, WHISPER_CONFIG, WHISPER_PREPROCESSOR, MuseTalkFiles
 from .weights import check_layout, current_vae_names, read_weights, without_model_prefix
 
+Network = Any
+"""A diffusers or transformers network: an ``nn.Module`` whose own methods (``encode``, ``sample``,
+``conv1``...) the code calls. Typed as Any on purpose: ``nn.Module`` would make each of those a
+``Tensor | Module``, and those libraries' classes do not type-check as torch modules (diffusers
+imports torch conditionally, transformers wraps ``to``)."""
 
-def _ready(module: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+
+def _ready(module: Network, state: Mapping[str, torch.Tensor]) -> Network:
     """Take the checked tensors (no copy), in float32, for inference."""
     module.load_state_dict(state, strict=True, assign=True)
     return module.float().eval().requires_grad_(False)
 
 
-def _built(factory: Any, config: Mapping[str, Any], config_path: str | Path, network: str) -> nn.Module:
+def _built(factory: Any, config: object, config_path: str | Path, network: str) -> Network:
     try:
         with torch.device("meta"):
             return factory(config)
@@ -43,7 +48,7 @@ def _built(factory: Any, config: Mapping[str, Any], config_path: str | Path, net
 
 
 def build_unet(config: Mapping[str, Any], state: Mapping[str, torch.Tensor],
-               source: str | Path = "unet.pth", config_path: str | Path = "musetalk.json") -> nn.Module:
+               source: str | Path = "unet.pth", config_path: str | Path = "musetalk.json") -> Network:
     """The MuseTalk UNet (diffusers ``UNet2DConditionModel``) with the weights of ``state``."""
     from diffusers import UNet2DConditionModel
 
@@ -54,7 +59,7 @@ def build_unet(config: Mapping[str, Any], state: Mapping[str, torch.Tensor],
 
 def build_vae(config: Mapping[str, Any], state: Mapping[str, torch.Tensor],
               source: str | Path = "diffusion_pytorch_model.bin",
-              config_path: str | Path = "config.json") -> nn.Module:
+              config_path: str | Path = "config.json") -> Network:
     """The Stable Diffusion VAE (diffusers ``AutoencoderKL``); legacy attention names accepted."""
     from diffusers import AutoencoderKL
 
@@ -66,7 +71,7 @@ def build_vae(config: Mapping[str, Any], state: Mapping[str, torch.Tensor],
 
 def build_whisper_encoder(config: Mapping[str, Any], state: Mapping[str, torch.Tensor],
                           source: str | Path = "pytorch_model.bin",
-                          config_path: str | Path = "config.json") -> nn.Module:
+                          config_path: str | Path = "config.json") -> Network:
     """whisper-tiny's encoder (transformers ``WhisperEncoder``).
 
     The official file is the whole speech-recognition model; all of it is checked (a file
@@ -96,9 +101,9 @@ def feature_extractor(config: Mapping[str, Any]) -> Any:
 class MuseTalkNetworks:
     """Everything MuseTalk runs, on one device."""
 
-    unet: nn.Module
-    vae: nn.Module
-    whisper: nn.Module
+    unet: Network
+    vae: Network
+    whisper: Network
     features: Any
     """The log-mel feature extractor (runs on the CPU)."""
 

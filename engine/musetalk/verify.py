@@ -13,8 +13,15 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .configs import ARCHITECTURE_FIELDS, checked_config, reference_config
-from .layout import (UNET_CONFIG, UNET_WEIGHTS, VAE_CONFIG, VAE_WEIGHTS, WHISPER_CONFIG, WHISPER_PREPROCESSOR,
-                     WHISPER_WEIGHTS)
+from .layout import (
+    UNET_CONFIG,
+    UNET_WEIGHTS,
+    VAE_CONFIG,
+    VAE_WEIGHTS,
+    WHISPER_CONFIG,
+    WHISPER_PREPROCESSOR,
+    WHISPER_WEIGHTS,
+)
 from .networks import build_unet, build_vae, build_whisper_encoder, feature_extractor
 from .weights import read_weights
 

@@ -15,6 +15,7 @@ the way the real engine's does.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -62,6 +63,10 @@ class FakeEngine:
         if b"silence" in data:
             raise AudioError("the audio is silent")
         return SpeechAudio(str(path), np.frombuffer(data, np.uint8).astype(np.float32), np.zeros((80, 16), np.float32))
+
+    def audio_head(self, audio: SpeechAudio, seconds: float) -> SpeechAudio:
+        """The fake's audio lasts ``len(audio.samples) / 100`` seconds (see :meth:`preview`)."""
+        return dataclasses.replace(audio, samples=audio.samples[: round(seconds * 100)])
 
     def preview(self, audio: SpeechAudio, video: Path, image: Path, options: RenderOptions,
                 progress: Callable[[Progress], None] | None = None,

@@ -53,6 +53,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ("watch: {colour: red}", "watch.colour: unknown key; keys are mode, poll_interval"),
     ("pizza: {}", "pizza: unknown section; sections are folders, watch, jobs, service, engine"),
     ("jobs: {duplicates: maybe}", "jobs.duplicates: must be one of rerun, skip; got 'maybe'"),
+    ("jobs: {keep_inputs: return}", "jobs.keep_inputs: must be one of keep, delete; got 'return'"),
     ("jobs: {naming: '{title}.mp4'}", "jobs.naming: unknown field {title}; allowed fields are {stem}, {job}"),
     ("engine: {device: tpu}", "engine.device: must be one of auto, cuda, cpu; got 'tpu'"),
     ("engine: {defaults: {crf: 99}}", "engine.defaults.crf: must be a whole number from 0 to 51; got 99"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
-from lipsyncd.daemon import filing
+from lipsyncd.daemon import publish
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.intake import Intake, recover
 from lipsyncd.daemon.operations import retry
@@ -322,7 +322,7 @@ def test_disk_full_while_publishing_keeps_inputs_and_retry_runs_it_again(cfg, st
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
-    monkeypatch.setattr(filing, "_copy_data", no_space)
+    monkeypatch.setattr(publish, "_copy_data", no_space)
     make_job(cfg.folders.inbox, "big")
     drain(cfg, store, engine)
     job = store.job(1)
@@ -389,9 +389,9 @@ def test_cross_filesystem_publish_copies_verifies_then_deletes(cfg, store, engin
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     copies = []
-    real_copy = filing.copy_verified
+    real_copy = publish.copy_verified
     monkeypatch.setattr(os, "link", exdev)
-    monkeypatch.setattr(filing, "copy_verified", lambda s, d: (copies.append(Path(s).name), real_copy(s, d)))
+    monkeypatch.setattr(publish, "copy_verified", lambda s, d: (copies.append(Path(s).name), real_copy(s, d)))
     make_job(cfg.folders.inbox, "remote")
     drain(cfg, store, engine)
     out = cfg.folders.outbox / "remote"

@@ -10,7 +10,7 @@ import os
 import pytest
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
-from lipsyncd.daemon import filing
+from lipsyncd.daemon import publish
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.operations import retry
 from lipsyncd.daemon.store import StoreError
@@ -39,7 +39,7 @@ def full_disk(monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
-    monkeypatch.setattr(filing, "_copy_data", no_space)
+    monkeypatch.setattr(publish, "_copy_data", no_space)
     return monkeypatch
 
 

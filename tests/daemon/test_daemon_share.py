@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
-from lipsyncd.daemon import doctor, results, service
+from lipsyncd.daemon import doctor, filing, service
 from lipsyncd.daemon.config import Config
-from lipsyncd.daemon.filing import FilingError
+from lipsyncd.daemon.publish import PublishError
 from lipsyncd.daemon.intake import Intake, recover
 from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.share import ShareError, ShareGuard, is_waiting_note, mount_of, mounts
@@ -215,13 +215,13 @@ def test_filing_waits_while_the_share_is_gone_instead_of_failing(shared, tmp_pat
     store = Store(cfg.folders.database)
     intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1), share=guard)
     intake.tick(store) + intake.tick(store)
-    publish = results.publish_dir
+    publish = filing.publish_dir
 
     def share_goes_while_publishing(entries, final):
         (tmp_path / "share").rename(tmp_path / "away")
         publish(entries, final)
 
-    monkeypatch.setattr(results, "publish_dir", share_goes_while_publishing)
+    monkeypatch.setattr(filing, "publish_dir", share_goes_while_publishing)
     runner = Runner(cfg, FakeEngine, threading.Event(), share=guard)
     while runner.step(store):
         pass
@@ -242,10 +242,10 @@ def test_a_finished_job_whose_inputs_were_left_held_is_filed_at_start(cfg, store
     cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, quiet_period=0))
 
     def no_space(*_args, **_kwargs):
-        raise FilingError(28, "Not enough free space")
+        raise PublishError(28, "Not enough free space")
 
     make_job(cfg.folders.inbox, "held")
-    monkeypatch.setattr(results, "publish_dir", no_space)
+    monkeypatch.setattr(filing, "publish_dir", no_space)
     intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1))
     intake.tick(store) + intake.tick(store)
     Runner(cfg, lambda: engine, threading.Event()).step(store)

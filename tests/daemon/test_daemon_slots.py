@@ -19,6 +19,16 @@ from pathlib import Path
 import pytest
 from daemon_fakes import FRAMES, FakeEngine
 from daemon_helpers import make_job
+from slot_helpers import (
+    Service,
+    outbox_files,
+    queue_job,
+    running,
+    wait_for,
+    with_fakes_on_path,
+    worker_pids,
+)
+
 from lipsyncd.daemon import config as config_module
 from lipsyncd.daemon import runner as runner_module
 from lipsyncd.daemon import slot_status
@@ -33,15 +43,6 @@ from lipsyncd.daemon.local_executor import (
 from lipsyncd.daemon.report import face_warning
 from lipsyncd.daemon.runner import Runner
 from lipsyncd.daemon.store import Store
-from slot_helpers import (
-    Service,
-    outbox_files,
-    queue_job,
-    running,
-    wait_for,
-    with_fakes_on_path,
-    worker_pids,
-)
 
 HERE = Path(__file__).parent
 

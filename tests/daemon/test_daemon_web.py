@@ -9,13 +9,15 @@ import time
 import zipfile
 from pathlib import Path
 
+import yaml
+from starlette.testclient import TestClient
+
 from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config
 from lipsyncd.daemon.executor import SlotState
-from lipsyncd.daemon.results import OUTPUT_DIR
+from lipsyncd.daemon.filing import OUTPUT_DIR
 from lipsyncd.daemon.store import Store
 from lipsyncd.daemon.web.app import create_app
-from starlette.testclient import TestClient
 
 ORIGIN = {"Origin": "http://127.0.0.1"}
 TOKEN = "0123456789abcdef-token"
@@ -179,13 +181,14 @@ def test_upload_becomes_a_job_folder_in_the_inbox_only_when_complete(cfg):
         assert c.put(f"/upload/{upload_id}/files/{rel}", content=data, headers=ORIGIN).status_code == 200
     assert [p.name for p in cfg.folders.inbox.iterdir() if not p.name.startswith(".")] == []  # not yet visible
     assert c.put(f"/upload/{upload_id}/files/../escape.txt", content=b"x", headers=ORIGIN).status_code in (400, 404)
-    r = c.post(f"/upload/{upload_id}/finish", data={"name": "Web job", "priority": "3", "loop": "loop"},
-               headers=ORIGIN)
+    r = c.post(f"/upload/{upload_id}/finish", data={"name": "Web job", "priority": "3", "loop": "loop",
+                                                     "preview_seconds": "5", "preview_only": "1"}, headers=ORIGIN)
     assert r.json()["name"] == "Web job"
     job = cfg.folders.inbox / "Web job"
     assert sorted(p.relative_to(job).as_posix() for p in job.rglob("*") if p.is_file()) == \
         ["Caméra A.mp4", "job.yaml", "notes/x.txt", "voice.wav"]
-    assert "priority: 3" in (job / "job.yaml").read_text() and "loop: loop" in (job / "job.yaml").read_text()
+    assert yaml.safe_load((job / "job.yaml").read_text()) == {"priority": 3, "preview_seconds": 5, "preview_only": True,
+                                                                "engine": {"loop": "loop"}}
     assert list((cfg.folders.inbox / ".uploading").iterdir()) == []
 
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from lipsyncd.daemon import filing
-from lipsyncd.daemon.filing import Entry, FilingError, move_dir, publish_dir
+from lipsyncd.daemon import publish
+from lipsyncd.daemon.publish import Entry, PublishError, move_dir, publish_dir
 
 
 def exdev(*_args):
@@ -40,7 +40,7 @@ def test_publish_builds_under_a_hidden_name_then_appears_whole(tmp_path):
 
 def test_cross_filesystem_copy_is_verified(tmp_path, monkeypatch):
     src = tmp_path / "a.mp4"
-    src.write_bytes(os.urandom(3 * filing.CHUNK + 5))
+    src.write_bytes(os.urandom(3 * publish.CHUNK + 5))
     monkeypatch.setattr(os, "link", exdev)
     publish_dir([Entry("a.mp4", source=src)], tmp_path / "Job")
     assert (tmp_path / "Job" / "a.mp4").read_bytes() == src.read_bytes()
@@ -56,9 +56,9 @@ def test_a_corrupted_copy_is_an_error_and_leaves_nothing(tmp_path, monkeypatch):
         fout.write(data[:-1] + b"X")
 
     monkeypatch.setattr(os, "link", exdev)
-    monkeypatch.setattr(filing, "_copy_data", corrupting)
+    monkeypatch.setattr(publish, "_copy_data", corrupting)
     (tmp_path / "out").mkdir()
-    with pytest.raises(FilingError, match="Could not write to"):
+    with pytest.raises(PublishError, match="Could not write to"):
         publish_dir([Entry("a.mp4", source=src)], tmp_path / "out" / "Job")
     assert list((tmp_path / "out").iterdir()) == []
     assert src.read_bytes() == b"original bytes"
@@ -66,7 +66,7 @@ def test_a_corrupted_copy_is_an_error_and_leaves_nothing(tmp_path, monkeypatch):
 
 def test_never_replaces_an_existing_folder(tmp_path):
     (tmp_path / "Job").mkdir()
-    with pytest.raises(FilingError):
+    with pytest.raises(PublishError):
         publish_dir([Entry("x.txt", text="x")], tmp_path / "Job")
     assert list(tmp_path.iterdir()) == [tmp_path / "Job"]
 
@@ -76,7 +76,7 @@ def test_never_replaces_an_existing_folder(tmp_path):
     (errno.EIO, "Could not write to"),
 ])
 def test_errors_are_described_in_plain_words(tmp_path, code, words):
-    assert filing.describe(OSError(code, os.strerror(code)), tmp_path).startswith(f"{words} {tmp_path}")
+    assert publish.describe(OSError(code, os.strerror(code)), tmp_path).startswith(f"{words} {tmp_path}")
 
 
 def test_move_dir_across_file_systems_copies_then_deletes(tmp_path, monkeypatch):
