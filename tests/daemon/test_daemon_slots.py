@@ -140,7 +140,7 @@ def test_kill_9_of_a_worker_mid_video_reruns_only_that_video(slots_cfg, store, c
 
 
 def test_a_stuck_worker_is_killed_its_video_retried_then_failed_with_a_reason(slots_cfg, store):
-    slots_cfg = dataclasses.replace(slots_cfg, engine=dataclasses.replace(slots_cfg.engine, stuck_timeout=3.0))
+    slots_cfg = dataclasses.replace(slots_cfg, engine=dataclasses.replace(slots_cfg.engine, stuck_timeout=8.0))
     job_id = queue_job(slots_cfg, store, "stuck", {"good.mp4": b"fine", "hang.mp4": b"stuck here"})
     with Service(slots_cfg, frame_delay=0.05):
         wait_for(lambda: store.job(job_id).state == "done", "the job to be filed", timeout=60)
@@ -148,9 +148,9 @@ def test_a_stuck_worker_is_killed_its_video_retried_then_failed_with_a_reason(sl
     assert tasks["good.mp4"].state == "done"
     assert (tasks["hang.mp4"].state, tasks["hang.mp4"].attempt) == ("failed", 2)
     assert tasks["hang.mp4"].error.startswith(
-        "The video could not be rendered: its worker made no progress for 3 seconds and was stopped, 2 times in a row.")
+        "The video could not be rendered: its worker made no progress for 8 seconds and was stopped, 2 times in a row.")
     assert outbox_files(slots_cfg, "stuck") == {"good.mp4": b"LIPSYNCED RIFF speech + fine"}
-    assert "made no progress for 3 seconds" in (slots_cfg.folders.error / "stuck" / "error.txt").read_text()
+    assert "made no progress for 8 seconds" in (slots_cfg.folders.error / "stuck" / "error.txt").read_text()
 
 
 def test_cancel_stops_the_video_on_every_slot(slots_cfg, store):
