@@ -456,64 +456,66 @@ class Runner:
         """A preview of every pending video (``preview/<output>.jpg`` + ``.json`` in the work
         folder, filed with the results) before the first render, so a wrong upload shows in
         seconds. Done here, with the service's own engine (a preview is a few frames), whatever
-        the executor. A video whose preview fails is left to its render, which reports the problem."""
+        the executor."""
         assert self._engine is not None
+        engine = self._engine
         folder = Path(job.work_dir) / PREVIEW_DIR
-        for task in store.tasks(job.id):
-            image = folder / f"{Path(task.output_name).stem}.jpg"
-            if not _pending(task, outputs) or image.is_file():  # done, or previewed in an earlier attempt
-                continue
-            if should_stop():
-                return
-            store.task_started(task.id)
-            try:
-                result = self._engine.preview(audio, on_disk(inputs, task.video), image, options,
-                                              progress=self._progress_writer(store, task.id, stage="preview"),
-                                              should_stop=should_stop, video_digest=task.video_sha256)
-            except Cancelled:
-                return
-            except Exception as exc:  # noqa: BLE001 - the render meets the same problem and reports it
-                log.warning("%s: no preview: %s", task.video, exc)
-            else:
-                summary = {**result.as_dict(), "image": image.name}
-                text = readable(json.dumps(summary, ensure_ascii=False))  # names not in UTF-8 (see names.readable)
-                image.with_suffix(".json").write_text(text, encoding="utf-8")
-                log.info("%s: preview: %s", task.video, result.summary)
-            finally:
-                store.task_waiting(task.id)
+
+        def preview(task: Task, image: Path) -> None:
+            result = engine.preview(audio, on_disk(inputs, task.video), image, options,
+                                    progress=self._progress_writer(store, task.id, stage="preview"),
+                                    should_stop=should_stop, video_digest=task.video_sha256)
+            summary = {**result.as_dict(), "image": image.name}
+            text = readable(json.dumps(summary, ensure_ascii=False))  # names not in UTF-8 (see names.readable)
+            image.with_suffix(".json").write_text(text, encoding="utf-8")
+            log.info("%s: preview: %s", task.video, result.summary)
+
+        self._for_each_preview(store, job, outputs, should_stop, "preview",
+                               lambda task: folder / f"{Path(task.output_name).stem}.jpg", preview)
 
     def _preview_clips(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
                        options: RenderOptions, should_stop: Callable[[], bool]) -> None:
         """job.yaml ``preview_seconds``: the first seconds of every pending video, rendered as
         they will be (the same render, on the audio's start), into ``preview/<output>-preview.mp4``
-        and named in its preview's figures. Done here, like the previews. A clip that fails is
-        left to the render to report."""
+        and named in its preview's figures. Done here, like the previews."""
         assert self._engine is not None and job.preview_seconds
+        engine = self._engine
         folder = Path(job.work_dir) / PREVIEW_DIR
-        head = self._engine.audio_head(audio, job.preview_seconds)
+        head = engine.audio_head(audio, job.preview_seconds)
+
+        def clip(task: Task, target: Path) -> None:
+            folder.mkdir(exist_ok=True)
+            engine.render(head, on_disk(inputs, task.video), target, options,
+                          progress=self._progress_writer(store, task.id, stage="preview"),
+                          should_stop=should_stop, video_digest=task.video_sha256)
+            figures = folder / f"{Path(task.output_name).stem}.json"
+            if figures.is_file():
+                summary = {**json.loads(figures.read_text(encoding="utf-8")), "clip": target.name}
+                figures.write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
+            log.info("%s: preview clip of %g s written", task.video, job.preview_seconds)
+
+        self._for_each_preview(store, job, outputs, should_stop, "preview clip",
+                               lambda task: folder / f"{Path(task.output_name).stem}-preview.mp4", clip)
+
+    @staticmethod
+    def _for_each_preview(store: Store, job: Job, outputs: Path, should_stop: Callable[[], bool], what: str,
+                          target_of: Callable[[Task], Path], make: Callable[[Task, Path], None]) -> None:
+        """``make(task, target)`` for every pending video whose ``target`` is not there yet (an
+        earlier attempt made it), shown as that video's running stage. A failure is logged and
+        left to the video's render, which meets the same problem and reports it."""
         for task in store.tasks(job.id):
-            stem = Path(task.output_name).stem
-            clip = folder / f"{stem}-preview.mp4"
-            if not _pending(task, outputs) or clip.is_file():
+            target = target_of(task)
+            if not _pending(task, outputs) or target.is_file():
                 continue
             if should_stop():
                 return
             store.task_started(task.id)
             try:
-                folder.mkdir(exist_ok=True)
-                self._engine.render(head, on_disk(inputs, task.video), clip, options,
-                                    progress=self._progress_writer(store, task.id, stage="preview"),
-                                    should_stop=should_stop, video_digest=task.video_sha256)
+                make(task, target)
             except Cancelled:
                 return
             except Exception as exc:  # noqa: BLE001 - the render meets the same problem and reports it
-                log.warning("%s: no preview clip: %s", task.video, exc)
-            else:
-                figures = folder / f"{stem}.json"
-                if figures.is_file():
-                    summary = {**json.loads(figures.read_text(encoding="utf-8")), "clip": clip.name}
-                    figures.write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
-                log.info("%s: preview clip of %g s written", task.video, job.preview_seconds)
+                log.warning("%s: no %s: %s", task.video, what, exc)
             finally:
                 store.task_waiting(task.id)
 
