@@ -49,7 +49,7 @@ class FakeEngine:
             raise ModelError(f"put {options.checkpoint}.pth in {self.models_dir} "
                              f"or run lipsyncd models fetch {options.checkpoint}")
 
-    def load_audio(self, path: Path) -> bytes:
+    def load_audio(self, path: Path, options=None) -> bytes:
         data = path.read_bytes()
         if b"silence" in data:
             raise AudioError("the audio is silent")
