@@ -3,7 +3,7 @@
 Data path of :meth:`LipSyncEngine.render`, top to bottom::
 
     probe video ─▶ face track (cached by content) ─▶ frame schedule (trim / loop to the audio)
-      ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip ─▶ blend ─▶ encode, overlapped) ─▶ output
+      ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip or MuseTalk ─▶ blend ─▶ encode, overlapped) ─▶ output
 
 The engine knows nothing of folders, SQLite or systemd; it raises :mod:`.errors` whose messages
 are meant for the person who dropped the job.
