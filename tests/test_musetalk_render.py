@@ -68,3 +68,23 @@ def test_musetalk_renders_the_mouth_and_keeps_the_rest(face_clip, speech_file, t
             f"frame {i}: mouth unchanged"
         for region in (np.s_[:eyes_up], np.s_[:, : int(x0) - 10], np.s_[:, int(x1) + 10:]):
             assert diff[region].mean() < noise[region].mean() + 0.5, f"frame {i}: picture away from the mouth changed"
+
+
+def test_the_model_is_an_option_of_config_job_yaml_and_the_command_line() -> None:
+    from click.testing import CliRunner
+
+    from lipsyncd.engine.cli_render import render_command
+
+    assert RenderOptions().model == "wav2lip"
+    assert RenderOptions.from_mapping({"model": "musetalk"}, where="job.yaml: engine").model == "musetalk"
+    with pytest.raises(ValueError, match="job.yaml: engine.model: must be one of wav2lip, musetalk; got 'sadtalker'"):
+        RenderOptions.from_mapping({"model": "sadtalker"}, where="job.yaml: engine")
+    assert "--model [wav2lip|musetalk]" in CliRunner().invoke(render_command, ["--help"]).output
+
+
+def test_a_job_asking_for_musetalk_without_its_files_is_told_where_each_goes(tmp_path):
+    from lipsyncd.engine import ModelError
+
+    engine = LipSyncEngine(tmp_path / "models", device="cpu")
+    with pytest.raises(ModelError, match=r"7 of its 7 files are missing\. Put musetalkV15/unet\.pth at .*models"):
+        engine.check_ready(RenderOptions(model="musetalk"))
