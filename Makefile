@@ -19,6 +19,9 @@ MEDIAPIPE_WHEEL_DIR := $(VENV)/wheels
 # `make install`: the system python (not a pyenv or conda one that may vanish), lipsyncd itself
 # copied in (not editable) and without the test extras.
 PREFIX ?= /opt/lipsyncd
+# The service's optional parts installed with it: the dashboard and notifications are light;
+# add musetalk (diffusers + transformers) or ray when used: make install EXTRAS=web,notify,musetalk
+EXTRAS ?= web,notify
 SYSTEM_PY ?= /usr/bin/python3
 PREFIX_BIN := $(PREFIX)/venv/bin
 
@@ -79,6 +82,6 @@ install:
 	$(SYSTEM_PY) -m venv $(PREFIX)/venv
 	$(PREFIX_BIN)/pip install -q --no-cache-dir --upgrade pip
 	$(PREFIX_BIN)/python -c "import torch" 2>/dev/null || $(PREFIX_BIN)/pip install -q --no-cache-dir "$(TORCH)"
-	$(PREFIX_BIN)/pip install -q --no-cache-dir --upgrade .
+	$(PREFIX_BIN)/pip install -q --no-cache-dir --upgrade ".[$(EXTRAS)]"
 	$(PREFIX_BIN)/lipsyncd --help >/dev/null
 	@echo "lipsyncd installed: $(PREFIX_BIN)/lipsyncd"

@@ -19,11 +19,12 @@ from typing import Any
 import click
 
 from . import config as config_module
-from . import lock, logs, operations
+from . import lock, logs, operations, slot_status
 from .config import Config, ConfigError
 from .lock import ServiceState
 from .overview import overview
 from .progress import format_duration
+from .slot_status import format_slots
 from .states import JobState
 from .store import NoDatabase, Store, StoreError, unusable
 
@@ -79,7 +80,8 @@ def run(ctx: click.Context) -> None:
 @cli.command(help="Show whether the service runs, and its running, queued and recent jobs, with speed, "
                   "ETA and expected start times (ISO 8601, UTC).")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print JSON: {"service": {...}, "database": path, "paused": bool, "jobs": [one object per job]}.')
+              help='Print JSON: {"service": {...}, "database": path, "paused": bool, "slots": [...], '
+                   '"jobs": [one object per job]}.')
 @click.option("--limit", default=20, show_default=True, help="How many jobs to show.")
 @click.option("--watch", "watch", is_flag=True, help="Refresh in place until Ctrl-C.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
@@ -105,6 +107,7 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
     looked instead of creating a database."""
     service = lock.probe(cfg.folders.state)
     view: dict[str, Any] | None = None
+    slots = slot_status.read(cfg.folders.state) if service.running else []
     missing = None
     try:
         store = Store(cfg.folders.database, readonly=True)
@@ -124,7 +127,7 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
     if as_json:
         health = {**service.as_dict(), "healthy": _healthy(service)}
         return json.dumps({"service": health, "database": str(cfg.folders.database), "paused": paused,
-                           "jobs": rows}, indent=2, ensure_ascii=False)
+                           "slots": slots, "jobs": rows}, indent=2, ensure_ascii=False)
     lines = [service_line(service)]
     if missing:
         lines.append(missing[0].upper() + missing[1:])
@@ -132,6 +135,8 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
     if paused:
         lines.append("Queue PAUSED: no new job starts until `lipsyncd resume`.")
     lines.append(format_table(rows) if rows else f"No jobs yet. Drop a job folder into {cfg.folders.inbox}")
+    if slots:
+        lines.append(format_slots(slots))
     return "\n".join(lines)
 
 
@@ -228,23 +233,23 @@ def cancel(ctx: click.Context, job: str) -> None:
 @cli.command(help="Pause the queue: the running job finishes, no new job starts (kept across restarts).")
 @click.pass_context
 def pause(ctx: click.Context) -> None:
-    store = _store(ctx)
-    try:
-        store.set_paused(True)
-    finally:
-        store.close()
+    _set_paused(ctx, True)
     click.echo("Queue paused: the running job (if any) finishes, then nothing starts until `lipsyncd resume`.")
 
 
 @cli.command(help="Resume a paused queue.")
 @click.pass_context
 def resume(ctx: click.Context) -> None:
+    _set_paused(ctx, False)
+    click.echo("Queue resumed: the next job starts within seconds.")
+
+
+def _set_paused(ctx: click.Context, paused: bool) -> None:
     store = _store(ctx)
     try:
-        store.set_paused(False)
+        store.set_paused(paused)
     finally:
         store.close()
-    click.echo("Queue resumed: the next job starts within seconds.")
 
 
 @cli.command(help="Check codecs, GPU, models, folders and free disk; say what to fix.")

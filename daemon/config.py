@@ -9,6 +9,7 @@ paths). Environment variables ``LIPSYNCD_<SECTION>_<KEY>`` (for example
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import shlex
@@ -39,6 +40,7 @@ QUIET_NETWORK_S = 120.0
 """``watch.quiet_period: auto`` on a network mount, whose writers on other machines no signal
 sees: an SMB copy whose link went down for 30 s left its file unchanged for 55 s, and a client
 gives up after a 60 s outage, so twice that (README, benchmarks/smb_quiet_period.py)."""
+EXECUTORS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -98,6 +100,24 @@ class EngineSettings:
     device: str
     cache_dir: Path | None
     defaults: RenderOptions
+    gpus: str | int | tuple[int, ...]
+    """``all``, a count, or the GPU indices to use (see :func:`.local_executor.plan_slots`)."""
+    workers_per_gpu: int
+    cpu_workers: int
+    stuck_timeout: float
+    """A video that makes no progress for this long has its worker killed and runs again."""
+    max_attempts: int
+    """How often a video is tried when its worker dies or gets stuck; then it fails."""
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    kind: str
+    """``local`` (worker processes on this host) or ``ray`` (tasks on a Ray cluster)."""
+    ray_address: str | None
+    """A running cluster (``ray://head:10001`` or ``head:6379``); None starts a Ray inside the service."""
+    path_map: dict[str, str]
+    """Service path prefix -> the same folder as Ray workers mount it (the shared inbox)."""
 
 
 @dataclass(frozen=True)
@@ -149,12 +169,13 @@ class Config:
     jobs: Jobs
     service: Service
     engine: EngineSettings
+    executor: ExecutorSettings
     source: str
+    """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
     web: Web = Web(False, "127.0.0.1", 8765, None, None, None, True)
     status: StatusFiles = StatusFiles(None)
     notify: Notify = Notify(None, (), (), 5, 10.0)
     retention: Retention = Retention(None, None, None)
-    """Where the settings came from, for messages ("config.example.yaml", "built-in defaults")."""
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -164,7 +185,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "jobs": {"duplicates": "rerun", "naming": "{stem}.mp4", "keep_inputs": "keep"},
     "service": {"shutdown_timeout": 20, "progress_interval": 2, "model_retry_interval": 30,
                 "log_level": "info"},
-    "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {}},
+    "engine": {"models_dir": "var/models", "device": "auto", "cache_dir": "var/cache", "defaults": {},
+               "gpus": "all", "workers_per_gpu": 1, "cpu_workers": 1, "stuck_timeout": 600, "max_attempts": 3},
+    "executor": {"kind": "local", "ray_address": None, "path_map": {}},
     "web": {"enabled": False, "host": "127.0.0.1", "port": 8765, "token": None, "username": None,
             "password": None, "upload": True},
     "status": {"folder": None},
@@ -268,14 +291,17 @@ def _build(m: dict[str, dict[str, Any]], source: str) -> Config:
         raise ConfigError(str(exc)) from None
     engine = EngineSettings(_path("engine.models_dir", e["models_dir"]), _choice("engine.device", e["device"], DEVICES),
                             None if e["cache_dir"] in (None, "") else _path("engine.cache_dir", e["cache_dir"]),
-                            options)
+                            options, _gpus(e["gpus"]), _count("engine.workers_per_gpu", e["workers_per_gpu"], 1, 16),
+                            _count("engine.cpu_workers", e["cpu_workers"], 1, 256),
+                            _seconds("engine.stuck_timeout", e["stuck_timeout"]),
+                            _count("engine.max_attempts", e["max_attempts"], 1, 100))
     folder = m["status"]["folder"]
     status = StatusFiles(None if folder in (None, "") else _path("status.folder", folder))
     if status.folder is not None and status.folder.is_relative_to(folders.inbox):
         raise ConfigError("status.folder: must not be inside folders.inbox (use the share's root beside it)")
-    return Config(folders, watch, jobs, service, engine, source, _web(m["web"]), status, _notify(m["notify"]),
-                  Retention(*(_days(f"retention.{k}", m["retention"][k])
-                              for k in ("outbox_days", "error_days", "history_days"))))
+    return Config(folders, watch, jobs, service, engine, _executor(m["executor"]), source, _web(m["web"]), status,
+                  _notify(m["notify"]), Retention(*(_days(f"retention.{k}", m["retention"][k])
+                                                    for k in ("outbox_days", "error_days", "history_days"))))
 
 
 def _days(name: str, value: Any) -> float | None:
@@ -343,6 +369,42 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _gpus(value: Any) -> str | int | tuple[int, ...]:
+    if value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _count("engine.gpus", value, 0, 64)
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                 for v in value) and len(set(value)) == len(value):
+        return tuple(value)
+    raise ConfigError(f"engine.gpus: must be all, a number of GPUs, or a list of GPU numbers such as [0, 2]; "
+                      f"got {value!r}")
+
+
+def _executor(x: dict[str, Any]) -> ExecutorSettings:
+    address = x["ray_address"]
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError(f"executor.ray_address: must be a Ray address such as ray://head:10001, or null to "
+                          f"start Ray inside the service; got {address!r}")
+    path_map = x["path_map"] or {}
+    if not isinstance(path_map, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and k.startswith("/") and v.startswith("/")
+            for k, v in path_map.items()):
+        raise ConfigError("executor.path_map: must map folders as the service sees them to the same folders as "
+                          f"the Ray workers mount them, such as {{/srv/lipsync: /mnt/lipsync}}; got {path_map!r}")
+    kind = _choice("executor.kind", x["kind"], EXECUTORS)
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("executor.kind: ray needs Ray, which is not installed; install it with "
+                          "pip install -e '.[ray]' (the same Ray version on every node), or use local")
+    return ExecutorSettings(kind, address, dict(path_map))
+
+
+def _count(name: str, value: Any, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name}: must be a whole number from {low} to {high}; got {value!r}")
+    return value
 
 
 def _path(name: str, value: Any) -> Path:

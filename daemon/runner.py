@@ -1,8 +1,12 @@
-"""The runner: one job at a time, highest priority then oldest, one video after another.
+"""The runner: one job at a time, highest priority then oldest, its videos spread over the slots.
 
 Deliberately plain (huey's consumer is the model): a loop that claims the next job, loads its
-audio once, renders each video, writes progress into SQLite at most every
-``service.progress_interval`` seconds, and hands the finished job to :mod:`filing`. It reads
+audio once, hands each video to an :class:`~.executor.Executor` (one slot in the service's own
+process by default; worker processes per GPU, or Ray tasks, when configured), writes progress
+into SQLite at most every ``service.progress_interval`` seconds, and hands the finished job to
+:mod:`filing`. Every durable decision stays here: a video whose worker died or got stuck runs
+again (attempt counter raised) up to ``engine.max_attempts`` times, and only the attempt the
+runner waits for is published from its attempt folder into the job's output. It reads
 two flags and nothing else to stop: the service's ``stop`` event (SIGTERM: the job is put back
 in the queue and runs again) and the job's ``cancel_requested`` column (``lipsyncd cancel``; a
 queued job with that flag is never taken, and the intake thread files it at once).
@@ -21,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,11 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncd.engine.errors import Cancelled, EngineError, IncompleteInputError
-from lipsyncd.engine.options import Progress, RenderOptions
+from lipsyncd.engine.options import Progress, RenderOptions, RenderResult
 
-from . import logs
+from . import attempts, logs, slot_status
 from .config import Config
 from .engine_port import Engine, EngineFactory
+from .executor import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    LOST,
+    PROGRESS,
+    EngineSpec,
+    Executor,
+    ExecutorLost,
+    Report,
+    VideoWork,
+    internal_error,
+)
+from .executors import open_executor
 from .filing import PREVIEW_DIR, file_job, finish_filing, work_paths
 from .jobfolder import on_disk
 from .names import readable
@@ -53,13 +72,17 @@ SHARE_CHECK_S = 1.0
 WAITING = "Waiting: "
 """Prefix of the note on a job that cannot start yet; cleared once it can."""
 INTERRUPTED = "Interrupted by a service stop; it runs again at the next start."
+POLL_S = 0.2
+"""How long the runner waits for news from the slots between its checks of the stop and cancel flags."""
+IDLE_ALERT_S = 60.0
+"""Jobs queued but nothing rendering for this long is logged as an alert."""
 
 
 class Requeued(StrEnum):
     """How an attempt ended that puts its job back in the queue (not a job state: it stays queued)."""
 
     INTERRUPTED = "interrupted"
-    """The service stops, or the share went away under the render."""
+    """The service stops, the share went away under the render, or the executor cannot be reached."""
     INCOMPLETE = "incomplete"
     """An input looked incomplete (still being copied?); it runs once the file is whole."""
 
@@ -77,7 +100,7 @@ class Runner:
     """Runs queued jobs; one instance, in one thread, with its own database connection."""
 
     def __init__(self, config: Config, engine_factory: EngineFactory, stop: threading.Event,
-                 share: ShareGuard | None = None) -> None:
+                 share: ShareGuard | None = None, worker_engine: EngineSpec | None = None) -> None:
         self.config = config
         self.share = share
         self._engine_factory = engine_factory
@@ -88,18 +111,53 @@ class Runner:
         self._incomplete = InputWait(config.watch.quiet_period, config.watch.max_wait)
         self._told: set[str] = set()
         self._share_gone: str | None = None
+        self._held_input: IncompleteInputError | None = None
+        """A video of the running job found an input still being copied: the job waits for it."""
         self._render_fps: float | None = None
         """The last render speed measured: the first ETA of the next video."""
+        self._worker_engine = worker_engine or EngineSpec.from_settings(config.engine.models_dir, config.engine.device,
+                                                                        config.engine.cache_dir)
+        self._executor: Executor | None = None
+        self._slots_shown = float("-inf")
+        self._idle_since: float | None = None
+        self._idle_told = False
 
     def run(self) -> None:
         store = Store(self.config.folders.database)
         try:
             while not self.stop.is_set():
                 self.heartbeat = time.monotonic()
-                if not self.step(store):
+                if self.step(store):
+                    self._idle_since = None
+                else:
+                    self._alert_if_idle(store)
                     self.stop.wait(self.config.watch.poll_interval)
         finally:
+            self.close()
             store.close()
+
+    def close(self) -> None:
+        """Stop the executor's workers; the slots are shown no more."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+        slot_status.clear(self.config.folders.state)
+
+    def _alert_if_idle(self, store: Store) -> None:
+        """Jobs queued but every slot idle for :data:`IDLE_ALERT_S`: say so once, with why. Not
+        while the queue is paused or the share is away: then nothing is meant to start."""
+        queued = store.jobs_in(JobState.QUEUED)
+        if not queued or store.paused or (self.share is not None and self.share.last_reason):
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since, self._idle_told = now, False
+        elif not self._idle_told and now - self._idle_since >= IDLE_ALERT_S:
+            self._idle_told = True
+            reasons = sorted({job.note for job in queued if job.note})
+            log.warning("ALERT: %d job(s) queued but every slot has been idle for %.0f s%s", len(queued),
+                        now - self._idle_since, f": {'; '.join(reasons)}" if reasons else "")
 
     def step(self, store: Store) -> bool:
         """File filing put off while the share was away, then (unless the queue is paused) claim
@@ -127,7 +185,7 @@ class Runner:
                         store.interrupt(job.id, waiting_note(reason))
                         return True
                     log.exception("job %d (%s): internal error", job.id, job.name)
-                    self._file(store, job.id, JobState.FAILED, _internal_error(exc))
+                    self._file(store, job.id, JobState.FAILED, internal_error(exc))
                 return True
         return False
 
@@ -224,13 +282,13 @@ class Runner:
 
     def _render_all(self, store: Store, job: Job, inputs: Path,
                     outputs: Path) -> tuple[JobState | Requeued | None, str | None]:
-        """Render every pending video; (outcome, error) with outcome None meaning "from the tasks"."""
+        """Preview, then render every pending video on the executor's slots; (outcome, error) with
+        outcome None meaning "from the tasks"."""
         assert self._engine is not None and job.audio is not None
-        engine = self._engine
         options = RenderOptions.from_mapping(job.option_values)
-        self._share_gone = None
+        self._share_gone = self._held_input = None
         try:
-            audio = engine.load_audio(on_disk(inputs, job.audio), options)
+            audio = self._engine.load_audio(on_disk(inputs, job.audio), options)
         except IncompleteInputError as exc:
             return self._incomplete_input(job, inputs, exc)
         except EngineError as exc:
@@ -247,32 +305,19 @@ class Runner:
             self._preview_clips(store, job, audio, inputs, outputs, options, should_stop)
         if job.preview_only and not should_stop():
             return JobState.SKIPPED, PREVIEW_ONLY
-        for task in store.tasks(job.id):
-            if not _pending(task, outputs):
-                continue
-            if should_stop():
-                break
-            store.task_started(task.id)
-            log.info("%s: rendering to %s", task.video, task.output_name)
+        try:
+            executor = self._executor_for(self._engine)
+            executor.recover(Path(job.work_dir))
+            shared = executor.share_audio(audio, Path(job.work_dir))
             try:
-                result = engine.render(audio, on_disk(inputs, task.video), outputs / task.output_name, options,
-                                       progress=self._progress_writer(store, task.id), should_stop=should_stop,
-                                       video_digest=task.video_sha256)
-            except Cancelled:
-                break
-            except IncompleteInputError as exc:
-                return self._incomplete_input(job, inputs, exc)
-            except Exception as exc:
-                if self._share_lost():  # the share went away under the render: not the video's fault
-                    break
-                self._task_failed(store, task.id, task.video, exc)
-            else:
-                warning = face_warning(result.frames, result.frames_with_face)
-                store.task_finished(task.id, TaskState.DONE, warning)
-                log.info("%s: done, %d frames at %.2f fps in %.1f s (face in %d frames)", task.video,
-                         result.frames, result.fps, result.seconds, result.frames_with_face)
-                if warning:
-                    log.warning("%s: %s", task.video, warning)
+                self._render_on_slots(store, job, executor, shared, inputs, outputs, should_stop)
+            finally:
+                executor.release_audio(shared)
+                self._show_slots(executor, force=True)
+        except ExecutorLost as exc:
+            return Requeued.INTERRUPTED, self._executor_lost(store, job, exc)
+        if self._held_input is not None:
+            return self._incomplete_input(job, inputs, self._held_input)
         if self.stop.is_set():
             return Requeued.INTERRUPTED, None
         if self._share_gone or self._share_lost():
@@ -284,20 +329,134 @@ class Runner:
             return JobState.CANCELLED, None
         return None, None
 
+    def _render_on_slots(self, store: Store, job: Job, executor: Executor, shared: Any, inputs: Path,
+                         outputs: Path, should_stop: Callable[[], bool]) -> None:
+        """Keep every slot busy with the job's pending videos until all have ended (or the job
+        stops, or one video says the whole job cannot go on: then every slot's video of the job
+        is cancelled and waited for)."""
+        pending = deque(task for task in store.tasks(job.id) if _pending(task, outputs))
+        running: dict[str, tuple[Task, VideoWork, Callable[[Progress], None]]] = {}
+        lost: Counter[int] = Counter()
+        stopping = halt = False
+        while pending or running:
+            if not stopping and (halt or should_stop()):
+                stopping = True
+                pending.clear()
+                for key in running:
+                    executor.cancel(key)
+            while pending and not stopping and executor.free_slots():
+                task = pending.popleft()
+                work = self._submit(store, job, task, executor, shared, inputs)
+                running[work.key] = (task, work, self._progress_writer(store, task.id))
+            for report in executor.poll(POLL_S):
+                if report.key not in running:
+                    continue
+                task, work, progress = running[report.key]
+                if report.kind == PROGRESS:
+                    if report.progress is not None:
+                        progress(report.progress)
+                    continue
+                del running[report.key]
+                if report.kind == LOST and not stopping and self._retry(store, task, report, lost):
+                    pending.appendleft(task)
+                elif self._ended(store, task, work, report, outputs, stopping):
+                    halt = True
+            self._show_slots(executor)
+
+    def _submit(self, store: Store, job: Job, task: Task, executor: Executor, shared: Any,
+                inputs: Path) -> VideoWork:
+        store.task_started(task.id)
+        attempt = store.task(task.id).attempt
+        key = attempts.attempt_key(job.id, task.id, attempt)
+        output = attempts.prepare(Path(job.work_dir), key, task.output_name)
+        work = VideoWork(key, job.id, task.id, attempt, on_disk(inputs, task.video), output, job.option_values,
+                         task.video_sha256, shared)
+        log.info("%s: rendering to %s%s", task.video, task.output_name, f" (attempt {attempt})" if attempt > 1 else "")
+        executor.submit(work)
+        return work
+
+    def _retry(self, store: Store, task: Task, report: Report, lost: Counter[int]) -> bool:
+        """A worker was lost under this video: run it again, up to ``engine.max_attempts`` times in all."""
+        lost[task.id] += 1
+        if lost[task.id] >= self.config.engine.max_attempts:
+            return False
+        log.warning("%s: %s; it runs again", task.video, report.message)
+        store.task_retry(task.id, f"Running again: {report.message}.")
+        return True
+
+    def _ended(self, store: Store, task: Task, work: VideoWork, report: Report, outputs: Path,
+               stopping: bool) -> bool:
+        """Record how an attempt ended; only a finished attempt's output is published, once.
+        True when the whole job cannot go on: an input is still being copied, or the share went
+        away under the render (neither is the video's fault, so the video is not failed)."""
+        if report.kind == DONE and attempts.publish(work.output, outputs / task.output_name):
+            self._task_done(store, task, report.result)
+            return False
+        attempts.discard(work.output)
+        if report.kind == CANCELLED or (report.kind == LOST and (stopping or self.stop.is_set() or
+                                                                 store.cancel_requested(task.job_id))):
+            return False  # the job stops: its task is put back in the queue or cancelled with it
+        if report.kind == FAILED and report.error_type == IncompleteInputError.__name__:
+            self._held_input = IncompleteInputError(task.video, report.detail or "it ends early")
+            return True
+        if report.kind == FAILED and self._share_lost():
+            return True
+        if report.kind == LOST:
+            message = (f"The video could not be rendered: {report.message}, {self.config.engine.max_attempts} "
+                       "times in a row. It may be too large for the GPU's memory or trip a driver problem; "
+                       "try a shorter or smaller video, then run lipsyncd retry for this job.")
+        elif report.kind == DONE:
+            message = internal_error(RuntimeError("the render finished without writing its output"))
+        else:
+            message = report.message or "The video could not be rendered."
+        store.task_finished(task.id, TaskState.FAILED, message)
+        log.warning("%s: failed: %s", task.video, message)
+        return False
+
     @staticmethod
-    def _task_failed(store: Store, task_id: int, video: str, exc: Exception) -> None:
-        if isinstance(exc, EngineError):
-            store.task_finished(task_id, TaskState.FAILED, readable(str(exc)))
-            log.warning("%s: failed: %s", video, readable(str(exc)))
-        else:  # a bug must fail one video, not the service
-            log.error("%s: internal error", video, exc_info=exc)
-            store.task_finished(task_id, TaskState.FAILED, _internal_error(exc))
+    def _task_done(store: Store, task: Task, result: RenderResult | None) -> None:
+        """A video rendered (its output published): done, with a warning when few frames had a face."""
+        warning = face_warning(result.frames, result.frames_with_face) if result is not None else None
+        store.task_finished(task.id, TaskState.DONE, warning)
+        if result is not None:
+            log.info("%s: done, %d frames at %.2f fps in %.1f s (face in %d frames)", task.video,
+                     result.frames, result.fps, result.seconds, result.frames_with_face)
+        if warning:
+            log.warning("%s: %s", task.video, warning)
+
+    def _executor_lost(self, store: Store, job: Job, exc: ExecutorLost) -> str:
+        """Nowhere to render: the job goes back to the queue (videos already done are kept) with
+        the reason as its note, and waits ``model_retry_interval`` before it is tried again."""
+        log.error("job %d (%s): %s", job.id, job.name, exc)
+        if self._executor is not None:
+            try:
+                self._executor.close()
+            except Exception:  # it is already broken; a new one is opened next time
+                log.debug("closing the lost executor failed", exc_info=True)
+            self._executor = None
+        self._blocked_until[job.id] = time.monotonic() + self.config.service.model_retry_interval
+        return f"{WAITING}{exc}"
+
+    def _executor_for(self, engine: Engine) -> Executor:
+        if self._executor is None:
+            self._executor = open_executor(self.config, engine, self._worker_engine)
+            log.info("rendering on %d slot(s): %s", self._executor.capacity,
+                     ", ".join(s.name for s in self._executor.slots()))
+        return self._executor
+
+    def _show_slots(self, executor: Executor, force: bool = False) -> None:
+        """What each slot does, for ``lipsyncd status``; at most every ``progress_interval``."""
+        now = time.monotonic()
+        if force or now - self._slots_shown >= self.config.service.progress_interval:
+            self._slots_shown = now
+            slot_status.write(self.config.folders.state, executor.slots())
 
     def _preview_all(self, store: Store, job: Job, audio: Any, inputs: Path, outputs: Path,
                      options: RenderOptions, should_stop: Callable[[], bool]) -> None:
         """A preview of every pending video (``preview/<output>.jpg`` + ``.json`` in the work
         folder, filed with the results) before the first render, so a wrong upload shows in
-        seconds. A video whose preview fails is left to its render, which reports the problem."""
+        seconds. Done here, with the service's own engine (a preview is a few frames), whatever
+        the executor. A video whose preview fails is left to its render, which reports the problem."""
         assert self._engine is not None
         folder = Path(job.work_dir) / PREVIEW_DIR
         for task in store.tasks(job.id):
@@ -327,7 +486,8 @@ class Runner:
                        options: RenderOptions, should_stop: Callable[[], bool]) -> None:
         """job.yaml ``preview_seconds``: the first seconds of every pending video, rendered as
         they will be (the same render, on the audio's start), into ``preview/<output>-preview.mp4``
-        and named in its preview's figures. A clip that fails is left to the render to report."""
+        and named in its preview's figures. Done here, like the previews. A clip that fails is
+        left to the render to report."""
         assert self._engine is not None and job.preview_seconds
         folder = Path(job.work_dir) / PREVIEW_DIR
         head = self._engine.audio_head(audio, job.preview_seconds)
@@ -402,7 +562,3 @@ def _pending(task: Task, outputs: Path) -> bool:
     if task.state == TaskState.DONE and (outputs / task.output_name).is_file():
         return False
     return task.state != TaskState.FAILED
-
-
-def _internal_error(exc: Exception) -> str:
-    return f"Internal error ({type(exc).__name__}: {readable(str(exc))}). Please report it, with job.log."

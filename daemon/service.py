@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from . import notify, retention
 from .config import Config
 from .engine_port import EngineFactory, open_engine
+from .executor import EngineSpec
 from .intake import Intake, recover
 from .lock import AlreadyRunning, ServiceLock
 from .overview import overview
@@ -118,8 +119,10 @@ def default_engine_factory(config: Config) -> EngineFactory:
     return lambda: open_engine(e.models_dir, e.device, e.cache_dir)
 
 
-def run(config: Config, engine_factory: EngineFactory | None = None, notifier: Notifier | None = None) -> int:
-    """Run until SIGTERM/SIGINT; the exit status (non-zero when a worker thread died)."""
+def run(config: Config, engine_factory: EngineFactory | None = None, notifier: Notifier | None = None,
+        worker_engine: EngineSpec | None = None) -> int:
+    """Run until SIGTERM/SIGINT; the exit status (non-zero when a worker thread died).
+    ``worker_engine``: how worker processes build their engine (default: the config's)."""
     notifier = notifier or Notifier()
     use_service_caches(config)
     lock = ServiceLock(config.folders.state)
@@ -142,7 +145,8 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
     watcher = InboxWatcher(config.folders.inbox, config.watch.mode, config.watch.poll_interval)
     watcher.start()
     intake = Intake(config, watcher, share=share)
-    runner = Runner(config, engine_factory or default_engine_factory(config), stop, share=share)
+    runner = Runner(config, engine_factory or default_engine_factory(config), stop, share=share,
+                    worker_engine=worker_engine)
     threads = [threading.Thread(target=intake.run, args=(stop,), name="intake", daemon=True),
                threading.Thread(target=runner.run, name="runner", daemon=True)]
     for thread in threads:

@@ -397,6 +397,12 @@ class Store:
         rows = self.db.query("SELECT * FROM tasks WHERE job_id = ? ORDER BY position", [job_id])
         return [Task.from_row(r) for r in rows]
 
+    def task(self, task_id: int) -> Task:
+        rows = list(self.db.query("SELECT * FROM tasks WHERE id = ?", [task_id]))
+        if not rows:
+            raise StoreError(f"no task with id {task_id}")
+        return Task.from_row(rows[0])
+
     def find_finished_duplicate(self, content_hash: str, exclude: int) -> Job | None:
         rows = list(self.db.query("SELECT * FROM jobs WHERE content_hash = ? AND state = ? AND id != ? "
                                   "ORDER BY id DESC LIMIT 1", [content_hash, JobState.DONE, exclude]))
@@ -464,6 +470,11 @@ class Store:
         """Undo :meth:`task_started` for a video that was only previewed: it waits for its render."""
         self.db.execute(f"UPDATE tasks SET state = ?, attempt = max(0, attempt - 1), started_at = NULL, "
                         f"{_NO_PROGRESS} WHERE id = ? AND state = ?", [TaskState.QUEUED, task_id, TaskState.RUNNING])
+
+    def task_retry(self, task_id: int, reason: str) -> None:
+        """running → queued: its worker was lost (died or got stuck); it runs again, with the
+        reason kept in ``error`` until then (the next :meth:`task_started` clears it)."""
+        self.db.execute(f"UPDATE tasks SET state = 'queued', {_NO_PROGRESS}, error = ? WHERE id = ?", [reason, task_id])
 
     def task_progress(self, task_id: int, frames_done: int, frames_total: int, stage: str | None = None,
                       fps: float | None = None, eta_s: float | None = None) -> None:

@@ -39,6 +39,7 @@ from .threads import ThreadPlan, torch_threads
 from .wav2lip import load_wav2lip
 
 if TYPE_CHECKING:
+    from .musetalk.audio import SpeechPrompts
     from .musetalk.networks import MuseTalkNetworks
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class LipSyncEngine:
         self._generators: dict[str, MouthGenerator] = {}
         self._locators: dict[str, FaceLocator] = {}
         self._musetalk = musetalk.to(self.device) if musetalk is not None else None
+        self._last_prompts: tuple[np.ndarray, SpeechPrompts] | None = None
 
     def check_ready(self, options: RenderOptions) -> None:
         """Load the checkpoint (and face finder) the options name now, so a missing or broken
@@ -188,13 +190,19 @@ class LipSyncEngine:
         return self._musetalk
 
     def _with_prompts(self, audio: SpeechAudio) -> SpeechAudio:
-        """``audio`` with MuseTalk's prompts (kept when it has them already)."""
+        """``audio`` with MuseTalk's prompts: its own when it has them (made by :meth:`load_audio`),
+        else those of the last speech seen here, when it is the same one (a worker process gets
+        the job's audio without them and renders several videos of the job), else new ones."""
         if audio.prompts is not None:
             return audio
         from .musetalk.audio import SpeechPrompts
 
-        networks = self._musetalk_networks()
-        return replace(audio, prompts=SpeechPrompts(audio.samples, networks.whisper, networks.features))
+        last = self._last_prompts
+        if last is None or last[0] is not audio.samples:
+            networks = self._musetalk_networks()
+            last = self._last_prompts = (audio.samples,
+                                         SpeechPrompts(audio.samples, networks.whisper, networks.features))
+        return replace(audio, prompts=last[1])
 
     def _generator(self, options: RenderOptions) -> MouthGenerator:
         name = options.checkpoint

@@ -10,7 +10,9 @@ threads than with one, on a loaded 2-core box). The plan gives each stage a budg
 - the network (the only heavy stage on a CPU): one worker per core, each running a whole batch
   on one thread. One batch spread over every core makes each thread wait for the slowest at
   every layer, spinning meanwhile; on a busy 2-core box that cost 2.3× the CPU time per frame
-  and twice the wall time (170 vs 71 ms CPU a frame, batch 8, interleaved). On a GPU: one worker;
+  and twice the wall time (170 vs 71 ms CPU a frame, batch 8, interleaved). In whole renders,
+  where x264 and the paste pool share the cores too, the two came out within a few per cent of
+  CPU (README, "Speed and memory"). On a GPU: one worker;
 - the blend pool: pasting the mouth region is light, two threads keep the encoder fed;
 - x264: its own choice on a GPU box, where it is the bottleneck; one thread per core on a CPU.
 

@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .. import operations
+from .. import operations, slot_status
 from ..config import Config
 from ..overview import overview
 from ..progress import format_duration, iso
@@ -102,7 +102,8 @@ class Dashboard:
         with self.store() as db:
             view = overview(db, limit=200)
         jobs = view["jobs"]
-        return {"view": view, "active": [j for j in jobs if j["state"] in BUSY_STATES],
+        return {"view": view, "slots": slot_status.read(self.config.folders.state),
+                "active": [j for j in jobs if j["state"] in BUSY_STATES],
                 "queued": [j for j in jobs if j["state"] in WAITING_STATES],
                 "recent": [j for j in jobs if j["state"] in FINAL_STATES][:10]}
 
@@ -276,7 +277,8 @@ class Dashboard:
 
     def metrics(self, request: Request) -> Response:
         with self.store() as db:
-            return PlainTextResponse(render_metrics(db), media_type="text/plain; version=0.0.4")
+            text = render_metrics(db, slot_status.read(self.config.folders.state))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 def _back(request: Request, message: str) -> Response:

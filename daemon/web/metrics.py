@@ -8,7 +8,8 @@ custom-collector machinery would; no extra dependency.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..overview import overview
 from ..progress import mean_seconds_per_video
@@ -16,7 +17,8 @@ from ..states import BUSY_STATES, FINAL_STATES, JobState
 from ..store import Store
 
 
-def render_metrics(store: Store) -> str:
+def render_metrics(store: Store, slots: Sequence[dict[str, Any]] = ()) -> str:
+    """``slots``: what each render slot does (:func:`~..slot_status.read`; empty before the first job)."""
     view = overview(store, limit=1000)
     jobs = view["jobs"]
     counts = store.count_by_state()
@@ -30,6 +32,10 @@ def render_metrics(store: Store) -> str:
     fps = next((j["fps"] for j in running if j.get("fps")), 0.0)
     gauge(lines, "lipsyncd_render_fps", "Frames per second of the video being processed (0 when idle).",
           [("", fps)])
+    gauge(lines, "lipsyncd_slots", "Render slots (videos that can render at once; 0 until the first job).",
+          [("", len(slots))])
+    gauge(lines, "lipsyncd_slots_busy", "Render slots rendering a video now.",
+          [("", sum(1 for s in slots if s.get("video")))])
     gauge(lines, "lipsyncd_video_seconds", "Mean seconds per video over the last 20 rendered.",
           [("", mean_seconds_per_video(store.video_seconds()) or 0.0)])
     gauge(lines, "lipsyncd_job_seconds", "Mean seconds per job (start to finish) over the last 20 done.",

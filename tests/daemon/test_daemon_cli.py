@@ -104,7 +104,7 @@ def test_status_before_the_first_start_creates_nothing_and_says_where_it_looked(
     result = CliRunner().invoke(cli, ["status", "--json"], obj={}, env={"LIPSYNCD_CONFIG": None})
     assert json.loads(result.output) == {
         "service": {"running": False, "pid": None, "heartbeat_age_s": None, "healthy": False},
-        "database": str(database), "paused": False, "jobs": []}
+        "database": str(database), "paused": False, "slots": [], "jobs": []}
     assert list(tmp_path.iterdir()) == []
 
 

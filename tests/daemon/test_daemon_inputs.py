@@ -181,12 +181,24 @@ def test_a_cancelled_waiting_job_drops_its_waiting_note(cfg, store):
     assert "Waiting" not in (cfg.folders.error / "early" / "error.txt").read_text()
 
 
+def cancel_at(cfg, frame: int):
+    """An on_frame callback that cancels job 1 at ``frame``, as ``lipsyncd cancel`` would: on a
+    connection of its own (the render runs in a thread of its own)."""
+    def on_frame(n: int) -> None:
+        if n == frame:
+            other = Store(cfg.folders.database)
+            other.request_cancel(1)
+            other.close()
+
+    return on_frame
+
+
 def test_a_job_cancelled_midway_says_how_far_it_got(cfg, store):
-    other = Store(cfg.folders.database)
-    engine = FakeEngine(on_frame=lambda n: n == 7 and other.request_cancel(1))
+    # the render's own thread cannot read the database: the runner sees the cancel between two
+    # frames and stops the render at its next check, after frame 7
+    engine = FakeEngine(frame_delay=0.2, on_frame=cancel_at(cfg, 6))
     make_job(cfg.folders.inbox, "long")
     drain(cfg, store, engine)
-    other.close()
     text = (cfg.folders.error / "long" / "error.txt").read_text()
     assert "face.mp4: cancelled at 70 %, frame 7 of 10; no output was kept" in text
     assert "not run" not in text
@@ -195,7 +207,8 @@ def test_a_job_cancelled_midway_says_how_far_it_got(cfg, store):
 def test_a_new_attempt_shows_neither_the_old_note_nor_the_old_progress(cfg, store):
     stop = threading.Event()
     make_job(cfg.folders.inbox, "stopped")
-    drain(cfg, store, FakeEngine(on_frame=lambda n: n == 4 and stop.set()), stop)
+    # slow enough frames that the runner's loop sees the stop and stops the render's own thread
+    drain(cfg, store, FakeEngine(frame_delay=0.1, on_frame=lambda n: n == 4 and stop.set()), stop)
     job, = store.jobs_in("queued")
     assert job.note.startswith("Interrupted")
     task, = store.tasks(job.id)
@@ -203,8 +216,10 @@ def test_a_new_attempt_shows_neither_the_old_note_nor_the_old_progress(cfg, stor
     seen = []
 
     def on_frame(n: int) -> None:
-        if n == 1:
-            seen.append((store.job(1).note, store.tasks(1)[0].frames_done))
+        if n == 1:  # on a connection of its own: the render runs in a thread of its own
+            reader = Store(cfg.folders.database)
+            seen.append((reader.job(1).note, reader.tasks(1)[0].frames_done))
+            reader.close()
 
     drain(cfg, store, FakeEngine(on_frame=on_frame))
     assert seen == [(None, None)]
@@ -215,9 +230,7 @@ def test_a_new_attempt_shows_neither_the_old_note_nor_the_old_progress(cfg, stor
 
 def test_a_cancel_is_read_within_half_a_second_whatever_the_progress_interval(cfg, store):
     cfg = dataclasses.replace(cfg, service=dataclasses.replace(cfg.service, progress_interval=60))
-    other = Store(cfg.folders.database)
-    engine = FakeEngine(frame_delay=0.15, on_frame=lambda n: n == 2 and other.request_cancel(1))
+    engine = FakeEngine(frame_delay=0.15, on_frame=cancel_at(cfg, 2))
     make_job(cfg.folders.inbox, "long")
     drain(cfg, store, engine)
-    other.close()
     assert engine.rendered == [] and store.job(1).state == "cancelled"

@@ -275,11 +275,15 @@ def test_cancel_a_queued_job_files_it_to_error(cfg, store, engine):
 
 
 def test_cancel_a_running_job_stops_the_render(cfg, store):
-    other = Store(cfg.folders.database)
-    engine = FakeEngine(on_frame=lambda n: n == 3 and other.request_cancel(1))
+    def cancel_from_another_shell(frame: int) -> None:  # the render runs in a thread of its own
+        if frame == 3:
+            other = Store(cfg.folders.database)
+            other.request_cancel(1)
+            other.close()
+
+    engine = FakeEngine(frame_delay=0.1, on_frame=cancel_from_another_shell)
     make_job(cfg.folders.inbox, "long")
     drain(cfg, store, engine)
-    other.close()
     assert engine.rendered == []
     assert store.job(1).state == "cancelled"
     assert tree(cfg.folders.error / "long") >= {"speech.wav", "face.mp4", "error.txt"}
@@ -287,7 +291,7 @@ def test_cancel_a_running_job_stops_the_render(cfg, store):
 
 def test_stop_flag_interrupts_and_requeues_then_the_job_runs_again(cfg, store):
     stop = threading.Event()
-    engine = FakeEngine(on_frame=lambda n: n == 4 and stop.set())
+    engine = FakeEngine(frame_delay=0.1, on_frame=lambda n: n == 4 and stop.set())
     make_job(cfg.folders.inbox, "stopped", {"s.wav": b"a", "a.mp4": b"1", "b.mp4": b"2"})
     drain(cfg, store, engine, stop)
     job = store.job(1)

@@ -50,8 +50,8 @@ def recording(engine: FakeEngine) -> list[tuple[str, str, int]]:
     """Calls to the engine as (what, video, audio length in the fake's units)."""
     calls: list[tuple[str, str, int]] = []
     preview, render = engine.preview, engine.render
-    engine.preview = lambda a, v, *args, **kw: calls.append(("preview", v.name, len(a))) or preview(a, v, *args, **kw)
-    engine.render = lambda a, v, *args, **kw: calls.append(("render", v.name, len(a))) or render(a, v, *args, **kw)
+    engine.preview = lambda a, v, *args, **kw: calls.append(("preview", v.name, len(a.samples))) or preview(a, v, *args, **kw)
+    engine.render = lambda a, v, *args, **kw: calls.append(("render", v.name, len(a.samples))) or render(a, v, *args, **kw)
     return calls
 
 

@@ -47,11 +47,12 @@ def test_a_paused_queue_starts_nothing_but_still_files_cancellations(cfg, store,
 
 def test_progress_is_written_per_frame_with_stage_speed_and_eta(cfg, store):
     seen: list[tuple] = []
-    reader = Store(cfg.folders.database)
 
     def look(frame: int) -> None:
         if frame == 9:  # eight callbacks written so far, ~1 s of measurement (the meter wants 0.5 s)
+            reader = Store(cfg.folders.database)  # its own connection: the render runs in a thread of its own
             (task,) = reader.tasks(1)
+            reader.close()
             seen.append((task.stage, task.frames_done, task.frames_total, task.fps, task.eta_s, task.progress_at))
 
     engine = FakeEngine(frame_delay=0.12, on_frame=look)
@@ -59,7 +60,6 @@ def test_progress_is_written_per_frame_with_stage_speed_and_eta(cfg, store):
     take_in(cfg, store)
     runner = Runner(cfg, lambda: engine, threading.Event())
     runner.step(store)
-    reader.close()
     ((stage, done, total, fps, eta, at),) = seen
     assert (stage, done, total) == ("render", 8, 10) and at is not None
     assert fps == pytest.approx(1 / 0.12, rel=0.35)

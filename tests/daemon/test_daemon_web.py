@@ -10,11 +10,14 @@ import zipfile
 from pathlib import Path
 
 import yaml
+from starlette.testclient import TestClient
+
+from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config
+from lipsyncd.daemon.executor import SlotState
 from lipsyncd.daemon.filing import OUTPUT_DIR
 from lipsyncd.daemon.store import Store
 from lipsyncd.daemon.web.app import create_app
-from starlette.testclient import TestClient
 
 ORIGIN = {"Origin": "http://127.0.0.1"}
 TOKEN = "0123456789abcdef-token"
@@ -150,6 +153,18 @@ def test_metrics_in_prometheus_text_format(cfg, store):
     assert "# TYPE lipsyncd_queue_length gauge\nlipsyncd_queue_length 0\n" in text
     assert "lipsyncd_running_jobs 1\n" in text and 'lipsyncd_jobs_finished{state="done"} 0\n' in text
     assert "lipsyncd_render_fps" in text and "lipsyncd_job_seconds" in text
+    assert "lipsyncd_slots 0\n" in text and "lipsyncd_slots_busy 0\n" in text  # no slot before the first job
+
+
+def test_the_queue_page_and_metrics_show_each_slot(cfg, store):
+    slot_status.write(cfg.folders.state, [SlotState("cpu0", "render1", 3, "interview.mp4", 120, 300, 24.46),
+                                          SlotState("cpu1", "render1")])
+    c = client(cfg)
+    text = c.get("/metrics").text
+    assert "lipsyncd_slots 2\n" in text and "lipsyncd_slots_busy 1\n" in text
+    page = c.get("/").text
+    assert "cpu0 (render1): job 3 · interview.mp4 · frame 120 of 300 · 24.5 fps" in page
+    assert "cpu1 (render1): idle" in page
 
 
 def test_history_filters(cfg, store):
