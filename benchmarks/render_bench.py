@@ -26,6 +26,11 @@ for fairly; wall seconds are given beside them):
   re-encode of the source's own YUV at the same settings (goal: render ≥ re-encode − 0.5 dB);
 - ``memory``: peak RSS of a render to ``--frames`` and to 3 × ``--frames`` of audio (ping-pong),
   each in a fresh process;
+- ``models``: Wav2Lip and MuseTalk 1.5 side by side on the same clip and audio, ``--model-frames``
+  output frames each (MuseTalk takes seconds per face on a CPU: keep it to a few there), face
+  track cached, with per-stage seconds. MuseTalk's networks come from ``--models-dir`` when its
+  seven files are there, else from the conformance rule (in memory). ``--models-only`` measures
+  just this;
 - ``reference``: with ``--reference PATH`` (a checkout of Rudrabha/Wav2Lip, with its Python
   dependencies importable), its ``inference.py`` on the same clip, audio and checkpoint with a
   fixed face box (``--box``, skipping its detector, which favours it), its CPU seconds (it and its
@@ -273,6 +278,8 @@ def main() -> None:
     parser.add_argument("--psnr-frames", type=int, default=30)
     parser.add_argument("--no-loaded", action="store_true", help="skip the runs against a busy neighbour")
     parser.add_argument("--reference", type=Path, help="a checkout of Rudrabha/Wav2Lip to compare with")
+    parser.add_argument("--model-frames", type=int, default=3, help="output frames per model in `models` (0: skip)")
+    parser.add_argument("--models-only", action="store_true", help="measure only Wav2Lip beside MuseTalk")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
@@ -308,6 +315,10 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     audio_path = write_wav(work / "speech.wav", np.resize(speech, int(seconds * 16000)))
     cores = usable_cores()
     device = LipSyncEngine(models_dir, device=args.device).device.type
+    if args.models_only:
+        return {"video": args.video.name, "size": [info.width, info.height], "device": device, "cores": cores,
+                "torch": torch.__version__, "options": options.as_dict(),
+                "models": model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options, work)}
     plans = {"ours": ThreadPlan.for_device(device),
              "torch-default": ThreadPlan(faces=cores, network=cores, network_workers=1, blend=min(8, cores), encoder=0)}
     report: dict[str, object] = {
@@ -347,6 +358,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         for n in (args.frames, 3 * args.frames)}
     report["fidelity"] = [outside_mouth_psnr(engines["ours"], speech, clip, args.psnr_frames, options, work)
                           for clip in args.psnr_clips]
+    if args.model_frames:
+        report["models"] = model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options,
+                                            work)
     if args.reference:
         from lipsyncd.engine.faces.track import FaceTrack
 
@@ -360,7 +374,52 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     return report
 
 
+def model_comparison(models_dir: Path, device: str, speech: np.ndarray, video: Path, frames: int, options,
+                     work: Path) -> dict[str, dict]:
+    """Each model's render of ``frames`` output frames of ``video`` (track cached first)."""
+    import dataclasses
+
+    from media_tools import write_wav
+
+    from lipsyncd.engine import LipSyncEngine, media
+    from lipsyncd.engine.audio import MIN_DURATION_S
+    from lipsyncd.engine.musetalk.layout import missing_files
+
+    musetalk = None
+    weights = "installed"
+    if missing_files(models_dir):
+        from musetalk_weights import rule_networks
+
+        musetalk, weights = rule_networks(), "conformance rule (speed does not depend on the values)"
+    engine = LipSyncEngine(models_dir, device=device, cache_dir=work / "cache", musetalk=musetalk)
+    info = media.probe(video)
+    seconds = max(frames / info.fps, MIN_DURATION_S)  # the engine refuses shorter speech
+    audio_path = write_wav(work / "model-speech.wav", np.resize(speech, int(seconds * 16000)))
+    figures: dict[str, dict] = {}
+    for model in ("wav2lip", "musetalk"):
+        chosen = dataclasses.replace(options, model=model)
+        with measured({}) as ready:
+            engine.check_ready(chosen)
+            audio = engine.load_audio(audio_path, chosen)
+        engine.render(audio, video, work / "warm.mp4", dataclasses.replace(chosen, model="wav2lip"))  # track cached
+        figures[model] = {"load_s": ready["wall_s"], "weights": weights if model == "musetalk" else "rule or installed",
+                          **render_once(engine, audio, video, work / f"{model}.mp4", chosen, cached=True)}
+        print(f"model {model}: {figures[model]['frames']} frames, {figures[model]['wall_s']:.1f} s wall, "
+              f"{figures[model]['cpu_s']:.1f} CPU s", flush=True)
+    figures["musetalk_vs_wav2lip_cpu_s_per_frame"] = (
+        figures["musetalk"]["cpu_s"] / figures["musetalk"]["frames"]
+        / (figures["wav2lip"]["cpu_s"] / figures["wav2lip"]["frames"]))
+    return figures
+
+
 def print_summary(report: dict) -> None:
+    if "models" in report:
+        for model, r in report["models"].items():
+            if isinstance(r, dict):
+                print(f"model {model:9s} {r['frames']} frames  {r['wall_s']:.1f} s wall  {r['cpu_s']:.1f} CPU s  "
+                      f"{1000 * r['cpu_s'] / r['frames']:.0f} ms CPU per frame  (loading {r['load_s']:.1f} s)")
+        if "renders" not in report:
+            return
     codec = report["codec"]
     print(f"{report['video']} {report['size'][0]}×{report['size'][1]}  device {report['device']} "
           f"{report['gpu'] or ''}  cores {report['cores']}  torch {report['torch']}")

@@ -82,15 +82,31 @@ def _gpu(config: Config) -> list[Check]:
 
 
 def _models(config: Config) -> list[Check]:
+    """Which lip-sync models are installed: the one jobs use by default must be; the other is
+    reported, as a choice a job.yaml may make."""
     from lipsyncd.engine.errors import ModelError
     from lipsyncd.engine.models import require_model
+    from lipsyncd.engine.musetalk.layout import OFFICIAL_FILES, missing_files
 
+    default = config.engine.defaults.model
     name = config.engine.defaults.checkpoint
     try:
         path = require_model(config.engine.models_dir, name)
+        wav2lip = Check("model wav2lip", OK, f"installed: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
     except ModelError as exc:
-        return [Check("model", FAIL, str(exc), f"lipsyncd models fetch {name}")]
-    return [Check("model", OK, f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")]
+        wav2lip = Check("model wav2lip", FAIL if default == "wav2lip" else WARN, str(exc),
+                        f"lipsyncd models fetch {name}")
+    missing = missing_files(config.engine.models_dir)
+    if not missing:
+        musetalk = Check("model musetalk", OK, "installed (MuseTalk 1.5, all seven files); "
+                                               "seconds per frame without a GPU")
+    else:
+        detail = (f"not installed: {len(missing)} of its {len(OFFICIAL_FILES)} files missing "
+                  f"({', '.join(missing)}); optional, for jobs that ask for engine.model: musetalk")
+        fix = "lipsyncd models fetch musetalk, or copy the files offline (README: MuseTalk 1.5)"
+        musetalk = (Check("model musetalk", FAIL, detail, fix) if default == "musetalk"
+                    else Check("model musetalk", OK, f"{detail} ({fix})"))
+    return [wav2lip, musetalk]
 
 
 def _share(config: Config) -> list[Check]:

@@ -18,8 +18,9 @@ class Engine(Protocol):
     def check_ready(self, options: RenderOptions) -> None:
         """Raise ``ModelError`` when the model these options need is missing or corrupt."""
 
-    def load_audio(self, path: Path) -> Any:
-        """Decode a job's audio once (raises ``AudioError``); the result is passed to ``render``."""
+    def load_audio(self, path: Path, options: RenderOptions | None = None) -> Any:
+        """Decode a job's audio once, with the features the job's model needs (raises
+        ``AudioError``); the result is passed to ``render`` for every video of the job."""
 
     def audio_head(self, audio: Any, seconds: float) -> Any:
         """The first ``seconds`` of a loaded audio (all of it when shorter), for a preview clip."""

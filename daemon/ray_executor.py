@@ -116,7 +116,8 @@ class RayExecutor(Executor):
 
     def share_audio(self, audio: Any, work_dir: Path) -> Any:
         with self._cluster():
-            return self._ray.put(replace(audio, path=self._remote(audio.path)))
+            # MuseTalk's prompts hold the engine's whisper network: a remote engine makes its own
+            return self._ray.put(replace(audio, path=self._remote(audio.path), prompts=None))
 
     def submit(self, work: VideoWork) -> None:
         remote = replace(work, video=Path(self._remote(work.video)), output=Path(self._remote(work.output)))

@@ -288,7 +288,7 @@ class Runner:
         options = RenderOptions.from_mapping(job.option_values)
         self._share_gone = self._held_input = None
         try:
-            audio = self._engine.load_audio(on_disk(inputs, job.audio))
+            audio = self._engine.load_audio(on_disk(inputs, job.audio), options)
         except IncompleteInputError as exc:
             return self._incomplete_input(job, inputs, exc)
         except EngineError as exc:

@@ -15,6 +15,7 @@ import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import av
 import librosa
@@ -197,6 +198,9 @@ class SpeechAudio:
     """16 kHz mono float32 in [-1, 1]."""
     mel: np.ndarray = field(repr=False)
     """float32 (80, T) mel spectrogram, 80 columns per second."""
+    prompts: Any = field(default=None, repr=False, compare=False)
+    """MuseTalk's audio prompts of the whole speech (:class:`~.musetalk.audio.SpeechPrompts`),
+    when the job uses MuseTalk: made once per job, like the mel, and shared by its videos."""
 
     @property
     def duration_s(self) -> float:

@@ -24,7 +24,17 @@ if TYPE_CHECKING:
 from . import media
 from .cli_models import models_dir_option, resolve_models_dir
 from .errors import EngineError
-from .options import CHECKPOINTS, DEVICES, FACE_BACKENDS, FACE_CHOICES, LOOP_MODES, PRESETS, Progress, RenderOptions
+from .options import (
+    CHECKPOINTS,
+    DEVICES,
+    FACE_BACKENDS,
+    FACE_CHOICES,
+    LOOP_MODES,
+    MODELS,
+    PRESETS,
+    Progress,
+    RenderOptions,
+)
 
 
 @click.command("render")
@@ -37,6 +47,8 @@ from .options import CHECKPOINTS, DEVICES, FACE_BACKENDS, FACE_CHOICES, LOOP_MOD
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep face tracks here, so the same video renders faster next time.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--model", type=click.Choice(MODELS), default=RenderOptions.model, show_default=True,
+              help="wav2lip (fast, 96 px face) or musetalk (MuseTalk 1.5: 256 px face, slow without a GPU).")
 @click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default=RenderOptions.checkpoint, show_default=True)
 @click.option("--loop", type=click.Choice(LOOP_MODES), default=RenderOptions.loop, show_default=True,
               help="When the audio is longer than the video.")
@@ -62,7 +74,7 @@ def render_command(ctx: click.Context, audio_path: Path, video_path: Path, outpu
     options = RenderOptions.from_mapping(values, where="render")
     engine = LipSyncEngine(resolve_models_dir(models_dir), device=device, cache_dir=cache_dir)
     try:
-        speech = engine.load_audio(audio_path)
+        speech = engine.load_audio(audio_path, options)
         if seconds is not None:
             speech = engine.audio_head(speech, seconds)
         meter = RenderMeter(faces_frames=media.probe(video_path).frame_count)

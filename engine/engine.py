@@ -3,7 +3,7 @@
 Data path of :meth:`LipSyncEngine.render`, top to bottom::
 
     probe video ─▶ face track (cached by content) ─▶ frame schedule (trim / loop to the audio)
-      ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip ─▶ blend ─▶ encode, overlapped) ─▶ output
+      ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip or MuseTalk ─▶ blend ─▶ encode, overlapped) ─▶ output
 
 The engine knows nothing of folders, SQLite or systemd; it raises :mod:`.errors` whose messages
 are meant for the person who dropped the job.
@@ -15,14 +15,16 @@ import logging
 import os
 import time
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from . import media
 from .audio import SpeechAudio, load_speech
-from .errors import EngineError, NoFaceError
+from .errors import EngineError, ModelError, NoFaceError
 from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
 from .faces.track import TRACK_VERSION, FaceTrack, analyse
@@ -31,9 +33,14 @@ from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
 from .pipeline import DECODE_AHEAD, FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_group
 from .preview import Preview, write_preview
+from .redraw import MuseTalkRedraw, Redraw, Wav2LipRedraw
 from .stages import prefetch
 from .threads import ThreadPlan, torch_threads
 from .wav2lip import load_wav2lip
+
+if TYPE_CHECKING:
+    from .musetalk.audio import SpeechPrompts
+    from .musetalk.networks import MuseTalkNetworks
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +63,37 @@ def resolve_device(device: str) -> torch.device:
 
 
 class LipSyncEngine:
-    """Wav2Lip lip-sync for one process: models are loaded on first use and kept."""
+    """Lip-sync (Wav2Lip or MuseTalk 1.5) for one process: models are loaded on first use and kept."""
 
     def __init__(self, models_dir: Path, device: str = "auto", cache_dir: Path | None = None,
-                 threads: ThreadPlan | None = None) -> None:
+                 threads: ThreadPlan | None = None, musetalk: MuseTalkNetworks | None = None) -> None:
+        """``musetalk``: MuseTalk's networks already loaded (else read from ``models_dir`` when
+        a job first asks for them)."""
         self.models_dir = Path(models_dir)
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.threads = threads or ThreadPlan.for_device(self.device.type)
         self._generators: dict[str, MouthGenerator] = {}
         self._locators: dict[str, FaceLocator] = {}
+        self._musetalk = musetalk.to(self.device) if musetalk is not None else None
+        self._last_prompts: tuple[np.ndarray, SpeechPrompts] | None = None
 
     def check_ready(self, options: RenderOptions) -> None:
         """Load the checkpoint (and face finder) the options name now, so a missing or broken
         model stops a job before any work instead of after its first video. Raises :class:`ModelError`."""
-        self._generator(options)
+        if options.model == "musetalk":
+            self._musetalk_networks()
+        else:
+            self._generator(options)
         self._face_locator(options)
 
-    def load_audio(self, path: Path) -> SpeechAudio:
-        """Decode the speech and compute its mel once; reuse the result for every video."""
-        return load_speech(Path(path))
+    def load_audio(self, path: Path, options: RenderOptions | None = None) -> SpeechAudio:
+        """Decode the speech and compute its features once (the mel; MuseTalk's audio prompts
+        when ``options`` choose MuseTalk); reuse the result for every video of the job."""
+        audio = load_speech(Path(path))
+        if options is not None and options.model == "musetalk":
+            audio = self._with_prompts(audio)
+        return audio
 
     def audio_head(self, audio: SpeechAudio, seconds: float) -> SpeechAudio:
         """The first ``seconds`` of the speech: rendered, a preview clip of what the whole will be."""
@@ -92,8 +110,8 @@ class LipSyncEngine:
         """
         started = time.perf_counter()
         video, output = Path(video), Path(output)
-        generator = self._generator(options)
         info = media.probe(video)
+        redraw = self._redraw(options, audio, info.fps)
         total = audio.frame_count(info.fps)
         timer = StageTimer()
         cache = self._track_cache_path(video, options, video_digest)
@@ -117,8 +135,8 @@ class LipSyncEngine:
                                    color=info.color, audio_path=audio.path, audio_duration_s=audio.duration_s,
                                    threads=self.threads.encoder) as writer:
                 width, height = writer.size
-                loop = FrameLoop(track, audio.windows(info.fps), generator, writer.matrix, writer.write,
-                                 options.pads, timer, frames_per_group(width, height, generator.batch_size),
+                loop = FrameLoop(track, redraw, writer.matrix, writer.write,
+                                 timer, frames_per_group(width, height, redraw.batch_size),
                                  frames_per_group(width, height, DECODE_AHEAD), self.threads)
                 loop.run(media.read_i420(video, info, schedule), schedule,
                          _shifted(progress, analysed, analysed + total), should_stop)
@@ -145,6 +163,46 @@ class LipSyncEngine:
             if cache is not None:
                 track.save(cache)
         return write_preview(video, info, track, audio.duration_s, audio.frame_count(info.fps), options, Path(image))
+
+    def _redraw(self, options: RenderOptions, audio: SpeechAudio, fps: float) -> Redraw:
+        """The model the options choose, ready for the frame loop (loading it on first use)."""
+        if options.model == "musetalk":
+            from .musetalk.generator import MuseTalkGenerator
+
+            networks = self._musetalk_networks()
+            prompts = self._with_prompts(audio).prompts
+            return MuseTalkRedraw(MuseTalkGenerator(networks, prompts, fps, self.device, options.batch_size))
+        return Wav2LipRedraw(self._generator(options), audio.windows(fps), options.pads)
+
+    def _musetalk_networks(self) -> MuseTalkNetworks:
+        """MuseTalk's three networks, read from the models folder once (tens of seconds)."""
+        if self._musetalk is None:
+            from .musetalk.layout import require_files
+            from .musetalk.networks import load_networks
+
+            files = require_files(self.models_dir)  # which file goes where, before any reading
+            try:
+                self._musetalk = load_networks(files, self.device)
+            except ImportError as error:
+                raise ModelError("MuseTalk needs packages that are not installed here (diffusers, transformers): "
+                                 "install them with `pip install 'lipsyncd[musetalk]'`, or use engine.model: "
+                                 "wav2lip.") from error
+        return self._musetalk
+
+    def _with_prompts(self, audio: SpeechAudio) -> SpeechAudio:
+        """``audio`` with MuseTalk's prompts: its own when it has them (made by :meth:`load_audio`),
+        else those of the last speech seen here, when it is the same one (a worker process gets
+        the job's audio without them and renders several videos of the job), else new ones."""
+        if audio.prompts is not None:
+            return audio
+        from .musetalk.audio import SpeechPrompts
+
+        last = self._last_prompts
+        if last is None or last[0] is not audio.samples:
+            networks = self._musetalk_networks()
+            last = self._last_prompts = (audio.samples,
+                                         SpeechPrompts(audio.samples, networks.whisper, networks.features))
+        return replace(audio, prompts=last[1])
 
     def _generator(self, options: RenderOptions) -> MouthGenerator:
         name = options.checkpoint

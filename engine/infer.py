@@ -35,6 +35,9 @@ and 85 ms of CPU; batch 1 cost three times batch 8 (266 vs 91 ms, two threads, i
 class MouthGenerator:
     """Callable: (crops uint8 (B,96,96,3) BGR, mel windows (B,80,16)) → uint8 (B,96,96,3) BGR."""
 
+    cpu_batch = CPU_BATCH
+    """Faces per network call at most on a CPU."""
+
     def __init__(self, model: Wav2Lip, device: torch.device, batch_size: int) -> None:
         self.device = device
         self.half = device.type == "cuda"
@@ -47,12 +50,12 @@ class MouthGenerator:
 
     @property
     def batch_size(self) -> int:
-        """Frames per network call; on a CPU at most :data:`CPU_BATCH`."""
+        """Frames per network call; on a CPU at most :attr:`cpu_batch`."""
         return self._batch_size
 
     @batch_size.setter
     def batch_size(self, requested: int) -> None:
-        self._batch_size = requested if self.device.type == "cuda" else min(requested, CPU_BATCH)
+        self._batch_size = requested if self.device.type == "cuda" else min(requested, self.cpu_batch)
 
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 LOOP_MODES = ("pingpong", "loop")
 FACE_CHOICES = ("largest", "center")
 FACE_BACKENDS = ("auto", "mediapipe", "face-alignment")
+MODELS = ("wav2lip", "musetalk")
 CHECKPOINTS = ("wav2lip_gan", "wav2lip")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower")
 DEVICES = ("auto", "cuda", "cpu")
@@ -24,6 +25,9 @@ DEVICES = ("auto", "cuda", "cpu")
 class RenderOptions:
     """How one video is rendered. Defaults are what a user who sets nothing should get."""
 
+    model: str = "wav2lip"
+    """Which lip-sync model: ``wav2lip`` (96 px face, fast, research-only weights) or
+    ``musetalk`` (MuseTalk 1.5: 256 px face, sharper, commercial-friendly, needs a GPU to be quick)."""
     checkpoint: str = "wav2lip_gan"
     """Which Wav2Lip weights: ``wav2lip_gan`` (sharper, the usual choice) or ``wav2lip``."""
     loop: str = "pingpong"
@@ -77,6 +81,8 @@ def _int(name: str, value: Any, low: int, high: int) -> int:
 
 
 def _validate(name: str, key: str, value: Any) -> Any:
+    if key == "model":
+        return _choice(name, value, MODELS)
     if key == "checkpoint":
         return _choice(name, value, CHECKPOINTS)
     if key == "loop":

@@ -2,12 +2,13 @@
 
 Four kinds of work run at once, joined by bounded queues (:mod:`.stages`)::
 
-    decode thread (yuv420p) ──▶ this thread: groups, crops ──▶ network workers: Wav2Lip on a batch
+    decode thread (yuv420p) ──▶ this thread: groups ──▶ network workers: crops, the model on a batch
                             ──▶ pool: paste the mouth ──▶ encode thread: x264 + audio
 
-Frames stay in the codec's yuv420p from decoder to encoder (:mod:`.yuv`): only the 96×96 crop is
+Frames stay in the codec's yuv420p from decoder to encoder (:mod:`.yuv`): only the model's face crop is
 converted for the network and only the mouth's box is blended back, so per-frame work outside
 the codec is small and proportional to the mouth, and the picture outside it is a plain re-encode.
+The model is a :class:`~.redraw.Redraw` (Wav2Lip or MuseTalk): everything else is the same for both.
 The pool pastes while one thread does nothing but encode, in order, which is what keeps the
 encoder fed on a GPU box, where the network is ~100× faster than the codec.
 
@@ -37,12 +38,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .audio import MelWindows
-from .blend import crop_rect, model_crop, paste
+from .blend import paste
 from .errors import Cancelled
 from .faces.track import FaceTrack
-from .infer import MouthGenerator
 from .options import Progress
+from .redraw import Redraw
 from .stages import Sink, prefetch
 from .threads import ThreadPlan
 from .yuv import I420, YuvMatrix
@@ -109,12 +109,11 @@ class FrameLoop:
     """One render's frame loop; :meth:`run` streams ``schedule`` through every stage."""
 
     track: FaceTrack
-    mels: MelWindows
-    generator: MouthGenerator
+    redraw: Redraw
+    """The model: where it crops, what it sees, the faces it draws (:mod:`.redraw`)."""
     matrix: YuvMatrix
     """The colour conversion of the frames' samples (the encoder's: the source's matrix and range)."""
     write: Callable[[I420], None]
-    pads: tuple[int, int, int, int]
     timer: StageTimer
     max_frames: int
     """Frames per group at most (see :func:`frames_per_group`)."""
@@ -129,7 +128,7 @@ class FrameLoop:
             progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> None:
         total, done = len(schedule), 0
         stop = partial(check_stop, should_stop)
-        faces_per_call = self.generator.batch_size
+        faces_per_call = self.redraw.batch_size
         workers = self.threads.network_workers
         in_network: deque[tuple[list[I420], Future]] = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="network", initializer=torch.set_num_threads,
@@ -178,15 +177,15 @@ class FrameLoop:
         track, turns = self.track, self.track.turns
         assert turns is not None  # FaceTrack fills it in
         views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
-        rects = [crop_rect(track.boxes[src], self.pads, view.width, view.height) if track.has_face[src] else None
+        rects = [self.redraw.rect(track, src, view.width, view.height)
                  for view, src in zip(views, sources, strict=True)]
         faces = [(j, rect) for j, rect in enumerate(rects) if rect is not None]
         mouths: list[Mouth | None] = [None] * len(group)
         if not faces:
             return mouths
         with self.timer("network (all workers)"):
-            crops = np.stack([model_crop(views[j], rect, self.matrix) for j, rect in faces])
-            generated = self.generator(crops, self.mels[[first + j for j, _ in faces]])
+            crops = np.stack([self.redraw.crop(views[j], rect, self.matrix) for j, rect in faces])
+            generated = self.redraw(crops, [first + j for j, _ in faces])
         for k, (j, rect) in enumerate(faces):
             src = sources[j]
             mouths[j] = Mouth(generated[k], rect, track.points[src], float(track.fade[src]), int(turns[src]))

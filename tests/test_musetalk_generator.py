@@ -48,13 +48,17 @@ def test_generator_runs_the_reference_chain() -> None:
 
 
 def test_paste_changes_only_the_lower_face() -> None:
+    from lipsyncd.engine.yuv import I420, YuvMatrix
+
     frame, mesh = frame_and_mesh(0)
     _, box = face_crop(frame, mesh)
     face = np.load(FIXTURES / "vae_decoded_bgr_uint8.npy")[0]
     points = mesh[KEPT].astype(np.float32)  # what the face track keeps of the mesh
-    out = frame.copy()
-    paste(out, face, box, points, weight=1.0)
-    changed = np.any(out != frame, axis=2)
+    even = frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2]
+    original = I420(cv2.cvtColor(even, cv2.COLOR_BGR2YUV_I420))
+    out = I420(original.data.copy())
+    paste(out, face, box, points, 1.0, YuvMatrix.of(5, 1))
+    changed = out.y != original.y
     x1, y1, x2, y2 = box
     outside = np.ones_like(changed)
     outside[y1:y2, x1:x2] = False

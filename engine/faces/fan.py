@@ -28,7 +28,7 @@ from ..errors import ModelError
 from .detector import Detection, box_of
 from .locate import FaceLocator
 from .mesh import FACE_OVAL, NUM_POINTS
-from .track import BROWS, KEPT, LIPS, NOSE, OVAL
+from .track import BROWS, KEPT, LIPS, NOSE, OVAL, POINTS_68
 
 _JAW_START, _JAW_STOP = FACE_OVAL.index(454), FACE_OVAL.index(234) + 1
 """Oval slots from the image-right ear (454) through the chin to the image-left ear (234)."""
@@ -44,6 +44,12 @@ def _resample(polyline: np.ndarray, n: int) -> np.ndarray:
     along = np.concatenate([[0.0], np.cumsum(steps)])
     at = np.linspace(0.0, along[-1], n)
     return np.stack([np.interp(at, along, polyline[:, k]) for k in (0, 1)], axis=1)
+
+
+_FIRST_USE = np.array([list(KEPT).index(mesh_id) for mesh_id in KEPT])
+"""Per kept slot, the first slot of the same mesh id: the 68-point scheme shares some ids with the
+oval, lips and brows, and a slot that repeats an id holds what the first one holds (as the mesh
+gives them), so the mask's shapes stay as drawn above."""
 
 
 def to_kept(points68: np.ndarray) -> np.ndarray:
@@ -72,7 +78,8 @@ def to_kept(points68: np.ndarray) -> np.ndarray:
     lips[corner:] = _resample(np.concatenate([p[54:60], p[48:49]]), len(lips) - corner + 1)[:-1]
     kept[BROWS] = p[17:27]
     kept[NOSE] = p[_NOSE_68]
-    return kept.astype(np.float32)
+    kept[POINTS_68] = p[:68]
+    return kept[_FIRST_USE].astype(np.float32)
 
 
 def _module_dicts(path: Path) -> dict[str, Any]:

@@ -24,20 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ..musetalk.face import MESH_TO_68
 from .mesh import FACE_OVAL, LIPS_OUTER
 from .turns import turn_points, upright_turns
 
-TRACK_VERSION = 2
+TRACK_VERSION = 3
 """Bump when analysis changes, so stale cache files are recomputed instead of reused."""
 
 _BROWS = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
 _NOSE = [1, 2, 98, 327]
-KEPT = np.array(list(FACE_OVAL) + list(LIPS_OUTER) + _BROWS + _NOSE)
+KEPT = np.array(list(FACE_OVAL) + list(LIPS_OUTER) + _BROWS + _NOSE + list(MESH_TO_68))
 """Mesh indices stored per frame; the slices below address them inside a track's ``points``."""
 OVAL = slice(0, len(FACE_OVAL))
 LIPS = slice(OVAL.stop, OVAL.stop + len(LIPS_OUTER))
 BROWS = slice(LIPS.stop, LIPS.stop + len(_BROWS))
 NOSE = slice(BROWS.stop, BROWS.stop + len(_NOSE))
+POINTS_68 = slice(NOSE.stop, NOSE.stop + len(MESH_TO_68))
+"""The 68-point scheme MuseTalk's face box rule is written for (some repeat points above)."""
 
 MIN_PRESENCE = 0.9999
 """Mesh face-presence probability under which the mesh is taken not to see a face (a logit of

@@ -18,6 +18,7 @@ which drifts out of sync on NTSC video; we use the true rate (identical at integ
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -108,6 +109,7 @@ class SpeechPrompts:
         self.features = features
         self.length = whisper_frame_count(len(self.wav))
         self._segments: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()  # the frame loop's network workers ask at once
 
     def frame_count(self, fps: float) -> int:
         """Video frames the reference makes for this speech at ``fps``."""
@@ -127,6 +129,10 @@ class SpeechPrompts:
 
     def prompts(self, frames: list[int], fps: float) -> torch.Tensor:
         """(len(frames), 50, 384) audio prompts of the given video frames, without the PE."""
+        with self._lock:
+            return self._prompts(frames, fps)
+
+    def _prompts(self, frames: list[int], fps: float) -> torch.Tensor:
         wanted = [s for frame in frames for s in prompt_sources(frame, fps) if 0 <= s < self.length]
         first = min(wanted, default=0)
         last = max(wanted, default=0)

@@ -39,6 +39,10 @@ class MuseTalkGenerator(MouthGenerator):
     each frame's 0.2 s of speech.
     """
 
+    cpu_batch = 1
+    """Seconds of work per face on a CPU: batching gains nothing there, and a batch of one keeps
+    stop requests and progress within one face's time (calls are padded to the batch size)."""
+
     def __init__(self, networks: MuseTalkNetworks, speech: SpeechPrompts, fps: float,
                  device: torch.device, batch_size: int) -> None:
         self.device = device

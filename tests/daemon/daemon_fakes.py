@@ -58,7 +58,7 @@ class FakeEngine:
             raise ModelError(f"put {options.checkpoint}.pth in {self.models_dir} "
                              f"or run lipsyncd models fetch {options.checkpoint}")
 
-    def load_audio(self, path: Path) -> SpeechAudio:
+    def load_audio(self, path: Path, options=None) -> SpeechAudio:
         data = path.read_bytes()
         if b"silence" in data:
             raise AudioError("the audio is silent")

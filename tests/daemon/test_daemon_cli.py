@@ -159,8 +159,9 @@ def test_doctor_reports_problems_with_fixes_and_fails(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "[  ok] ffmpeg (PyAV): PyAV" in result.output and "libx264 and aac encoders present" in result.output
     assert "[warn] GPU: no GPU" in result.output
-    assert "[FAIL] model: The lip-sync model file wav2lip_gan.pth is missing" in result.output
+    assert "[FAIL] model wav2lip: The lip-sync model file wav2lip_gan.pth is missing" in result.output
     assert "fix: lipsyncd models fetch wav2lip_gan" in result.output
+    assert "[  ok] model musetalk: not installed: 7 of its 7 files missing" in result.output
     assert "[  ok] folder inbox:" in result.output
 
 
@@ -171,6 +172,21 @@ def test_doctor_passes_when_everything_is_there(tmp_path, monkeypatch):
     result = invoke(write_config(tmp_path), "doctor")
     assert result.exit_code == 0, result.output
     assert "All checks passed." in result.output
+    assert "[  ok] model wav2lip: installed" in result.output
+
+
+def test_doctor_says_musetalk_is_installed_and_requires_it_when_jobs_use_it(tmp_path, monkeypatch):
+    from musetalk_weights import write_official_layout
+
+    monkeypatch.setattr(doctor, "_gpu", lambda c: [doctor.Check("GPU", doctor.OK, "fake GPU")])
+    result = invoke(write_config(tmp_path, engine={"models_dir": str(tmp_path / "models"), "cache_dir": None,
+                                                  "defaults": {"model": "musetalk"}}), "doctor")
+    assert result.exit_code == 1 and "[FAIL] model musetalk: not installed" in result.output
+    assert "[warn] model wav2lip:" in result.output  # not the default: jobs may still ask for it
+    write_official_layout(tmp_path / "models")
+    result = invoke(write_config(tmp_path, engine={"models_dir": str(tmp_path / "models"), "cache_dir": None,
+                                                  "defaults": {"model": "musetalk"}}), "doctor")
+    assert "[  ok] model musetalk: installed (MuseTalk 1.5" in result.output
 
 
 def test_doctor_flags_a_folder_it_cannot_use(tmp_path):

@@ -283,7 +283,7 @@ class ProbingEngine(FakeEngine):
     """The fake engine, but reading its inputs with the real decoders first, so their
     completeness checks run as in a real render."""
 
-    def load_audio(self, path: Path) -> bytes:
+    def load_audio(self, path: Path, options=None) -> bytes:
         decode_audio(path)
         return super().load_audio(path)
 

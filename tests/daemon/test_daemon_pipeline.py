@@ -414,7 +414,7 @@ def test_an_engine_bug_fails_the_video_or_job_but_not_the_service(cfg, store):
         "Internal error (RuntimeError: index out of range). Please report it, with job.log.", None]
 
     class BuggyAudio(FakeEngine):
-        def load_audio(self, path):
+        def load_audio(self, path, options=None):
             raise MemoryError("too big")
 
     make_job(cfg.folders.inbox, "huge", {"s.wav": b"a", "v.mp4": b"3"})
