@@ -114,7 +114,11 @@ def test_a_sideways_clip_gets_its_mouth_redrawn_and_nothing_else(engine, face_cl
         result = engine.render(audio, clip, tmp_path / f"{name}.mp4", RenderOptions(batch_size=16))
         assert result.frames_with_face == result.frames == audio.frame_count(info.fps)
     upright_crops, sideways_crops = (np.concatenate(crops[k]).astype(int) for k in ("upright", "sideways"))
-    assert np.abs(upright_crops - sideways_crops).mean() < 8  # the same upright face, give or take the encoder
+    assert len(upright_crops) == len(sideways_crops)
+    # The network's workers run batches in parallel, so crops arrive in any order: each sideways
+    # crop must have an upright twin (the same upright face, give or take the encoder).
+    nearest = [min(np.abs(crop - other).mean() for other in upright_crops) for crop in sideways_crops]
+    assert np.mean(nearest) < 8
 
     source = [np.rot90(f, -1) for f in decode_all(sideways)]  # stood upright again for the checks
     rendered = [np.rot90(f, -1) for f in decode_all(tmp_path / "sideways.mp4")]
