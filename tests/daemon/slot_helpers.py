@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -54,15 +52,6 @@ def queue_job(cfg: Config, store: Store, name: str, videos: dict[str, bytes]) ->
     ids = intake.tick(store) + intake.tick(store)
     assert len(ids) == 1
     return ids[0]
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def worker_pids() -> list[int]:

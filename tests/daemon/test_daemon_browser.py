@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import make_job, write_config
+from daemon_helpers import make_job, write_config, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from test_daemon_process import query, start, stop_service, wait_for
+from test_daemon_process import query, start, stop_service
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from pathlib import Path
 
 import pytest
 from daemon_fakes import FakeEngine

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from daemon_helpers import make_job, write_config
+from daemon_helpers import make_job, write_config, wait_for
 from lipsyncd.daemon import lock, service
 from lipsyncd.daemon.cli import cli
 from lipsyncd.daemon.lock import AlreadyRunning, ServiceLock
 from lipsyncd.daemon.store import NoDatabase, Store, StoreError
-from test_daemon_process import FILES, job_state, query, rendering, start, stop_service, wait_for
+from test_daemon_process import FILES, job_state, query, rendering, start, stop_service
 
 NOBODY = 65534
 CLI = [sys.executable, "-c", "from lipsyncd.daemon.cli import main; main()"]

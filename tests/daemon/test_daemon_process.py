@@ -8,12 +8,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemon_helpers import make_job, write_config
+from daemon_helpers import make_job, wait_for, write_config
 
 HARNESS = Path(__file__).with_name("daemon_harness.py")
 FILES = {"speech.wav": b"RIFF speech", "a.mp4": b"first video", "b.mp4": b"second video", "job.yaml": b"priority: 1\n"}
@@ -23,15 +21,6 @@ def start(config: Path, frame_delay: float, env: dict[str, str] | None = None) -
     with open(config.parent / "service.log", "ab") as log:  # the child keeps its own copy of the handle
         return subprocess.Popen([sys.executable, str(HARNESS), str(config), str(frame_delay)], stdout=log,
                                 stderr=log, env={**os.environ, **(env or {})})
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def query(db: Path, sql: str) -> list[tuple]:

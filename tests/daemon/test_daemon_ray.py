@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from daemon_helpers import make_job, write_config
+from daemon_helpers import make_job, wait_for, write_config
 from lipsyncd.daemon import config as config_module
 from lipsyncd.daemon import slot_status
 from lipsyncd.daemon.config import Config
@@ -28,7 +28,6 @@ from slot_helpers import (
     outbox_files,
     queue_job,
     running,
-    wait_for,
     with_fakes_on_path,
 )
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_helpers import make_job, write_config
-from test_daemon_process import files_under, query, start, stop_service, wait_for
+from daemon_helpers import make_job, write_config, wait_for
+from test_daemon_process import files_under, query, start, stop_service
 
 JOBS = {name: {"speech.wav": f"RIFF {name}".encode(), "a.mp4": b"first video", "b.mp4": b"second video"}
         for name in ("one", "two", "three")}

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 from daemon_fakes import FRAMES, FakeEngine
-from daemon_helpers import make_job
+from daemon_helpers import make_job, wait_for
 from slot_helpers import (
     Service,
     outbox_files,
     queue_job,
     running,
-    wait_for,
     with_fakes_on_path,
     worker_pids,
 )
