@@ -80,7 +80,8 @@ def states(db: Path) -> list[tuple]:
 
 def test_a_share_outage_mid_run_fails_nothing_writes_nothing_and_resumes(tmp_path, outage):
     share = outage.share
-    config = write_config(tmp_path, folders={k: str(share / k) for k in ("inbox", "outbox", "error")})
+    config = write_config(tmp_path, folders={k: str(share / k) for k in ("inbox", "outbox", "error")},
+                          status={"folder": str(share)})  # the status files at the share's root, too
     db = tmp_path / "state" / "lipsyncd.sqlite3"
     for name, files in JOBS.items():
         make_job(share / "inbox", name, files)
