@@ -67,8 +67,6 @@ STATUS_JOBS = 20
 INTAKE_STALL_S = 600.0
 """Hashing a large video over a slow share is the longest thing intake does in one round."""
 INTAKE_STOP_S = 5.0
-SHARE_STATUS_CHECK_S = 1.0
-"""The status files on the share are written only after a look at the share at most this old."""
 LIBRARY_CACHES = {"NUMBA_CACHE_DIR": "numba", "TORCH_HOME": "torch", "MPLCONFIGDIR": "matplotlib",
                   "XDG_CACHE_HOME": "xdg"}
 """Environment variable -> folder under the service's cache folder. librosa's numba functions
@@ -179,7 +177,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
             notifier.watchdog()
             last_ping = now
         view = overview(store, limit=STATUS_JOBS)
-        if share_status is not None and not share.check(SHARE_STATUS_CHECK_S):  # never under a bare mountpoint
+        if share_status is not None and not share.check():  # a fresh look: never under a bare mountpoint
             share_status.update(view)
         text = f"{NOTE_PREFIX}{share.last_reason}" if share.last_reason else _status_line(view)
         if text != status:
