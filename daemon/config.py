@@ -22,6 +22,7 @@ import yaml
 
 from lipsyncd.engine.options import DEVICES, RenderOptions
 
+from . import mounts
 from .jobfolder import JOB_FILES, MEDIA_SUFFIXES, JobFolderError, is_junk, validate_naming
 
 ENV_PREFIX = "LIPSYNCD_"
@@ -435,10 +436,9 @@ def _quiet_period(value: Any, inbox: Path, mode: str) -> float:
         if isinstance(value, str):
             raise ConfigError(f"watch.quiet_period: must be a number of seconds or auto; got {value!r}")
         return _seconds("watch.quiet_period", value, allow_zero=True)
-    from .doctor import NETWORK_FS, filesystem_type  # doctor imports this module
-
     existing = next((p for p in (inbox, *inbox.parents) if p.exists()), inbox)
-    return QUIET_NETWORK_S if mode == "polling" or filesystem_type(existing) in NETWORK_FS else QUIET_LOCAL_S
+    on_network = mounts.filesystem_type(existing) in mounts.NETWORK_FS
+    return QUIET_NETWORK_S if mode == "polling" or on_network else QUIET_LOCAL_S
 
 
 def _ready_marker(value: Any, ignore: tuple[str, ...]) -> str | None:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
+from .mounts import NETWORK_FS, filesystem_type
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_FREE_GIB = 2.0
 LOW_FREE_GIB = 20.0
 SERVICE_USER, SERVICE_GROUP = "lipsyncd", "lipsync"
 """Who the systemd unit runs as (User=, Group=); the fixes doctor prints use them."""
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afpfs")
 
 
 @dataclass(frozen=True)
@@ -192,21 +192,3 @@ def _state_is_local(config: Config) -> list[Check]:
         return [Check("state on local disk", FAIL, f"{config.folders.state} is on a {fstype} network mount",
                       "put folders.state on a local disk (SQLite locking is unreliable over the network)")]
     return [Check("state on local disk", OK, f"{config.folders.state} ({fstype or 'unknown'} file system)")]
-
-
-def filesystem_type(path: Path) -> str | None:
-    """The type of the mount holding ``path``, from /proc/mounts (longest matching mount point)."""
-    try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    target = path.resolve()
-    best, fstype = -1, None
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = Path(fields[1].replace("\\040", " "))
-        if target.is_relative_to(mount) and len(mount.parts) > best:
-            best, fstype = len(mount.parts), fields[2]
-    return fstype

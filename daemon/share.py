@@ -26,18 +26,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
+from .mounts import MOUNTINFO, Mount, mount_of, mounts, unescape
 
 log = logging.getLogger(__name__)
 
 RECORD_NAME = "share.json"
 NOTE_PREFIX = "Waiting for the share: "
 """Start of the note on a job held back by a missing share (``lipsyncd status`` shows it)."""
-MOUNTINFO = Path("/proc/self/mountinfo")
 FSTAB = Path("/etc/fstab")
 
 
@@ -54,45 +53,6 @@ def is_waiting_note(note: str | None) -> bool:
     return bool(note) and note.startswith(NOTE_PREFIX)  # type: ignore[union-attr]
 
 
-@dataclass(frozen=True)
-class Mount:
-    point: Path
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    """Mount table fields escape space, tab, newline and backslash as octal (``\\040``)."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
-    """The mounts this process sees, in mount order (a later one may cover an earlier one)."""
-    found = []
-    for line in mountinfo.read_text().splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        dash = fields.index("-")
-        if len(fields) < dash + 3 or len(fields) < 5:
-            continue
-        found.append(Mount(Path(_unescape(fields[4])), fields[dash + 1], _unescape(fields[dash + 2])))
-    return found
-
-
-def mount_of(path: Path, table: Iterable[Mount] | None = None) -> Mount | None:
-    """The mount holding ``path`` (resolved as far as it exists): the deepest mount point above
-    it, the last mounted where several share one point."""
-    target = Path(os.path.realpath(path))
-    best: Mount | None = None
-    for mount in mounts() if table is None else table:
-        if target.is_relative_to(mount.point) and (best is None or len(mount.point.parts) >= len(best.point.parts)):
-            best = mount
-    return best
-
-
 def fstab_points(fstab: Path = FSTAB) -> set[Path]:
     """Mount points /etc/fstab declares (swap and pseudo entries left out)."""
     try:
@@ -103,7 +63,7 @@ def fstab_points(fstab: Path = FSTAB) -> set[Path]:
     for line in lines:
         fields = line.split()
         if len(fields) >= 3 and not fields[0].startswith("#") and fields[1].startswith("/") and fields[2] != "swap":
-            points.add(Path(_unescape(fields[1])))
+            points.add(Path(unescape(fields[1])))
     return points
 
 

@@ -360,10 +360,10 @@ def test_an_input_that_stays_incomplete_is_failed_after_max_wait(tmp_path):
 
 @pytest.mark.parametrize("fstype, expected", [("ext4", 10.0), ("cifs", 120.0), ("nfs4", 120.0)])
 def test_the_automatic_quiet_period_is_long_only_on_a_network_mount(tmp_path, monkeypatch, fstype, expected):
-    from lipsyncd.daemon import doctor
+    from lipsyncd.daemon import mounts
 
     seen = []
-    monkeypatch.setattr(doctor, "filesystem_type", lambda path: seen.append(path) or fstype)
+    monkeypatch.setattr(mounts, "filesystem_type", lambda path: seen.append(path) or fstype)
     settings = write_config(tmp_path, watch={"mode": "inotify"})
     loaded = config_module.load(settings, environ={"LIPSYNCD_WATCH_QUIET_PERIOD": "auto"})
     assert loaded.watch.quiet_period == expected
