@@ -114,17 +114,13 @@ class LipSyncEngine:
         redraw = self._redraw(options, audio, info.fps)
         total = audio.frame_count(info.fps)
         timer = StageTimer()
-        cache = self._track_cache_path(video, options, video_digest)
-        track = FaceTrack.load(cache) if cache is not None else None
+        cache, track = self._cached_track(video, options, video_digest)
         # One progress scale for the whole render: face analysis (when not cached), then frames.
         analysed = 0 if track is not None else info.frame_count
         if track is None:
-            with timer("faces"), torch_threads(self.threads.faces):
-                track = self._analyse(video, info, options, _shifted(progress, 0, analysed + total), should_stop)
-            if cache is not None:
-                track.save(cache)
-        else:
-            log.info("face track of %s taken from the cache", video.name)
+            with timer("faces"):
+                track = self._analyse(video, info, options, _shifted(progress, 0, analysed + total), should_stop,
+                                      cache)
         if not track.has_face.any():
             raise NoFaceError(f"No face was found anywhere in '{video.name}'. Use a video or photo where one "
                               "face is clearly visible, facing the camera, with the mouth not covered.")
@@ -156,12 +152,9 @@ class LipSyncEngine:
         is cached, so the render that follows does not analyse the video again."""
         video = Path(video)
         info = media.probe(video)
-        cache = self._track_cache_path(video, options, video_digest)
-        track = FaceTrack.load(cache) if cache is not None else None
+        cache, track = self._cached_track(video, options, video_digest)
         if track is None:
-            track = self._analyse(video, info, options, progress, should_stop)
-            if cache is not None:
-                track.save(cache)
+            track = self._analyse(video, info, options, progress, should_stop, cache)
         return write_preview(video, info, track, audio.duration_s, audio.frame_count(info.fps), options, Path(image))
 
     def _redraw(self, options: RenderOptions, audio: SpeechAudio, fps: float) -> Redraw:
@@ -213,9 +206,19 @@ class LipSyncEngine:
         generator.batch_size = options.batch_size
         return generator
 
+    def _cached_track(self, video: Path, options: RenderOptions,
+                      digest: str | None) -> tuple[Path | None, FaceTrack | None]:
+        """Where this video's face track is cached, and the track when it is there."""
+        cache = self._track_cache_path(video, options, digest)
+        track = FaceTrack.load(cache) if cache is not None else None
+        if track is not None:
+            log.info("face track of %s taken from the cache", video.name)
+        return cache, track
+
     def _analyse(self, video: Path, info: media.VideoInfo, options: RenderOptions,
-                 progress: ProgressFn | None, should_stop: StopFn | None) -> FaceTrack:
-        """The face track of every source frame, in one streaming pass over the video."""
+                 progress: ProgressFn | None, should_stop: StopFn | None, cache: Path | None) -> FaceTrack:
+        """The face track of every source frame, in one streaming pass over the video on the
+        face models' threads, saved to ``cache`` when there is one."""
         locator = self._face_locator(options)
 
         def on_batch(done: int) -> None:
@@ -227,9 +230,12 @@ class LipSyncEngine:
         chunk = max(1, min(batch, ANALYSIS_BYTES // (info.width * info.height * 3)))
         frames_in = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk,
                              interrupt=lambda: check_stop(should_stop))
-        with closing(frames_in) as frames:
-            return analyse(frames, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
-                           on_batch=on_batch)
+        with closing(frames_in) as frames, torch_threads(self.threads.faces):
+            track = analyse(frames, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
+                            on_batch=on_batch)
+        if cache is not None:
+            track.save(cache)
+        return track
 
     def _face_backend(self, options: RenderOptions) -> str:
         if options.face_backend != "auto":
