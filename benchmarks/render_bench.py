@@ -2,10 +2,11 @@
 an idle and a loaded machine, the pipeline's overhead, fidelity outside the mouth, memory.
 
 Prints a summary and writes JSON. Runs on the CPU (any machine) and on a GPU box; quote absolute
-times only from the GPU box, and ratios (end-to-end vs encode-only, ours vs reference) from one run.
+times only from the GPU box, and ratios (end-to-end vs encode-only) from one run. The public reference side by side:
+``benchmarks/reference_bench.py``.
 
     python benchmarks/render_bench.py --video clip.mp4 --audio speech.wav --frames 100 \\
-        --psnr-clips /path/to/clips/*.mp4 --reference ~/src/Wav2Lip --json benchmarks/results/cpu.json
+        --psnr-clips /path/to/clips/*.mp4 --json benchmarks/results/cpu.json
 
 What it measures, in one process unless said otherwise (CPU seconds are the whole process's user +
 system time over the step, ``resource.getrusage``, so threads and a busy neighbour are accounted
@@ -31,10 +32,6 @@ for fairly; wall seconds are given beside them):
   track cached, with per-stage seconds. MuseTalk's networks come from ``--models-dir`` when its
   seven files are there, else from the conformance rule (in memory). ``--models-only`` measures
   just this;
-- ``reference``: with ``--reference PATH`` (a checkout of Rudrabha/Wav2Lip, with its Python
-  dependencies importable), its ``inference.py`` on the same clip, audio and checkpoint with a
-  fixed face box (``--box``, skipping its detector, which favours it), its CPU seconds (it and its
-  ffmpeg children) beside ours. Nothing is fetched: without the path this part is skipped.
 
 Without real weights in ``--models-dir`` it writes a checkpoint by the conformance weight rule:
 speed does not depend on the weight values, only the picture does.
@@ -247,22 +244,6 @@ def peak_rss_mb(models: Path, device: str, cache: Path, speech_npy: Path, second
     return float(done.stdout.split()[-1])
 
 
-def reference_run(reference: Path, checkpoint: Path, video: Path, audio: Path, box: tuple[int, int, int, int],
-                  work: Path) -> dict:
-    """The public reference's inference.py on the same inputs, with a fixed face box; its CPU
-    seconds include the ffmpeg processes it starts."""
-    out = work / "reference.mp4"
-    command = [sys.executable, "inference.py", "--checkpoint_path", str(checkpoint), "--face", str(video),
-               "--audio", str(audio), "--outfile", str(out), "--box", *(str(v) for v in box)]
-    cpu, wall = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run(command, cwd=reference, capture_output=True, text=True)
-    figures = {"command": " ".join(command), "wall_s": time.perf_counter() - wall,
-               "cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu, "returncode": done.returncode}
-    if done.returncode != 0:
-        figures["error"] = done.stderr.strip().splitlines()[-1:] or ["?"]
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, required=True)
@@ -277,7 +258,6 @@ def main() -> None:
     parser.add_argument("--psnr-clips", type=Path, nargs="*", default=[])
     parser.add_argument("--psnr-frames", type=int, default=30)
     parser.add_argument("--no-loaded", action="store_true", help="skip the runs against a busy neighbour")
-    parser.add_argument("--reference", type=Path, help="a checkout of Rudrabha/Wav2Lip to compare with")
     parser.add_argument("--model-frames", type=int, default=3, help="output frames per model in `models` (0: skip)")
     parser.add_argument("--models-only", action="store_true", help="measure only Wav2Lip beside MuseTalk")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -361,16 +341,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     if args.model_frames:
         report["models"] = model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options,
                                             work)
-    if args.reference:
-        from lipsyncd.engine.faces.track import FaceTrack
-
-        track = FaceTrack.load(engines["ours"]._track_cache_path(args.video, options))
-        x0, y0, x1, y1 = (int(v) for v in np.nanmedian(track.boxes, axis=0))
-        report["reference"] = reference_run(args.reference, models_dir / "wav2lip_gan.pth", args.video, audio_path,
-                                            (y0, y1, x0, x1), work)
-        ours_cold = next(r for r in renders if r["plan"] == "ours" and not r["loaded"] and r["track"] == "cold")
-        report["reference"]["frames_per_cpu_s"] = args.frames / report["reference"]["cpu_s"]
-        report["reference"]["ours_vs_reference_per_cpu_s"] = ours_cold["frames_per_cpu_s"] / report["reference"]["frames_per_cpu_s"]
     return report
 
 
@@ -439,10 +409,6 @@ def print_summary(report: dict) -> None:
     for f in report["fidelity"]:
         print(f"PSNR outside the face crop {f['clip']}: render {f['render_db']:.2f} dB, plain re-encode "
               f"{f['direct_reencode_db']:.2f} dB ({f['render_minus_direct_db']:+.2f})")
-    if "reference" in report:
-        ref = report["reference"]
-        print(f"reference: {ref.get('frames_per_cpu_s', 0):.3f} frames/CPU s, ours / reference "
-              f"{ref.get('ours_vs_reference_per_cpu_s', float('nan')):.2f} (rc {ref['returncode']})")
 
 
 if __name__ == "__main__":
