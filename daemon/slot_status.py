@@ -14,11 +14,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .config import Config
 from .executor import SlotState
 
 log = logging.getLogger(__name__)
 
 FILE = "slots.json"
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+"""One folder per GPU the driver knows: a count without importing torch."""
 
 
 def write(state_dir: Path, slots: list[SlotState]) -> None:
@@ -42,6 +45,28 @@ def read(state_dir: Path) -> list[dict[str, Any]]:
         return json.loads((state_dir / FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
+
+
+def capacity(config: Config) -> int:
+    """How many videos render at once, for the queue's estimates: the slots the runner shows,
+    else those the config plans for this host (the GPUs counted from the driver; a Ray cluster's
+    are known only once the runner has reached it, so one until then)."""
+    shown = read(config.folders.state)
+    if shown:
+        return len(shown)
+    if config.executor.kind == "ray":
+        return 1
+    from .local_executor import plan_slots  # only here: it loads the engine's audio code
+
+    e = config.engine
+    return max(1, len(plan_slots(e.gpus, e.workers_per_gpu, e.cpu_workers, e.device, _driver_gpus)))
+
+
+def _driver_gpus() -> int:
+    try:
+        return sum(1 for _ in NVIDIA_GPUS.iterdir())
+    except OSError:
+        return 0
 
 
 def format_slots(slots: list[dict[str, Any]]) -> str:

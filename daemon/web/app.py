@@ -98,9 +98,13 @@ class Dashboard:
 
     # -- the queue ------------------------------------------------------------------------
 
+    def overview(self, db: Store, limit: int) -> dict[str, Any]:
+        """The queue with its estimates, over this host's render slots."""
+        return overview(db, limit=limit, slots=slot_status.capacity(self.config))
+
     def _live(self) -> dict[str, Any]:
         with self.store() as db:
-            view = overview(db, limit=200)
+            view = self.overview(db, limit=200)
         jobs = view["jobs"]
         return {"view": view, "slots": slot_status.read(self.config.folders.state),
                 "active": [j for j in jobs if j["state"] in BUSY_STATES],
@@ -115,7 +119,7 @@ class Dashboard:
 
     def api_status(self, request: Request) -> Response:
         with self.store() as db:
-            return JSONResponse(overview(db, limit=200))
+            return JSONResponse(self.overview(db, limit=200))
 
     def history(self, request: Request) -> Response:
         q = request.query_params
@@ -134,7 +138,7 @@ class Dashboard:
             except StoreError:
                 raise HTTPException(404, f"There is no job {job_id}.") from None
             tasks = db.tasks(job_id)
-            row = next((r for r in overview(db, limit=1000)["jobs"] if r["id"] == job_id), None)
+            row = next((r for r in self.overview(db, limit=1000)["jobs"] if r["id"] == job_id), None)
         return {"job": job, "tasks": tasks, "row": row, "results": files.results(job, tasks),
                 "inputs": files.inputs(job), "previews": files.previews(job), "log": files.log_tail(job),
                 "final": job.state in FINAL_STATES}
@@ -277,7 +281,7 @@ class Dashboard:
 
     def metrics(self, request: Request) -> Response:
         with self.store() as db:
-            text = render_metrics(db, slot_status.read(self.config.folders.state))
+            text = render_metrics(db, self.overview(db, limit=1000), slot_status.read(self.config.folders.state))
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
