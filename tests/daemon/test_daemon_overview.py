@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from lipsyncd.daemon import slot_status
+from lipsyncd.daemon.executor import SlotState
 from lipsyncd.daemon.overview import overview
 from lipsyncd.daemon.progress import iso
 from lipsyncd.daemon.store import Store
@@ -95,3 +98,13 @@ def test_a_job_rendering_on_two_slots_is_one_row_naming_both_videos(store):
     assert row["current_video"] == "0.mp4, 1.mp4" and (row["frames_done"], row["frames_total"]) == (20, 200)
     assert row["fps"] == pytest.approx(9.0) and row["video_eta_s"] == 50.0  # until the last of them ends
     assert row["job_eta_s"] == 50.0 + 60.0  # videos 3 and 4 follow on the slots freed at 20 s and 50 s
+
+
+def test_the_estimates_count_the_slots_shown_else_those_the_config_plans(cfg):
+    cpu = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, device="cpu", cpu_workers=3))
+    assert slot_status.capacity(cpu) == 3  # before the runner has shown any slot
+    slot_status.write(cfg.folders.state, [SlotState("gpu0", "render1"), SlotState("gpu1", "render1")])
+    assert slot_status.capacity(cpu) == 2  # what the runner actually opened
+    slot_status.clear(cfg.folders.state)
+    ray = dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor, kind="ray"))
+    assert slot_status.capacity(ray) == 1  # a cluster's size is unknown until it is reached
