@@ -43,6 +43,8 @@ from .metrics import render_metrics
 from .zipstream import content_disposition, zip_stream
 
 HERE = Path(__file__).parent
+DEFAULT_PREVIEW_S = 5
+"""The length the "Preview" buttons offer (the upload page's shorter choice)."""
 PLAYABLE = (".mp4", ".webm", ".mov", ".m4a", ".wav", ".mp3", ".jpg", ".jpeg", ".png", ".txt", ".log")
 
 
@@ -64,7 +66,8 @@ class Dashboard:
         env.filters["iso"] = iso
         env.filters["size"] = _size
         env.globals["upload_enabled"] = config.web.upload
-        env.globals.update(JobState=JobState, TaskState=TaskState, RETRYABLE=RETRYABLE)
+        env.globals.update(JobState=JobState, TaskState=TaskState, RETRYABLE=RETRYABLE, FINAL_STATES=FINAL_STATES,
+                           DEFAULT_PREVIEW_S=DEFAULT_PREVIEW_S)
         env.globals["login_enabled"] = self.auth.required
 
     def routes(self) -> list[Route | Mount]:
@@ -74,6 +77,7 @@ class Dashboard:
             Route("/jobs/{job_id:int}", self.job_page), Route("/jobs/{job_id:int}/partial", self.job_partial),
             Route("/jobs/{job_id:int}/files/{place}/{rel:path}", self.job_file),
             Route("/jobs/{job_id:int}/results.zip", self.results_zip),
+            Route("/jobs/{job_id:int}/preview", self.order_preview, methods=["POST"]),
             Route("/jobs/{job_id:int}/{action}", self.job_action, methods=["POST"]),
             Route("/queue/{action}", self.queue_action, methods=["POST"]),
             Route("/upload", self.upload_page), Route("/upload/start", self.upload_start, methods=["POST"]),
@@ -185,6 +189,24 @@ class Dashboard:
                     message = f"Job {job.id} ({job.name}) moved {action}."
                 else:
                     raise HTTPException(404, f"Unknown action {action!r}.")
+            except (StoreError, OSError) as exc:
+                message = f"Not done: {exc}"
+        return _back(request, message)
+
+    async def order_preview(self, request: Request) -> Response:
+        """"Preview N s": a clip before the renders of a waiting job, or a preview-only job made
+        from a finished one's inputs (see :func:`~..operations.preview`)."""
+        form = await request.form()
+        try:
+            seconds = float(str(form.get("seconds", DEFAULT_PREVIEW_S)))
+        except ValueError:
+            return _back(request, "Not done: the preview's length must be a number of seconds.")
+        return await run_in_threadpool(self._order_preview, request, seconds)
+
+    def _order_preview(self, request: Request, seconds: float) -> Response:
+        with self.store() as db:
+            try:
+                message = operations.preview(db, self.config, str(request.path_params["job_id"]), seconds)
             except (StoreError, OSError) as exc:
                 message = f"Not done: {exc}"
         return _back(request, message)
