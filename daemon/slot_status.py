@@ -7,6 +7,7 @@ The job queue itself lives only in SQLite.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -56,10 +57,16 @@ def capacity(config: Config) -> int:
         return len(shown)
     if config.executor.kind == "ray":
         return 1
+    e = config.engine
+    return _planned(e.gpus, e.workers_per_gpu, e.cpu_workers, e.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _planned(gpus: str | int | tuple[int, ...], workers_per_gpu: int, cpu_workers: int, device: str) -> int:
+    """Planned once per setting: asked every second, a config naming a missing GPU would warn as often."""
     from .local_executor import plan_slots  # only here: it loads the engine's audio code
 
-    e = config.engine
-    return max(1, len(plan_slots(e.gpus, e.workers_per_gpu, e.cpu_workers, e.device, _driver_gpus)))
+    return max(1, len(plan_slots(gpus, workers_per_gpu, cpu_workers, device, _driver_gpus)))
 
 
 def _driver_gpus() -> int:
