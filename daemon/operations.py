@@ -102,7 +102,8 @@ def _preview_only_copy(store: Store, config: Config, job: Job, seconds: float) -
     for f in input_files(job):
         kept.setdefault(f.dropped, f.path)
     names = {readable(rel): rel for rel in kept}
-    missing = [n for n in (job.audio, *(t.video for t in store.tasks(job.id))) if n not in names]
+    videos = [t.video for t in store.tasks(job.id)]
+    missing = [n for n in (job.audio, *videos) if n not in names]
     if missing:
         raise StoreError(f"job {job.id} ({job.name}): its input {missing[0]} is no longer kept (jobs.keep_inputs, "
                          "clean-up, or moved), so no preview can be made from it; drop the folder into the inbox "
@@ -111,7 +112,7 @@ def _preview_only_copy(store: Store, config: Config, job: Job, seconds: float) -
     entries = [Entry(rel, source=path) for rel, path in kept.items()
                if not is_junk(rel, config.watch.ignore) and not _job_file(rel, media_root)]
     job_yaml = str(PurePosixPath(media_root, "job.yaml"))
-    entries.append(Entry(job_yaml, text=yaml.safe_dump(_settings(store, job, seconds), allow_unicode=True,
+    entries.append(Entry(job_yaml, text=yaml.safe_dump(_settings(job, videos, seconds), allow_unicode=True,
                                                         sort_keys=False)))
     inbox = config.folders.inbox
     name = unique_in_dir(inbox, windows_safe(f"{job.name}{PREVIEW_SUFFIX}", fallback=f"job {job.id} preview"))
@@ -135,11 +136,11 @@ def _folder_of(rel: str) -> str:
     return "" if parent == "." else parent
 
 
-def _settings(store: Store, job: Job, seconds: float) -> dict[str, Any]:
+def _settings(job: Job, videos: list[str], seconds: float) -> dict[str, Any]:
     """job.yaml for a preview of ``job``: what it ran with, so the clips look like its renders
     (with ``{job}`` in the output names kept as the job's own name)."""
     name = job.name.replace("{", "{{").replace("}", "}}")
-    return {"audio": job.audio, "videos": [t.video for t in store.tasks(job.id)],
+    return {"audio": job.audio, "videos": videos,
             "output": (job.naming or "{stem}.mp4").replace("{job}", name), "priority": job.priority,
             "preview_only": True, "preview_seconds": seconds, "engine": job.option_values}
 
