@@ -18,7 +18,7 @@ from .store import Store, Task
 
 
 def overview(store: Store, limit: int = 50, now: datetime | None = None, slots: int = 1) -> dict[str, Any]:
-    """``{"now", "paused", "seconds_per_video", "slots", "counts", "jobs": [row, ...]}``. ``counts``: jobs
+    """``{"now", "paused", "seconds_per_video", "slot_count", "counts", "jobs": [row, ...]}``. ``counts``: jobs
     per state over the whole table (``jobs`` shows at most ``limit``). Each row is a ``status`` view row
     (one per job: with several videos rendering at once, ``current_video`` names them all, their
     frames and fps are summed and ``video_eta_s`` is when the last of them ends) plus
@@ -47,7 +47,7 @@ def overview(store: Store, limit: int = 50, now: datetime | None = None, slots: 
     for position, (row, start) in enumerate(zip(waiting, starts, strict=True), start=1):
         row["queue_position"] = position
         row["expected_start"] = None if paused else pr.iso(start)
-    return {"now": pr.iso(now), "paused": paused, "seconds_per_video": per_video, "slots": slots,
+    return {"now": pr.iso(now), "paused": paused, "seconds_per_video": per_video, "slot_count": slots,
             "counts": store.count_by_state(), "jobs": rows}
 
 

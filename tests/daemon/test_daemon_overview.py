@@ -85,7 +85,7 @@ def test_expected_starts_model_every_slot_working_in_parallel(store):
     # video 4 to the first free (60 + 60); 'next' spreads 3 videos over both: two rounds of 60 s
     assert starts(overview(store, now=NOW, slots=2)) == {"now": 120.0, "next": 120.0, "last": 240.0}
     view = overview(store, now=NOW, slots=4)
-    assert view["slots"] == 4 and starts(view) == {"now": 60.0, "next": 60.0, "last": 120.0}
+    assert view["slot_count"] == 4 and starts(view) == {"now": 60.0, "next": 60.0, "last": 120.0}
 
 
 def test_a_job_rendering_on_two_slots_is_one_row_naming_both_videos(store):
