@@ -117,7 +117,7 @@ def _status_text(cfg: Config, limit: int, as_json: bool) -> str:
         raise click.ClickException(str(exc)) from None
     else:
         try:
-            view = overview(store, limit)
+            view = overview(store, limit, slots=slot_status.capacity(cfg))
         except sqlite3.Error as exc:  # a damaged page the open did not touch
             raise click.ClickException(str(unusable(store.path, exc))) from None
         finally:

@@ -9,8 +9,10 @@ videos rendered earlier (``render_fps_hint``), or none at all rather than a made
 
 Jobs and the queue are estimated from what the database holds: a job's remaining videos are
 assumed to take as long as its finished ones (same audio, so the same output length), or as
-the current video is projected to take; a waiting job as long as the recent videos took on
-average, per video. An estimate that cannot be made is ``None``, shown as "unknown".
+the running ones are projected to take; a waiting job's videos as long as the recent videos
+took on average. With several render slots the videos of a job are dealt to whichever slot is
+free first, as the runner does, and a job starts when the one before it has ended on every
+slot. An estimate that cannot be made is ``None``, shown as "unknown".
 
 Times in the database are UTC text ``YYYY-MM-DD HH:MM:SS``; everything shown to people is
 ISO 8601 with an explicit ``+00:00`` zone (:func:`iso`), the same in the CLI, JSON and the web.
@@ -18,6 +20,7 @@ ISO 8601 with an explicit ``+00:00`` zone (:func:`iso`), the same in the CLI, JS
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,29 +96,61 @@ def remaining_now(eta_s: float | None, written_at: datetime | None, now: datetim
     return max(0.0, eta_s - max(0.0, (now - written_at).total_seconds()))
 
 
-def job_eta(current_eta_s: float | None, current_elapsed_s: float, finished_seconds: Sequence[float],
-            videos_after_current: int, typical_video_s: float | None = None) -> float | None:
-    """Seconds until a running job's last video is rendered.
+@dataclass(frozen=True)
+class RunningVideo:
+    """One video of the running job that a slot renders (or previews) now."""
 
-    A video takes what this job's finished videos took on average, else what the current one
-    is projected to take (elapsed + ETA), else ``typical_video_s`` (recent videos of any job).
-    While the current video has no ETA of its own yet (just started), it is assumed to take
-    that same time; between two videos pass ``current_eta_s=0`` and ``current_elapsed_s=0``."""
+    eta_s: float | None
+    """Seconds it still needs (counted down to now); None while it has no estimate of its own."""
+    elapsed_s: float
+    """Seconds since it started."""
+
+
+def video_seconds(finished_seconds: Sequence[float], running: Sequence[RunningVideo],
+                  typical_video_s: float | None = None) -> float | None:
+    """How long one more video of a job will take: what its finished videos took on average
+    (same audio, so the same length), else what its running ones are projected to take
+    (elapsed + ETA), else ``typical_video_s`` (recent videos of any job)."""
     if finished_seconds:
-        per_video: float | None = sum(finished_seconds) / len(finished_seconds)
-    elif current_eta_s is not None and current_elapsed_s + current_eta_s > 0:
-        per_video = current_elapsed_s + current_eta_s
-    else:
-        per_video = typical_video_s
-    if current_eta_s is None:
-        if per_video is None:
-            return None
-        current_eta_s = max(0.0, per_video - current_elapsed_s)
-    if videos_after_current == 0:
-        return current_eta_s
-    if per_video is None:
+        return sum(finished_seconds) / len(finished_seconds)
+    projected = [v.elapsed_s + v.eta_s for v in running if v.eta_s is not None and v.elapsed_s + v.eta_s > 0]
+    if projected:
+        return sum(projected) / len(projected)
+    return typical_video_s
+
+
+def on_slots(busy_s: Sequence[float], videos: int, seconds_per_video: float | None, slots: int = 1) -> float | None:
+    """Seconds until the last of a job's videos ends, the way the runner hands them out: the
+    videos rendering now end after ``busy_s``, every other slot is free now, and each of
+    ``videos`` more goes to whichever slot is free first and takes ``seconds_per_video``. The
+    next job starts only then (one job at a time), so a slot left without a video waits.
+    None when videos remain but their duration is unknown."""
+    end = max(busy_s, default=0.0)
+    if videos == 0:
+        return end
+    if seconds_per_video is None:
         return None
-    return current_eta_s + videos_after_current * per_video
+    free = sorted([*busy_s, *[0.0] * max(0, max(1, slots) - len(busy_s))])
+    for _ in range(videos):  # a heap: the earliest-free slot takes the next video
+        ends = free[0] + seconds_per_video
+        heapq.heapreplace(free, ends)
+        end = max(end, ends)
+    return end
+
+
+def job_eta(running: Sequence[RunningVideo], finished_seconds: Sequence[float], videos_after: int,
+            typical_video_s: float | None = None, slots: int = 1) -> float | None:
+    """Seconds until a running job's last video is rendered on ``slots`` slots: the ``running``
+    videos, then ``videos_after`` more not started yet (see :func:`video_seconds` and
+    :func:`on_slots`). A running video without an ETA of its own yet (just started) is assumed
+    to take a whole video's time; between two videos ``running`` is empty."""
+    per_video = video_seconds(finished_seconds, running, typical_video_s)
+    busy = []
+    for video in running:
+        if video.eta_s is None and per_video is None:
+            return None
+        busy.append(video.eta_s if video.eta_s is not None else max(0.0, (per_video or 0.0) - video.elapsed_s))
+    return on_slots(busy, videos_after, per_video, slots)
 
 
 def mean_seconds_per_video(recent_seconds: Sequence[float]) -> float | None:
@@ -125,8 +160,9 @@ def mean_seconds_per_video(recent_seconds: Sequence[float]) -> float | None:
 
 
 def expected_starts(now: datetime, running_left_s: float | None, waiting_videos: Sequence[int],
-                    seconds_per_video: float | None, running: bool) -> list[datetime | None]:
-    """When each waiting job (in queue order, ``waiting_videos[i]`` videos each) should start.
+                    seconds_per_video: float | None, running: bool, slots: int = 1) -> list[datetime | None]:
+    """When each waiting job (in queue order, ``waiting_videos[i]`` videos each) should start,
+    one job after the other, each spreading its videos over all ``slots`` (:func:`on_slots`).
 
     ``running_left_s``: seconds the running job still needs (ignored when nothing runs).
     A start that depends on an unknown estimate is None, and so is every start after it."""
@@ -135,7 +171,8 @@ def expected_starts(now: datetime, running_left_s: float | None, waiting_videos:
     for videos in waiting_videos:
         starts.append(now + timedelta(seconds=offset) if offset is not None else None)
         if offset is not None:
-            offset = offset + videos * seconds_per_video if seconds_per_video is not None else None
+            span = on_slots([], videos, seconds_per_video, slots)
+            offset = offset + span if span is not None else None
     return starts
 
 

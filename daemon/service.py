@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import notify, retention
+from . import notify, retention, slot_status
 from .config import Config
 from .engine_port import EngineFactory, open_engine
 from .executor import EngineSpec
@@ -176,7 +176,7 @@ def run(config: Config, engine_factory: EngineFactory | None = None, notifier: N
         if healthy and notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
             notifier.watchdog()
             last_ping = now
-        view = overview(store, limit=STATUS_JOBS)
+        view = overview(store, limit=STATUS_JOBS, slots=slot_status.capacity(config))
         if share_status is not None and not share.check():  # a fresh look: never under a bare mountpoint
             share_status.update(view)
         text = f"{NOTE_PREFIX}{share.last_reason}" if share.last_reason else _status_line(view)

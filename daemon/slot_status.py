@@ -7,6 +7,7 @@ The job queue itself lives only in SQLite.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -14,11 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .config import Config
 from .executor import SlotState
 
 log = logging.getLogger(__name__)
 
 FILE = "slots.json"
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+"""One folder per GPU the driver knows: a count without importing torch."""
 
 
 def write(state_dir: Path, slots: list[SlotState]) -> None:
@@ -42,6 +46,34 @@ def read(state_dir: Path) -> list[dict[str, Any]]:
         return json.loads((state_dir / FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
+
+
+def capacity(config: Config) -> int:
+    """How many videos render at once, for the queue's estimates: the slots the runner shows,
+    else those the config plans for this host (the GPUs counted from the driver; a Ray cluster's
+    are known only once the runner has reached it, so one until then)."""
+    shown = read(config.folders.state)
+    if shown:
+        return len(shown)
+    if config.executor.kind == "ray":
+        return 1
+    e = config.engine
+    return _planned(e.gpus, e.workers_per_gpu, e.cpu_workers, e.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _planned(gpus: str | int | tuple[int, ...], workers_per_gpu: int, cpu_workers: int, device: str) -> int:
+    """Planned once per setting: asked every second, a config naming a missing GPU would warn as often."""
+    from .local_executor import plan_slots  # only here: it loads the engine's audio code
+
+    return max(1, len(plan_slots(gpus, workers_per_gpu, cpu_workers, device, _driver_gpus)))
+
+
+def _driver_gpus() -> int:
+    try:
+        return sum(1 for _ in NVIDIA_GPUS.iterdir())
+    except OSError:
+        return 0
 
 
 def format_slots(slots: list[dict[str, Any]]) -> str:

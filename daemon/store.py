@@ -558,6 +558,15 @@ class Store:
                          note=f"{note}; before: {job.error}" if job.error else note,
                          finished_at=None, outbox_path=None, error_path=None, notified=0)
 
+    def set_preview_seconds(self, job_id: int, seconds: float) -> bool:
+        """A waiting job also renders the first ``seconds`` of each video as a preview clip before
+        its renders, as job.yaml ``preview_seconds`` asks. Its identity (``content_hash``) stays
+        that of its full renders, which it still makes. False when it is no longer queued."""
+        with self.db.atomic():
+            job = self.job(job_id)
+            options = {**(json.loads(job.options) if job.options else {}), "preview_seconds": seconds}
+            return self._update(job_id, options=json.dumps(options, sort_keys=True), _only_from=JobState.QUEUED)
+
     def move(self, job_id: int, steps: int) -> Job:
         """Move a queued job ``steps`` places earlier (negative: later) in the queue by trading
         places, priority and rank, with its neighbours; the runner's order is the queue's."""

@@ -43,6 +43,8 @@ from .metrics import render_metrics
 from .zipstream import content_disposition, zip_stream
 
 HERE = Path(__file__).parent
+DEFAULT_PREVIEW_S = 5
+"""The length the "Preview" buttons offer (the upload page's shorter choice)."""
 PLAYABLE = (".mp4", ".webm", ".mov", ".m4a", ".wav", ".mp3", ".jpg", ".jpeg", ".png", ".txt", ".log")
 
 
@@ -64,7 +66,8 @@ class Dashboard:
         env.filters["iso"] = iso
         env.filters["size"] = _size
         env.globals["upload_enabled"] = config.web.upload
-        env.globals.update(JobState=JobState, TaskState=TaskState, RETRYABLE=RETRYABLE)
+        env.globals.update(JobState=JobState, TaskState=TaskState, RETRYABLE=RETRYABLE, FINAL_STATES=FINAL_STATES,
+                           DEFAULT_PREVIEW_S=DEFAULT_PREVIEW_S)
         env.globals["login_enabled"] = self.auth.required
 
     def routes(self) -> list[Route | Mount]:
@@ -74,6 +77,7 @@ class Dashboard:
             Route("/jobs/{job_id:int}", self.job_page), Route("/jobs/{job_id:int}/partial", self.job_partial),
             Route("/jobs/{job_id:int}/files/{place}/{rel:path}", self.job_file),
             Route("/jobs/{job_id:int}/results.zip", self.results_zip),
+            Route("/jobs/{job_id:int}/preview", self.order_preview, methods=["POST"]),
             Route("/jobs/{job_id:int}/{action}", self.job_action, methods=["POST"]),
             Route("/queue/{action}", self.queue_action, methods=["POST"]),
             Route("/upload", self.upload_page), Route("/upload/start", self.upload_start, methods=["POST"]),
@@ -98,9 +102,13 @@ class Dashboard:
 
     # -- the queue ------------------------------------------------------------------------
 
+    def overview(self, db: Store, limit: int) -> dict[str, Any]:
+        """The queue with its estimates, over this host's render slots."""
+        return overview(db, limit=limit, slots=slot_status.capacity(self.config))
+
     def _live(self) -> dict[str, Any]:
         with self.store() as db:
-            view = overview(db, limit=200)
+            view = self.overview(db, limit=200)
         jobs = view["jobs"]
         return {"view": view, "slots": slot_status.read(self.config.folders.state),
                 "active": [j for j in jobs if j["state"] in BUSY_STATES],
@@ -115,7 +123,7 @@ class Dashboard:
 
     def api_status(self, request: Request) -> Response:
         with self.store() as db:
-            return JSONResponse(overview(db, limit=200))
+            return JSONResponse(self.overview(db, limit=200))
 
     def history(self, request: Request) -> Response:
         q = request.query_params
@@ -134,7 +142,7 @@ class Dashboard:
             except StoreError:
                 raise HTTPException(404, f"There is no job {job_id}.") from None
             tasks = db.tasks(job_id)
-            row = next((r for r in overview(db, limit=1000)["jobs"] if r["id"] == job_id), None)
+            row = next((r for r in self.overview(db, limit=1000)["jobs"] if r["id"] == job_id), None)
         return {"job": job, "tasks": tasks, "row": row, "results": files.results(job, tasks),
                 "inputs": files.inputs(job), "previews": files.previews(job), "log": files.log_tail(job),
                 "final": job.state in FINAL_STATES}
@@ -181,6 +189,24 @@ class Dashboard:
                     message = f"Job {job.id} ({job.name}) moved {action}."
                 else:
                     raise HTTPException(404, f"Unknown action {action!r}.")
+            except (StoreError, OSError) as exc:
+                message = f"Not done: {exc}"
+        return _back(request, message)
+
+    async def order_preview(self, request: Request) -> Response:
+        """"Preview N s": a clip before the renders of a waiting job, or a preview-only job made
+        from a finished one's inputs (see :func:`~..operations.preview`)."""
+        form = await request.form()
+        try:
+            seconds = float(str(form.get("seconds", DEFAULT_PREVIEW_S)))
+        except ValueError:
+            return _back(request, "Not done: the preview's length must be a number of seconds.")
+        return await run_in_threadpool(self._order_preview, request, seconds)
+
+    def _order_preview(self, request: Request, seconds: float) -> Response:
+        with self.store() as db:
+            try:
+                message = operations.preview(db, self.config, str(request.path_params["job_id"]), seconds)
             except (StoreError, OSError) as exc:
                 message = f"Not done: {exc}"
         return _back(request, message)
@@ -277,7 +303,7 @@ class Dashboard:
 
     def metrics(self, request: Request) -> Response:
         with self.store() as db:
-            text = render_metrics(db, slot_status.read(self.config.folders.state))
+            text = render_metrics(db, self.overview(db, limit=1000), slot_status.read(self.config.folders.state))
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..filing import INPUT_DIR, JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
+from ..filing import JOB_LOG, OUTPUT_DIR, PREVIEW_DIR
+from ..job_places import PLACES, folders, input_files
 from ..jobfolder import list_files
 from ..states import TaskState
 from ..store import Job, Task
 
-PLACES = ("work", "outbox", "error")
 LOG_TAIL_BYTES = 200_000
 """The job page shows the end of job.log; the whole file is a download away."""
 
@@ -34,13 +34,6 @@ class JobFile:
         return self.rel.rsplit("/", 1)[-1]
 
 
-def folders(job: Job) -> dict[str, Path]:
-    """The job's folders that exist now, by place."""
-    found = {"work": Path(job.work_dir), "outbox": Path(job.outbox_path) if job.outbox_path else None,
-             "error": Path(job.error_path) if job.error_path else None}
-    return {place: path for place, path in found.items() if path is not None and path.is_dir()}
-
-
 def resolve(job: Job, place: str, rel: str) -> Path | None:
     """The file ``rel`` in the job's ``place``, or None when it is not a file inside it."""
     root = folders(job).get(place)
@@ -49,12 +42,6 @@ def resolve(job: Job, place: str, rel: str) -> Path | None:
     root = root.resolve()
     path = (root / rel).resolve()
     return path if path.is_relative_to(root) and path.is_file() else None
-
-
-def all_files(job: Job) -> list[JobFile]:
-    """Every file the job has now, place by place (the inputs, results, reports, logs)."""
-    return [JobFile(place, rel, (root / rel).stat().st_size)
-            for place, root in folders(job).items() for rel in list_files(root)]
 
 
 def results(job: Job, tasks: list[Task]) -> list[tuple[Task, JobFile]]:
@@ -74,9 +61,7 @@ def results(job: Job, tasks: list[Task]) -> list[tuple[Task, JobFile]]:
 
 def inputs(job: Job) -> list[JobFile]:
     """The job's input files, wherever they are now (held, kept in outbox/input, or in error/)."""
-    return [f for f in all_files(job)
-            if (f.place in ("work", "outbox") and f.rel.startswith(f"{INPUT_DIR}/"))
-            or (f.place == "error" and f.name not in ("error.txt", JOB_LOG))]
+    return [JobFile(f.place, f.rel, f.path.stat().st_size) for f in input_files(job)]
 
 
 def previews(job: Job) -> list[tuple[JobFile, dict[str, Any]]]:

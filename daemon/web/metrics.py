@@ -11,15 +11,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..overview import overview
 from ..progress import mean_seconds_per_video
 from ..states import BUSY_STATES, FINAL_STATES, JobState
 from ..store import Store
 
 
-def render_metrics(store: Store, slots: Sequence[dict[str, Any]] = ()) -> str:
-    """``slots``: what each render slot does (:func:`~..slot_status.read`; empty before the first job)."""
-    view = overview(store, limit=1000)
+def render_metrics(store: Store, view: dict[str, Any], slots: Sequence[dict[str, Any]] = ()) -> str:
+    """``view``: the :func:`~..overview.overview` to report; ``slots``: what each render slot does
+    (:func:`~..slot_status.read`; empty before the first job)."""
     jobs = view["jobs"]
     counts = store.count_by_state()
     running = [j for j in jobs if j["state"] in BUSY_STATES]
@@ -30,8 +29,8 @@ def render_metrics(store: Store, slots: Sequence[dict[str, Any]] = ()) -> str:
     gauge(lines, "lipsyncd_jobs_finished", "Finished jobs in the history, by outcome.",
           [(f'state="{state}"', counts.get(state, 0)) for state in FINAL_STATES])
     fps = next((j["fps"] for j in running if j.get("fps")), 0.0)
-    gauge(lines, "lipsyncd_render_fps", "Frames per second of the video being processed (0 when idle).",
-          [("", fps)])
+    gauge(lines, "lipsyncd_render_fps",
+          "Frames per second of the videos being processed, all slots together (0 when idle).", [("", fps)])
     gauge(lines, "lipsyncd_slots", "Render slots (videos that can render at once; 0 until the first job).",
           [("", len(slots))])
     gauge(lines, "lipsyncd_slots_busy", "Render slots rendering a video now.",

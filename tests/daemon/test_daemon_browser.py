@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Playwright driving Debian's chromium) against the real
-service in a subprocess with the fake engine: live progress, ZIP, pause/cancel/retry, upload,
-and a login on a non-loopback listener. Needs ``apt-get install chromium`` (CI installs it).
+service in a subprocess with the fake engine: live progress, ZIP, pause/cancel/retry, preview
+clips ordered from the pages, upload, and a login on a non-loopback listener. Needs
+``apt-get install chromium`` (CI installs it).
 
 Set ``LIPSYNCD_SCREENSHOTS=docs/images`` to refresh the README's screenshots from this run.
 """
@@ -57,6 +58,9 @@ class Service:
     def state(self, name: str) -> str | None:
         rows = query(self.db, f"SELECT state FROM jobs WHERE name = '{name}' ORDER BY id DESC LIMIT 1")
         return rows[0][0] if rows else None
+
+    def job_id(self, name: str) -> int:
+        return query(self.db, f"SELECT id FROM jobs WHERE name = '{name}' ORDER BY id DESC LIMIT 1")[0][0]
 
     def stop(self) -> None:
         assert stop_service(self.proc) == 0, (self.root / "service.log").read_text()
@@ -148,6 +152,27 @@ def test_pause_cancel_retry_and_resume_from_the_pages(service, page):
     page.goto(service.url + "/")
     page.click("#resume")
     wait_for(lambda: service.state("held") == "done", "the resumed job to run", timeout=30)
+
+
+def test_a_preview_clip_is_ordered_for_a_waiting_job_and_for_a_finished_one(service, page):
+    page.goto(service.url + "/")
+    page.click("#pause")
+    make_job(service.root / "inbox", "Clip first", {"speech.wav": b"RIFF clip", "face.mp4": b"clip me"})
+    row = page.locator("table.queue tr", has_text="Clip first")
+    row.locator("button[data-action^=preview]").click(timeout=15_000)  # "Preview 5 s", once it is queued
+    expect(page.locator(".msg")).to_contain_text("preview clip before the full renders")
+    page.click("#resume")
+    wait_for(lambda: service.state("Clip first") == "done", "the job with its clip to render", timeout=40)
+    assert (service.root / "outbox" / "Clip first" / "preview" / "face-preview.mp4").is_file()
+
+    page.goto(f"{service.url}/jobs/{service.job_id('Clip first')}")
+    page.fill("#preview-order input[name=seconds]", "2")
+    page.click("#preview-order button")
+    expect(page.locator(".msg")).to_contain_text("renders the first 2 s of its videos")
+    wait_for(lambda: service.state("Clip first (preview)") == "skipped", "the preview-only job", timeout=40)
+    page.goto(f"{service.url}/jobs/{service.job_id('Clip first (preview)')}")
+    expect(page.locator("video.preview-clip")).to_have_count(1)
+    assert (service.root / "outbox" / "Clip first" / "face.mp4").is_file()  # the first job's result stays
 
 
 def test_the_upload_page_creates_a_job_that_renders(service, page, tmp_path):

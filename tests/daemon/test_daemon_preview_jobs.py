@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from daemon_fakes import FakeEngine
 from daemon_helpers import make_job
 from lipsyncd.daemon.config import Config
@@ -197,3 +198,76 @@ def test_preview_settings_are_part_of_the_jobs_identity_and_stored_beside_the_en
     job = store.job(job.id)
     assert (job.preview_only, job.preview_seconds) == (True, 5.0)
     assert RenderOptions.from_mapping(job.option_values) == only.options  # the engine never sees them
+
+
+ORIGIN = {"Origin": "http://127.0.0.1", "Referer": "http://127.0.0.1/"}
+
+
+def dashboard(cfg: Config) -> TestClient:
+    web = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, enabled=True))
+    return TestClient(create_app(web), base_url="http://127.0.0.1", follow_redirects=False)
+
+
+def test_a_preview_ordered_for_a_waiting_job_is_rendered_before_its_renders(cfg, store, engine):
+    calls = recording(engine)
+    make_job(cfg.folders.inbox, "wait", {"s.wav": SPEECH, "a.mp4": b"1"})
+    intake = Intake(cfg, InboxWatcher(cfg.folders.inbox, "polling", 1))
+    intake.tick(store)
+    intake.tick(store)
+    job = store.find_job("wait")
+    assert job.state == "queued"
+    r = dashboard(cfg).post(f"/jobs/{job.id}/preview", data={"seconds": "3"}, headers=ORIGIN)
+    assert r.status_code == 303 and "preview+clip+before+the+full+renders" in r.headers["location"]
+    assert store.job(job.id).preview_seconds == 3.0 and not store.job(job.id).preview_only
+    runner = Runner(cfg, lambda: engine, threading.Event())
+    while runner.step(store):
+        pass
+    assert calls == [("preview", "a.mp4", 700), ("render", "a.mp4", 300), ("render", "a.mp4", 700)]
+    assert store.job(job.id).state == "done"
+    assert tree(cfg.folders.outbox / "wait") == ["a.mp4", "input/a.mp4", "input/s.wav", "job.log", "preview/a-preview.mp4",
+                                                 "preview/a.jpg", "preview/a.json", "report.txt"]
+
+
+def test_a_preview_of_a_finished_job_is_a_new_preview_only_job_from_its_kept_inputs(cfg, store, engine):
+    calls = recording(engine)
+    make_job(cfg.folders.inbox, "done {job}", {"s.wav": SPEECH, "a.mp4": b"1", "b.mp4": b"broken", "notes.txt": b"n",
+                                               "job.yaml": b"output: '{job} {stem}'\nengine: {loop: loop}\n"})
+    run_all(cfg, store, engine)
+    job = store.find_job("done {job}")
+    assert job.state == "done" and (cfg.folders.error / "done {job}" / "b.mp4").is_file()  # inputs in two places
+    before = {folder: tree(folder) for folder in (cfg.folders.outbox / "done {job}", cfg.folders.error / "done {job}")}
+    r = dashboard(cfg).post(f"/jobs/{job.id}/preview", data={"seconds": "2"},
+                            headers={**ORIGIN, "Referer": f"http://127.0.0.1/jobs/{job.id}"})
+    assert r.headers["location"].startswith(f"/jobs/{job.id}?msg=") and "results+stay" in r.headers["location"]
+    copy = cfg.folders.inbox / "done {job} (preview)"
+    assert tree(copy) == ["a.mp4", "b.mp4", "job.yaml", "notes.txt", "s.wav"]  # not error.txt, job.log
+    assert (copy / "a.mp4").stat().st_ino == (cfg.folders.outbox / "done {job}" / "input" / "a.mp4").stat().st_ino
+    del calls[:]
+    run_all(cfg, store, engine)
+    assert calls == [("preview", "a.mp4", 700), ("preview", "b.mp4", 700), ("render", "a.mp4", 200),
+                     ("render", "b.mp4", 200)]  # the clips only, b.mp4's failing as before
+    preview = store.find_job("done {job} (preview)")
+    assert (preview.state, preview.preview_seconds, preview.option_values["loop"]) == ("skipped", 2.0, "loop")
+    out = cfg.folders.outbox / "done {job} (preview)"
+    assert "preview/done {job} a-preview.mp4" in tree(out)  # named as the job's own renders
+    assert yaml.safe_load((out / "input" / "job.yaml").read_text())["preview_only"] is True
+    assert {folder: tree(folder) for folder in before} == before  # the first job's results stay as they were
+    assert store.job(job.id).state == "done"
+
+
+def test_no_preview_without_the_inputs_or_while_rendering(cfg, store, engine):
+    make_job(cfg.folders.inbox, "gone", {"s.wav": SPEECH, "a.mp4": b"1"})
+    run_all(cfg, store, engine)
+    shutil.rmtree(cfg.folders.outbox / "gone" / "input")  # jobs.keep_inputs: delete, or a clean-up
+    c = dashboard(cfg)
+    r = c.post("/jobs/1/preview", data={"seconds": "5"}, headers=ORIGIN)
+    assert "Not+done" in r.headers["location"] and "no+longer+kept" in r.headers["location"]
+    assert "preview-order" not in c.get("/jobs/1").text  # no button where it cannot work
+    store.db.execute("UPDATE jobs SET state = 'running' WHERE id = 1")
+    assert "Not+done" in c.post("/jobs/1/preview", data={"seconds": "5"}, headers=ORIGIN).headers["location"]
+    store.db.execute("UPDATE jobs SET state = 'queued' WHERE id = 1")
+    for bad in ("0", "61", "five"):
+        assert "Not+done" in c.post("/jobs/1/preview", data={"seconds": bad}, headers=ORIGIN).headers["location"]
+    assert c.post("/jobs/1/preview", data={"seconds": "5"}).status_code == 403  # cross-site: refused
+    assert store.job(1).preview_seconds is None
+    assert list(p.name for p in cfg.folders.inbox.iterdir() if not p.name.startswith(".")) == []

@@ -50,19 +50,35 @@ def test_the_eta_counts_down_between_writes():
 
 
 def test_job_eta_uses_finished_videos_else_the_current_projection():
-    assert pr.job_eta(10.0, 20.0, [], 0) == 10.0
-    assert pr.job_eta(10.0, 20.0, [], 2) == pytest.approx(10.0 + 2 * 30.0)
-    assert pr.job_eta(10.0, 20.0, [40.0, 60.0], 2) == pytest.approx(10.0 + 2 * 50.0)
-    assert pr.job_eta(None, 20.0, [], 1) is None  # nothing known at all
+    now = [pr.RunningVideo(eta_s=10.0, elapsed_s=20.0)]
+    assert pr.job_eta(now, [], 0) == 10.0
+    assert pr.job_eta(now, [], 2) == pytest.approx(10.0 + 2 * 30.0)
+    assert pr.job_eta(now, [40.0, 60.0], 2) == pytest.approx(10.0 + 2 * 50.0)
+    assert pr.job_eta([pr.RunningVideo(None, 20.0)], [], 1) is None  # nothing known at all
 
 
 def test_a_video_without_its_own_eta_yet_is_assumed_to_take_a_typical_time():
-    assert pr.job_eta(None, 5.0, [40.0], 1) == pytest.approx(35.0 + 40.0)  # this job's videos took 40 s
-    assert pr.job_eta(None, 5.0, [], 2, typical_video_s=30.0) == pytest.approx(25.0 + 60.0)
-    assert pr.job_eta(None, 50.0, [], 0, typical_video_s=30.0) == 0.0  # overdue: never negative
-    assert pr.job_eta(0.0, 0.0, [20.0], 2) == pytest.approx(40.0)  # between two videos
-    assert pr.job_eta(0.0, 0.0, [], 2, typical_video_s=30.0) == pytest.approx(60.0)
-    assert pr.job_eta(0.0, 0.0, [], 2) is None
+    assert pr.job_eta([pr.RunningVideo(None, 5.0)], [40.0], 1) == pytest.approx(35.0 + 40.0)  # its videos took 40 s
+    assert pr.job_eta([pr.RunningVideo(None, 5.0)], [], 2, typical_video_s=30.0) == pytest.approx(25.0 + 60.0)
+    assert pr.job_eta([pr.RunningVideo(None, 50.0)], [], 0, typical_video_s=30.0) == 0.0  # overdue: never negative
+    assert pr.job_eta([], [20.0], 2) == pytest.approx(40.0)  # between two videos
+    assert pr.job_eta([], [], 2, typical_video_s=30.0) == pytest.approx(60.0)
+    assert pr.job_eta([], [], 2) is None
+
+
+def test_a_job_s_videos_spread_over_the_slots_as_the_runner_hands_them_out():
+    # 5 videos of 60 s: one slot renders them one after the other, two slots three rounds deep
+    assert pr.on_slots([], 5, 60.0, slots=1) == 300.0
+    assert pr.on_slots([], 5, 60.0, slots=2) == 180.0  # the fifth runs alone: a slot waits
+    assert pr.on_slots([], 4, 60.0, slots=8) == 60.0
+    # two videos running (10 s and 50 s left), three more: each goes to the slot free first
+    assert pr.on_slots([10.0, 50.0], 3, 60.0, slots=2) == 130.0  # 10+60, 50+60, 70+60
+    assert pr.on_slots([10.0], 1, 60.0, slots=2) == 60.0  # the idle slot takes it now
+    assert pr.on_slots([10.0, 50.0], 0, None, slots=2) == 50.0  # the last running video ends
+    assert pr.on_slots([10.0], 1, None, slots=2) is None
+    running = [pr.RunningVideo(10.0, 50.0), pr.RunningVideo(50.0, 10.0)]
+    assert pr.job_eta(running, [], 3, slots=2) == 130.0  # projected: 60 s a video
+    assert pr.job_eta(running, [], 3, slots=1) == 130.0  # a stale slot count: at least as many as render now
 
 
 def test_a_preview_is_timed_at_its_own_speed():
@@ -77,6 +93,14 @@ def test_expected_starts_follow_the_queue():
     assert starts == [T0 + timedelta(seconds=60), T0 + timedelta(seconds=120), T0 + timedelta(seconds=150)]
     idle = pr.expected_starts(T0, None, [1, 1], seconds_per_video=30.0, running=False)
     assert idle == [T0, T0 + timedelta(seconds=30)]
+
+
+def test_with_two_slots_each_waiting_job_takes_its_videos_two_at_a_time():
+    waiting = [2, 3, 1, 1]
+    one = pr.expected_starts(T0, 60.0, waiting, seconds_per_video=30.0, running=True, slots=1)
+    two = pr.expected_starts(T0, 60.0, waiting, seconds_per_video=30.0, running=True, slots=2)
+    assert [(s - T0).total_seconds() for s in one] == [60, 120, 210, 240]
+    assert [(s - T0).total_seconds() for s in two] == [60, 90, 150, 180]  # 3 videos: two rounds of 30 s
 
 
 def test_an_unknown_estimate_makes_the_later_starts_unknown():

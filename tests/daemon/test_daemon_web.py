@@ -210,3 +210,17 @@ def test_uploads_can_be_switched_off(cfg):
     c = client(cfg, upload=False)
     assert c.get("/upload").status_code == 404
     assert c.post("/upload/start", headers=ORIGIN).status_code == 404
+
+
+def test_a_waiting_job_offers_a_preview_on_the_queue_and_its_page(cfg, store):
+    job = store.begin_intake("waiting", cfg.folders.processing)
+    store.enqueue(job.id, audio="s.wav", videos=[("v.mp4", "v.mp4", None)], naming="{stem}.mp4", priority=0,
+                  options={}, content_hash="w")
+    c = client(cfg)
+    assert f'<button data-action="preview-{job.id}"' in c.get("/").text and ">Preview 5 s</button>" in c.get("/").text
+    assert 'id="preview-order"' in c.get(f"/jobs/{job.id}").text
+    locked = client(cfg, host="0.0.0.0", token=TOKEN)
+    assert locked.post(f"/jobs/{job.id}/preview", data={"seconds": "5"}, headers=ORIGIN).status_code == 401
+    r = c.post(f"/jobs/{job.id}/preview", data={"seconds": "5"}, headers={**ORIGIN, "Referer": "http://127.0.0.1/"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/?msg=Job+1")
+    assert 'id="preview-ordered">preview clip 5 s' in c.get(f"/jobs/{job.id}").text

@@ -19,7 +19,9 @@ function startLive() {
       const r = await fetch(box.dataset.live, {headers: {Accept: "text/html"}, credentials: "same-origin"});
       if (r.ok) {
         const html = await r.text();
-        if (html !== last) { last = html; box.innerHTML = html; localTimes(box); }
+        // not while someone types into a field of it (the preview's length): that would reset it
+        const typing = box.contains(document.activeElement) && document.activeElement.matches("input, select");
+        if (html !== last && !typing) { last = html; box.innerHTML = html; localTimes(box); }
       }
     } catch (e) { /* the service restarts: try again next time */ }
     setTimeout(refresh, 1500);
