@@ -5,6 +5,8 @@ Each round runs, one after the other, each as a fresh process the way a user sta
 - ``ours (track computed)``: ``lipsyncd render`` with an empty cache, so the face pass runs;
 - ``ours (track cached)``: ``lipsyncd render`` again with the face track kept from the run before
   (a repeat avatar);
+- ``ours int8 (track cached)``, with ``--int8``: the same with ``--precision int8`` (opt-in,
+  OpenVINO; calibrated on each video's first faces, which is part of its CPU seconds);
 - ``reference``: the reference's ``inference.py`` with a fixed face box (``--box``: its S3FD
   detector never runs, which favours it), the box being the median of our own track.
 
@@ -66,9 +68,10 @@ def output_frames(path: Path) -> int:
     return media.probe(path).frame_count
 
 
-def ours(video: Path, audio: Path, models: Path, cache: Path, out: Path) -> list[str]:
+def ours(video: Path, audio: Path, models: Path, cache: Path, out: Path, precision: str = "fp32") -> list[str]:
     return [str(Path(sys.executable).with_name("lipsyncd")), "render", "--audio", str(audio), "--video", str(video),
-            "-o", str(out), "--models-dir", str(models), "--cache-dir", str(cache), "--device", "cpu"]
+            "-o", str(out), "--models-dir", str(models), "--cache-dir", str(cache), "--device", "cpu",
+            "--precision", precision]
 
 
 def reference(checkout: Path, video: Path, audio: Path, checkpoint: Path, box: tuple[int, ...], out: Path) -> list[str]:
@@ -96,6 +99,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150, help="output frames per render")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models-dir", type=Path, help="with wav2lip_gan.pth; default: rule weights")
+    parser.add_argument("--int8", action="store_true", help="also ours with --precision int8 (lipsyncd[int8])")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.video, args.reference = args.video.resolve(), args.reference.resolve()  # the reference runs in its checkout
@@ -132,6 +136,10 @@ def main() -> None:
                                              work / "reference.mp4"),
         }
         outputs = {"ours (track computed)": "cold.mp4", "ours (track cached)": "warm.mp4", "reference": "reference.mp4"}
+        if args.int8:
+            sides["ours int8 (track cached)"] = lambda r: ours(args.video, audio, models, warm_cache, work / "int8.mp4",
+                                                               "int8")
+            outputs["ours int8 (track cached)"] = "int8.mp4"
         rounds: list[dict[str, dict]] = []
         for r in range(args.rounds):
             figures = {}
@@ -144,10 +152,10 @@ def main() -> None:
             line = ", ".join(f"{n} {f['frames_per_cpu_s']:.2f} frames/CPU s" for n, f in figures.items())
             print(f"round {r + 1}: {line}", flush=True)
 
+    mine = [name for name in sides if name != "reference"]
     ratio = {name: statistics.median(f[name]["frames_per_cpu_s"] / f["reference"]["frames_per_cpu_s"] for f in rounds)
-             for name in ("ours (track computed)", "ours (track cached)")}
-    wall = {name: statistics.median(f["reference"]["wall_s"] / f[name]["wall_s"] for f in rounds)
-            for name in ("ours (track computed)", "ours (track cached)")}
+             for name in mine}
+    wall = {name: statistics.median(f["reference"]["wall_s"] / f[name]["wall_s"] for f in rounds) for name in mine}
     report = {
         "video": args.video.name, "frames": args.frames, "rounds": rounds, "reference_box_tblr": list(box),
         "weights": "real" if args.models_dir else "conformance rule (speed does not depend on the values)",
