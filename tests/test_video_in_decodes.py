@@ -1,0 +1,91 @@
+"""How many pictures the decoder decodes for a schedule: a ping-pong render should decode each
+source picture about once, not re-decode a keyframe interval for every backward block, and hand
+out exactly the frames a plain forward read gives for those slots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncd.engine import video_in
+from lipsyncd.engine.media import frame_schedule, probe, read_i420
+from test_media import make_video
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the pictures the decoder produces (one entry per picture)."""
+    pictures: list[int] = []
+    decode_next = video_in._SlotReader._decode_next
+
+    def counting(self: video_in._SlotReader):  # type: ignore[no-untyped-def]
+        picture = decode_next(self)
+        if picture is not None:
+            pictures.append(1)
+        return picture
+
+    monkeypatch.setattr(video_in._SlotReader, "_decode_next", counting)
+    return pictures
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("decodes")
+    return {"gop 12": make_video(folder / "gop12.mp4", 100, gop=12),
+            "one keyframe": make_video(folder / "gop250.mp4", 100, gop=250)}
+
+
+def plain_read(path: Path, schedule: list[int]) -> list[np.ndarray]:
+    """The reference: every picture decoded once, forward, then picked by the schedule."""
+    info = probe(path)
+    frames = [frame.data.copy() for frame in read_i420(path, info, range(info.frame_count))]
+    return [frames[slot] for slot in schedule]
+
+
+def read(path: Path, schedule: list[int]) -> list[np.ndarray]:
+    return [frame.data for frame in read_i420(path, probe(path), schedule)]
+
+
+@pytest.mark.parametrize("name", ["gop 12", "one keyframe"])
+def test_a_pingpong_decodes_each_picture_about_once(videos: dict[str, Path], decoded: list[int], name: str) -> None:
+    schedule = frame_schedule(100, 199, "pingpong")  # 0..99, 98..0: one whole cycle
+    frames = read(videos[name], schedule)
+    count = len(decoded)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, plain_read(videos[name], schedule), strict=True))
+    # 100 pictures, plus the decoder's one picture of look-ahead at the turn (before: 201 and
+    # 237, the backward run in blocks of 64, each decoded again from its keyframe)
+    assert count <= 102, count
+
+
+@pytest.mark.parametrize("name", ["gop 12", "one keyframe"])
+def test_long_audio_pingpongs_decode_about_one_picture_per_output_frame(videos: dict[str, Path],
+                                                                      decoded: list[int], name: str) -> None:
+    schedule = frame_schedule(100, 700, "pingpong")  # three and a half cycles
+    frames = read(videos[name], schedule)
+    count = len(decoded)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, plain_read(videos[name], schedule), strict=True))
+    # four ascending runs (0..99, then 1..99 three times) decoded once each; the descents are
+    # handed out from the pictures the ascents kept (before: 719 and 911)
+    assert count <= 4 * 100 + 4, count
+
+
+def test_a_backward_read_decodes_each_keyframe_interval_once(videos: dict[str, Path], decoded: list[int]) -> None:
+    schedule = list(range(99, -1, -1))
+    frames = read(videos["gop 12"], schedule)
+    count = len(decoded)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, plain_read(videos["gop 12"], schedule), strict=True))
+    # each of the 9 intervals once, at most one picture of look-ahead past each (before: 137,
+    # 64-frame blocks, each decoded from the keyframe before it)
+    assert count <= 100 + 9, count
+
+
+@pytest.mark.parametrize("limit", [1, 7])
+def test_an_interval_longer_than_the_held_limit_still_reads_right(videos: dict[str, Path], decoded: list[int],
+                                                                 monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """A keyframe interval too big to hold is handed out in blocks, each decoded from its keyframe."""
+    monkeypatch.setattr(video_in, "MAX_HELD_FRAMES", limit)
+    schedule = frame_schedule(100, 260, "pingpong")
+    assert all(np.array_equal(a, b) for a, b in zip(read(videos["one keyframe"], schedule),
+                                                    plain_read(videos["one keyframe"], schedule), strict=True))
