@@ -3,10 +3,10 @@
 The engine never holds a whole video: :func:`read_frames` follows any schedule of frame indices
 (forward runs stream; a backward run is decoded forward a keyframe interval at a time and handed
 out reversed, holding at most :data:`MAX_HELD_BYTES`), so memory is the same for a ten-second clip
-and a ten-minute one, and a ping-pong schedule decodes each picture about once. Frames are addressed by *slot*: slot ``i`` is the
-picture on screen at time ``i / fps``, so variable-frame-rate phone videos come out at the constant
-rate the encoder writes (frames are duplicated or dropped by timestamp, nearest wins, as FFmpeg's
-``fps`` filter does by default).
+and a ten-minute one, and a ping-pong schedule decodes each picture about once. Frames are
+addressed by *slot*: slot ``i`` is the picture on screen at time ``i / fps``, so variable-frame-rate
+phone videos come out at the constant rate the encoder writes (frames are duplicated or dropped by
+timestamp, nearest wins, as FFmpeg's ``fps`` filter does by default).
 """
 
 from __future__ import annotations

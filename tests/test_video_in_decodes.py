@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_media import make_video
 
 from lipsyncd.engine import video_in
 from lipsyncd.engine.media import frame_schedule, probe, read_i420
-from test_media import make_video
 
 
 @pytest.fixture
