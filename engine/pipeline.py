@@ -159,7 +159,10 @@ class FrameLoop:
                     sources = schedule[done:done + len(group)]
                     in_network.append((group, network.submit(self._mouths, group, sources, done)))
                     done += len(group)
-                    if len(in_network) >= workers:
+                    # Groups go on to the paste pool as soon as their faces are ready, so the
+                    # encoder starts early and never waits while a finished group sits here.
+                    while in_network and (len(in_network) >= workers or in_network[0][1].done()):
+                        stop()
                         hand_on_oldest()
                 while in_network:
                     hand_on_oldest()
