@@ -3,7 +3,8 @@
 Data path of :meth:`LipSyncEngine.render`, top to bottom::
 
     probe video ─▶ frame schedule (trim / loop to the audio) ─▶ face track of the frames it shows
-      (cached by content) ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip or MuseTalk ─▶ blend ─▶ encode, overlapped) ─▶ output
+      (cached by content) ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip or MuseTalk ─▶ blend
+      ─▶ encode, overlapped) ─▶ output
 
 The engine knows nothing of folders, SQLite or systemd; it raises :mod:`.errors` whose messages
 are meant for the person who dropped the job.
