@@ -102,3 +102,18 @@ def test_a_pingpong_render_decodes_about_one_picture_per_output_frame_with_the_s
     ours, plain = (list(media.read_frames(p, media.probe(p), range(60))) for p in
                    (tmp_path / "ours.mp4", tmp_path / "plain.mp4"))
     assert all(np.array_equal(a, b) for a, b in zip(ours, plain, strict=True))
+
+
+@pytest.mark.parametrize("smooth_frames", [0, 7])
+def test_a_track_analysed_as_far_as_its_look_ahead_matches_the_whole_videos_on_the_frames_shown(
+        engine: LipSyncEngine, face_clip: Path, smooth_frames: int) -> None:
+    info = media.probe(face_clip)
+    options = RenderOptions(smooth_frames=smooth_frames)
+    shown = 50 - look_ahead(smooth_frames) - 1
+    partial = engine._analyse(face_clip, info, shown + look_ahead(smooth_frames), options, None, None, None)
+    whole = engine._analyse(face_clip, info, info.frame_count, options, None, None, None)
+    assert len(partial) < len(whole)
+    np.testing.assert_allclose(partial.boxes[:shown], whole.boxes[:shown], atol=1e-3)
+    np.testing.assert_allclose(partial.points[:shown], whole.points[:shown], atol=1e-3)
+    np.testing.assert_array_equal(partial.fade[:shown], whole.fade[:shown])
+    np.testing.assert_array_equal(partial.turns[:shown], whole.turns[:shown])
