@@ -23,7 +23,8 @@ for fairly; wall seconds are given beside them):
 - ``identity``: the same render with the network replaced by an identity function, in
   ``--identity-rounds`` interleaved pairs with an encode-only run of the very frames it writes
   (same schedule, writer settings and audio): each pair's frame-rate ratio and their median are
-  the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds.
+  the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds; the ratio
+  of CPU seconds beside it (less disturbed by other work on a shared machine).
   ``--only identity`` measures just the codec and this;
 - ``fidelity``: per ``--psnr-clips`` clip, PSNR outside the face crop of a render and of a plain
   re-encode of the source's own YUV at the same settings (goal: render ≥ re-encode − 0.5 dB);
@@ -141,13 +142,15 @@ def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path
         encoded = encode_only(frames, info, options, engine.threads.encoder, Path(audio.path), audio.duration_s,
                               work / "enc.mp4")
         identity = render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True)
-        pairs.append({"encode_only": encoded, "identity": identity, "ratio": identity["fps"] / encoded["fps"]})
+        pairs.append({"encode_only": encoded, "identity": identity, "ratio": identity["fps"] / encoded["fps"],
+                      "cpu_ratio": encoded["cpu_s"] / identity["cpu_s"]})
         print(f"identity round {len(pairs)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps,"
               f" ratio {pairs[-1]['ratio']:.2f}", flush=True)
     return {"frames": total, "rounds": pairs,
             "encode_fps": statistics.median(p["encode_only"]["fps"] for p in pairs),
             "fps": statistics.median(p["identity"]["fps"] for p in pairs),
-            "vs_encode_only": statistics.median(p["ratio"] for p in pairs)}
+            "vs_encode_only": statistics.median(p["ratio"] for p in pairs),
+            "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in pairs)}
 
 
 def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]:
@@ -498,7 +501,8 @@ def print_summary(report: dict) -> None:
 def print_identity(identity: dict) -> None:
     ratios = ", ".join(f"{p['ratio']:.2f}" for p in identity["rounds"])
     print(f"identity network: median {identity['fps']:.1f} fps vs encode-only {identity['encode_fps']:.1f} fps: "
-          f"{identity['vs_encode_only']:.2f} × encode-only (pairs {ratios})")
+          f"{identity['vs_encode_only']:.2f} × encode-only (pairs {ratios}); per CPU second "
+          f"{identity['cpu_vs_encode_only']:.2f} ×")
     stages: dict[str, list[float]] = {}
     for pair in identity["rounds"]:
         for stage, seconds in pair["identity"]["stage_s"].items():
