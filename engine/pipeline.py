@@ -118,8 +118,8 @@ class FrameLoop:
     max_frames: int
     """Frames per group at most (see :func:`frames_per_group`)."""
     decode_ahead: int
-    """Decoded frames the decoder may hold ready: enough to cover a backward (ping-pong) run, which
-    is decoded forward from a keyframe before its first frame comes out."""
+    """Decoded frames the decoder may hold ready for the loop: they keep it fed while the decoder
+    decodes a keyframe interval before handing a backward (ping-pong) run out reversed."""
     threads: ThreadPlan
     encoded: int = field(default=0, init=False)
     """Frames the encoder has taken so far (written by its thread, read by this one)."""
