@@ -126,7 +126,7 @@ def encode_only(frames: list, info, options, threads: int, audio_path: Path, aud
 def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path) -> dict:
     """The pipeline's overhead: a render with the network replaced by an identity function over the
     encode-only rate of the very frames it writes, in ``rounds`` interleaved pairs (encode-only,
-    identity, encode-only, …) so that a change in the machine's load hits both sides of a pair.
+    identity, identity, encode-only, …) so that a change in the machine's load hits both sides of a pair.
     Both write the same schedule with the same writer settings and audio; the face track is cached
     (a warm-up render computes it), so the identity render is decode → crop → paste → encode."""
     import statistics
@@ -138,10 +138,18 @@ def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path
     total = audio.frame_count(info.fps)
     frames = list(media.read_i420(video, info, media.frame_schedule(info.frame_count, total, options.loop)))
     pairs = []
-    for _ in range(rounds):
-        encoded = encode_only(frames, info, options, engine.threads.encoder, Path(audio.path), audio.duration_s,
-                              work / "enc.mp4")
-        identity = render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True)
+    for round_ in range(rounds):
+        def encoded_only() -> dict:
+            return encode_only(frames, info, options, engine.threads.encoder, Path(audio.path), audio.duration_s,
+                               work / "enc.mp4")
+
+        def identity_render() -> dict:
+            return render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True)
+
+        if round_ % 2:  # every other pair the other way round, so a drift in the load favours neither
+            identity, encoded = identity_render(), encoded_only()
+        else:
+            encoded, identity = encoded_only(), identity_render()
         pairs.append({"encode_only": encoded, "identity": identity, "ratio": identity["fps"] / encoded["fps"],
                       "cpu_ratio": encoded["cpu_s"] / identity["cpu_s"]})
         print(f"identity round {len(pairs)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps,"
