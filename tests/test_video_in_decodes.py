@@ -89,3 +89,20 @@ def test_an_interval_longer_than_the_held_limit_still_reads_right(videos: dict[s
     schedule = frame_schedule(100, 260, "pingpong")
     assert all(np.array_equal(a, b) for a, b in zip(read(videos["one keyframe"], schedule),
                                                     plain_read(videos["one keyframe"], schedule), strict=True))
+
+
+def test_pictures_held_for_a_pingpong_stay_within_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One keyframe for 600 frames (79 MB decoded): a ping-pong over it holds at most the cap."""
+    from test_media import _rss_bytes, index_of
+
+    path = make_video(tmp_path / "one_gop.mp4", 600, size=(320, 240), gop=1000)
+    monkeypatch.setattr(video_in, "MAX_HELD_BYTES", 8 * 2**20)  # 72 pictures of 320×240
+    info = probe(path)
+    schedule = frame_schedule(info.frame_count, 1300, "pingpong")
+    baseline, peak = _rss_bytes(), 0
+    for count, frame in enumerate(video_in.read_frames(path, info, schedule)):
+        if count % 25 == 0:
+            peak = max(peak, _rss_bytes())
+            assert index_of(frame) == schedule[count]
+    decoded_mb = 600 * 320 * 240 * 3 // 2
+    assert peak - baseline < decoded_mb // 3, f"grew {(peak - baseline) / 2**20:.1f} MiB"
