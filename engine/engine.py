@@ -116,9 +116,7 @@ class LipSyncEngine:
         total = audio.frame_count(info.fps)
         timer = StageTimer()
         schedule = media.frame_schedule(info.frame_count, total, options.loop)
-        # Only the source frames the schedule shows are analysed (and those the track's smoothing
-        # looks ahead to): audio shorter than the video analyses less of it.
-        frames = min(info.frame_count, max(schedule, default=0) + 1 + look_ahead(options.smooth_frames))
+        frames = self.frames_to_analyse(audio, info, options)
         cache, track = self._cached_track(video, options, video_digest, frames)
         # One progress scale for the whole render: face analysis (when not cached), then frames.
         analysed = 0 if track is not None else frames
@@ -149,6 +147,13 @@ class LipSyncEngine:
         return RenderResult(output=str(output), frames=total, fps=info.fps, duration_s=total / info.fps,
                             width=width, height=height, frames_with_face=faces_shown,
                             seconds=time.perf_counter() - started, stage_seconds=dict(timer.seconds))
+
+    def frames_to_analyse(self, audio: SpeechAudio, info: media.VideoInfo, options: RenderOptions) -> int:
+        """Source frames a render's face pass analyses when the track is not cached: those the
+        schedule shows and those the track's smoothing looks ahead to, so audio shorter than the
+        video analyses less of it."""
+        shown = min(info.frame_count, audio.frame_count(info.fps))
+        return min(info.frame_count, shown + look_ahead(options.smooth_frames))
 
     def preview(self, audio: SpeechAudio, video: Path, image: Path, options: RenderOptions = RenderOptions(),
                 progress: ProgressFn | None = None, should_stop: StopFn | None = None,
