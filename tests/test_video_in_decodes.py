@@ -106,3 +106,30 @@ def test_pictures_held_for_a_pingpong_stay_within_the_cap(tmp_path: Path, monkey
             assert index_of(frame) == schedule[count]
     decoded_mb = 600 * 320 * 240 * 3 // 2
     assert peak - baseline < decoded_mb // 3, f"grew {(peak - baseline) / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("limit", [3, 300])
+def test_any_mix_of_runs_reads_the_scheduled_frames(videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                    limit: int) -> None:
+    """Ascents, descents of every length, jumps and repeats, in a fixed random order."""
+    monkeypatch.setattr(video_in, "MAX_HELD_FRAMES", limit)
+    rng = np.random.default_rng(7)
+    schedule: list[int] = []
+    for _ in range(40):
+        start, length = int(rng.integers(0, 100)), int(rng.integers(1, 30))
+        step = int(rng.choice([-1, 1, 0]))
+        schedule += [min(99, max(0, start + step * k)) for k in range(length)]
+    for name in ("gop 12", "one keyframe"):
+        frames = read(videos[name], schedule)
+        assert all(np.array_equal(a, b) for a, b in zip(frames, plain_read(videos[name], schedule), strict=True))
+
+
+def test_a_variable_rate_video_pingpongs_to_the_frames_a_forward_read_gives(tmp_path: Path) -> None:
+    """Slots showing one picture twice, or skipping one, come out backwards as forwards."""
+    from fractions import Fraction
+
+    times = [0, 40, 60, 80] + list(range(160, 800, 40)) + list(range(800, 2000, 33))
+    path = make_video(tmp_path / "vfr.mp4", len(times), pts=times, time_base=Fraction(1, 1000), gop=7)
+    info = probe(path)
+    schedule = frame_schedule(info.frame_count, 3 * info.frame_count, "pingpong")
+    assert all(np.array_equal(a, b) for a, b in zip(read(path, schedule), plain_read(path, schedule), strict=True))
