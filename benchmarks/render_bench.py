@@ -13,7 +13,7 @@ system time over the step, ``resource.getrusage``, so threads and a busy neighbo
 for fairly; wall seconds are given beside them):
 
 - ``codec``: decode-only and encode-only rates of the clip in the render's own format (yuv420p,
-  same preset and CRF): the ceiling an end-to-end render is compared against;
+  same preset, CRF, x264 threads and audio mux as a render): the ceiling an end-to-end render is compared against;
 - ``network_levers``: the generator alone, frames per CPU second for each lever (tensor layout,
   batch size, TorchScript freezing), interleaved rounds; ``before`` is how the engine ran it
   until now (default layout, whole chunks), ``ours`` what it does now;
@@ -21,8 +21,12 @@ for fairly; wall seconds are given beside them):
   per thread plan (``ours``: :class:`ThreadPlan`; ``torch-default``: every stage on every core
   and one network batch at a time, the old behaviour), each idle and ``loaded`` (a busy-looping process started here competes for
   one core), face track computed (``cold``) and cached (``warm``), with per-stage seconds;
-- ``identity``: the same render with the network replaced by an identity function: its frame
-  rate over the encode-only rate is the pipeline's overhead (goal ≥ 0.8);
+- ``identity``: the same render with the network replaced by an identity function, in
+  ``--identity-rounds`` interleaved pairs with an encode-only run of the very frames it writes
+  (same schedule, writer settings and audio): each pair's frame-rate ratio and their median are
+  the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds; the ratio
+  of CPU seconds beside it (less disturbed by other work on a shared machine).
+  ``--only identity`` measures just the codec and this;
 - ``fidelity``: per ``--psnr-clips`` clip, PSNR outside the face crop of a render and of a plain
   re-encode of the source's own YUV at the same settings (goal: render ≥ re-encode − 0.5 dB);
 - ``memory``: peak RSS of a render to ``--frames`` and to 3 × ``--frames`` of audio (ping-pong),
@@ -86,22 +90,72 @@ def busy_neighbour(active: bool) -> Iterator[None]:
         spinner.wait()
 
 
-def codec_rates(video: Path, preset: str, crf: int, frames: int, threads: int, workdir: Path) -> dict[str, float]:
+def codec_rates(video: Path, options, frames: int, threads: int, audio_path: Path, workdir: Path) -> dict[str, float]:
     """Decode-only and encode-only frames per second (and per CPU second) of the render's format,
-    x264 with the render's thread count, over the frames a render of ``frames`` shows (ping-pong)."""
+    x264 with the render's thread count, over the frames a render of ``frames`` shows."""
     from lipsyncd.engine import media
 
     info = media.probe(video)
-    n = frames
+    schedule = media.frame_schedule(info.frame_count, frames, options.loop)
     with measured({}) as decode:
-        decoded = list(media.read_i420(video, info, media.frame_schedule(info.frame_count, n, "pingpong")))
-    with measured({}) as encode:
-        with media.VideoWriter(workdir / "encode_only.mp4", info.width, info.height, info.fps, crf=crf,
-                               preset=preset, color=info.color, threads=threads) as writer:
-            for frame in decoded:
+        decoded = list(media.read_i420(video, info, schedule))
+    encode = encode_only(decoded, info, options, threads, audio_path, frames / info.fps, workdir / "encode_only.mp4")
+    return {"frames": frames, "decode_fps": frames / decode["wall_s"], "encode_fps": encode["fps"],
+            "encode_frames_per_cpu_s": frames / encode["cpu_s"]}
+
+
+def encode_only(frames: list, info, options, threads: int, audio_path: Path, audio_s: float,
+                out: Path) -> dict[str, float]:
+    """x264 + the audio mux of already decoded frames, as a render writes them (same preset, CRF,
+    threads, colour tags, audio trimmed to ``audio_s``): the ceiling a render is compared with."""
+    from lipsyncd.engine import media
+
+    with measured({}) as figures:
+        with media.VideoWriter(out, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
+                               color=info.color, audio_path=audio_path, audio_duration_s=audio_s,
+                               threads=threads) as writer:
+            for frame in frames:
                 writer.write(frame)
-    return {"frames": n, "decode_fps": n / decode["wall_s"], "encode_fps": n / encode["wall_s"],
-            "encode_frames_per_cpu_s": n / encode["cpu_s"]}
+    figures["fps"] = len(frames) / figures["wall_s"]
+    return figures
+
+
+def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path) -> dict:
+    """The pipeline's overhead: a render with the network replaced by an identity function over the
+    encode-only rate of the very frames it writes, in ``rounds`` interleaved pairs (encode-only,
+    identity, identity, encode-only, …) so that a change in the machine's load hits both sides of a pair.
+    Both write the same schedule with the same writer settings and audio; the face track is cached
+    (a warm-up render computes it), so the identity render is decode → crop → paste → encode."""
+    import statistics
+
+    from lipsyncd.engine import media
+
+    render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True)  # warm-up, track
+    info = media.probe(video)
+    total = audio.frame_count(info.fps)
+    frames = list(media.read_i420(video, info, media.frame_schedule(info.frame_count, total, options.loop)))
+    pairs = []
+    for round_ in range(rounds):
+        def encoded_only() -> dict:
+            return encode_only(frames, info, options, engine.threads.encoder, Path(audio.path), audio.duration_s,
+                               work / "enc.mp4")
+
+        def identity_render() -> dict:
+            return render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True)
+
+        if round_ % 2:  # every other pair the other way round, so a drift in the load favours neither
+            identity, encoded = identity_render(), encoded_only()
+        else:
+            encoded, identity = encoded_only(), identity_render()
+        pairs.append({"encode_only": encoded, "identity": identity, "ratio": identity["fps"] / encoded["fps"],
+                      "cpu_ratio": encoded["cpu_s"] / identity["cpu_s"]})
+        print(f"identity round {len(pairs)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps,"
+              f" ratio {pairs[-1]['ratio']:.2f}", flush=True)
+    return {"frames": total, "rounds": pairs,
+            "encode_fps": statistics.median(p["encode_only"]["fps"] for p in pairs),
+            "fps": statistics.median(p["identity"]["fps"] for p in pairs),
+            "vs_encode_only": statistics.median(p["ratio"] for p in pairs),
+            "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in pairs)}
 
 
 def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]:
@@ -260,6 +314,8 @@ def main() -> None:
     parser.add_argument("--no-loaded", action="store_true", help="skip the runs against a busy neighbour")
     parser.add_argument("--model-frames", type=int, default=3, help="output frames per model in `models` (0: skip)")
     parser.add_argument("--models-only", action="store_true", help="measure only Wav2Lip beside MuseTalk")
+    parser.add_argument("--only", choices=["identity"], help="measure only the codec and the identity-network ratio")
+    parser.add_argument("--identity-rounds", type=int, default=5, help="interleaved encode-only/identity pairs")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
@@ -306,8 +362,14 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "cores": cores,
         "torch": torch.__version__, "cpu_batch": CPU_BATCH, "options": options.as_dict(),
         "thread_plans": {name: plan.as_dict() for name, plan in plans.items()},
-        "codec": codec_rates(args.video, args.preset, args.crf, args.frames, plans["ours"].encoder, work),
+        "codec": codec_rates(args.video, options, args.frames, plans["ours"].encoder, audio_path, work),
     }
+    if args.only == "identity":
+        engine = LipSyncEngine(models_dir, device=args.device, cache_dir=work / "cache", threads=plans["ours"])
+        engine.check_ready(options)
+        report["identity"] = identity_rounds(engine, engine.load_audio(audio_path), args.video, options,
+                                             args.identity_rounds, work)
+        return report
     if device == "cpu":
         report["network_levers"] = network_levers(models_dir / "wav2lip_gan.pth", args.lever_rounds)
 
@@ -328,10 +390,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                     print(f"render {name} loaded={loaded} {track}: {figures['frames_per_cpu_s']:.3f} frames/CPU s",
                           flush=True)
     report["renders"] = renders
-    with busy_neighbour(False):
-        report["identity"] = render_once(engines["ours"], audio, args.video, work / "id.mp4", options,
-                                         cached=True, identity=True)
-    report["identity"]["vs_encode_only"] = report["identity"]["fps"] / report["codec"]["encode_fps"]
+    report["identity"] = identity_rounds(engines["ours"], audio, args.video, options, args.identity_rounds, work)
     report["memory"] = {
         f"{n} frames": peak_rss_mb(models_dir, args.device, work / "cache", work / "speech.npy", n / info.fps,
                                    args.video, work)
@@ -394,6 +453,9 @@ def print_summary(report: dict) -> None:
     print(f"{report['video']} {report['size'][0]}×{report['size'][1]}  device {report['device']} "
           f"{report['gpu'] or ''}  cores {report['cores']}  torch {report['torch']}")
     print(f"codec only: decode {codec['decode_fps']:.1f} fps, encode {codec['encode_fps']:.1f} fps")
+    if "renders" not in report:
+        print_identity(report["identity"])
+        return
     for name, lever in report.get("network_levers", {}).items():
         print(f"  network {name:48s} {lever['frames_per_cpu_s']:6.2f} frames/CPU s  "
               f"({lever['ms_cpu_per_frame']:.0f} ms CPU, {lever['ms_wall_per_frame']:.0f} ms wall per frame)")
@@ -403,12 +465,23 @@ def print_summary(report: dict) -> None:
         stages = " ".join(f"{k}={v:.1f}" for k, v in r["stage_s"].items())
         print(f"{r['plan']:>14} {str(r['loaded']):>6} {r['track']:>5} {r['frames']:>6} {r['wall_s']:>7.1f} "
               f"{r['cpu_s']:>7.1f} {r['fps']:>6.2f} {r['frames_per_cpu_s']:>8.3f}  {stages}")
-    identity = report["identity"]
-    print(f"identity network: {identity['fps']:.1f} fps = {identity['vs_encode_only']:.2f} × encode-only")
+    print_identity(report["identity"])
     print("peak RSS (ping-pong, fresh process): " + ", ".join(f"{k} {v:.0f} MB" for k, v in report["memory"].items()))
     for f in report["fidelity"]:
         print(f"PSNR outside the face crop {f['clip']}: render {f['render_db']:.2f} dB, plain re-encode "
               f"{f['direct_reencode_db']:.2f} dB ({f['render_minus_direct_db']:+.2f})")
+
+
+def print_identity(identity: dict) -> None:
+    ratios = ", ".join(f"{p['ratio']:.2f}" for p in identity["rounds"])
+    print(f"identity network: median {identity['fps']:.1f} fps vs encode-only {identity['encode_fps']:.1f} fps: "
+          f"{identity['vs_encode_only']:.2f} × encode-only (pairs {ratios}); per CPU second "
+          f"{identity['cpu_vs_encode_only']:.2f} ×")
+    stages: dict[str, list[float]] = {}
+    for pair in identity["rounds"]:
+        for stage, seconds in pair["identity"]["stage_s"].items():
+            stages.setdefault(stage, []).append(seconds)
+    print("  identity stages, median s: " + " ".join(f"{k}={np.median(v):.2f}" for k, v in stages.items()))
 
 
 if __name__ == "__main__":

@@ -54,16 +54,17 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
     that shows, and the cost stays that of a small face however large the face is.
     """
     x0, y0, x1, y1 = rect
+    return _mask_region(_small_mask(points, rect), (x1 - x0, y1 - y0), (0, 0, x1 - x0, y1 - y0))
+
+
+def _small_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """The mask of :func:`lower_face_mask` as drawn: at most :data:`MASK_SIZE` pixels on its longer side."""
+    x0, y0, x1, y1 = rect
     w, h = x1 - x0, y1 - y0
     scale = min(1.0, MASK_SIZE / max(w, h))
     if scale < 1.0:
-        small = lower_face_mask(points * np.float32(scale), (round(x0 * scale), round(y0 * scale),
-                                                             round(x0 * scale) + round(w * scale),
-                                                             round(y0 * scale) + round(h * scale)))
-        scaled = cv2.resize(small, (w, h))
-        scaled[[0, -1], :] = 0
-        scaled[:, [0, -1]] = 0
-        return scaled
+        sx0, sy0 = round(x0 * scale), round(y0 * scale)
+        return _small_mask(points * np.float32(scale), (sx0, sy0, sx0 + round(w * scale), sy0 + round(h * scale)))
     local = points - np.array([x0, y0], np.float32)
     nose_y = float(np.nanmax(local[NOSE, 1]))
     oval = local[OVAL]
@@ -79,36 +80,78 @@ def lower_face_mask(points: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
     return mask
 
 
+def _mask_region(small: np.ndarray, size: tuple[int, int], region: tuple[int, int, int, int]) -> np.ndarray:
+    """``region`` (x0, y0, x1, y1 in the crop) of the small mask scaled up to the crop's ``size``
+    (w, h), zero on the crop's border: only the region is computed."""
+    rx0, ry0, rx1, ry1 = region
+    if small.shape[::-1] == size:
+        return small[ry0:ry1, rx0:rx1].copy()
+    mask = _resampled(small, size, region)
+    w, h = size
+    mask[:, [x - rx0 for x in (0, w - 1) if rx0 <= x < rx1]] = 0
+    mask[[y - ry0 for y in (0, h - 1) if ry0 <= y < ry1], :] = 0
+    return mask
+
+
+def _resampled(image: np.ndarray, size: tuple[int, int], region: tuple[int, int, int, int],
+               step: int = 1) -> np.ndarray:
+    """``region`` of ``image`` scaled to ``size`` (w, h) bilinearly, as ``cv2.resize`` places its
+    samples, computing only that region; ``step`` 2 samples the centre of every 2×2 block (the
+    chroma of 4:2:0)."""
+    rx0, ry0, rx1, ry1 = region
+    fx, fy = image.shape[1] / size[0], image.shape[0] / size[1]
+    to_source = np.array([[step * fx, 0.0, (rx0 + step / 2) * fx - 0.5],
+                          [0.0, step * fy, (ry0 + step / 2) * fy - 0.5]])
+    out_size = ((rx1 - rx0) // step, (ry1 - ry0) // step)
+    return cv2.warpAffine(image, to_source, out_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
 def paste(frame: I420 | TurnedView, generated: np.ndarray, rect: tuple[int, int, int, int], points: np.ndarray,
           weight: float, matrix: YuvMatrix) -> None:
     """Blend the network's BGR face (any square size) into ``frame`` (in place) through the lower-face mask.
 
     Only the mask's bounding box, grown to even coordinates so that it covers whole chroma
-    samples, is touched; chroma blends with the mask averaged over each 2×2 block.
+    samples, is touched, and only that box is ever computed: the mask is scaled up to it, and the
+    face is converted to YUV at its own (small) size and scaled to the box, luma at full and
+    chroma at half resolution. Chroma blends with the mask averaged over each 2×2 block.
     """
     x0, y0, x1, y1 = rect
-    mask = lower_face_mask(points, rect) * np.float32(weight)
-    left, top, width, height = cv2.boundingRect((mask > 0).view(np.uint8))
-    if width == 0:
+    size = (x1 - x0, y1 - y0)
+    small = _small_mask(points, rect)
+    left, top, width, height = cv2.boundingRect((small > 0).view(np.uint8))
+    if width == 0 or weight <= 0:
         return
-    # The mask is zero on the crop's border, so the even box still lies inside the crop.
-    bx0, by0 = (x0 + left) & ~1, (y0 + top) & ~1
-    bx1 = min(frame.width, (x0 + left + width + 1) & ~1)
-    by1 = min(frame.height, (y0 + top + height + 1) & ~1)
+    # The support scaled up (bilinear reaches one small pixel further), grown to even frame
+    # coordinates; the mask is zero on the crop's border, so the box lies inside the crop.
+    fx, fy = size[0] / small.shape[1], size[1] / small.shape[0]
+    bx0 = max(x0, x0 + int((left - 1) * fx)) & ~1
+    by0 = max(y0, y0 + int((top - 1) * fy)) & ~1
+    bx1 = min(frame.width, x1, x0 + int(np.ceil((left + width + 1) * fx)) + 1) & ~1
+    by1 = min(frame.height, y1, y0 + int(np.ceil((top + height + 1) * fy)) + 1) & ~1
     if bx1 <= bx0 or by1 <= by0:
         return
-    box = np.s_[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
-    alpha = mask[box]
-    face = matrix.yuv_of(cv2.resize(generated, (x1 - x0, y1 - y0))[box])
-    _blend_into(frame.y[by0:by1, bx0:bx1], face[..., 0], alpha)
-    half = ((bx1 - bx0) // 2, (by1 - by0) // 2)
-    chroma_alpha = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
-    chroma = cv2.resize(face[..., 1:], half, interpolation=cv2.INTER_AREA)
+    if bx0 < x0 or by0 < y0:  # an odd crop corner: the even box starts one sample before the crop
+        bx0, by0 = max(bx0, (x0 + 1) & ~1), max(by0, (y0 + 1) & ~1)
+    region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
+    alpha = _mask_region(small, size, region)
+    if weight < 1:
+        alpha *= np.float32(weight)
+    face = matrix.yuv_of(generated)
+    _blend_into(frame.y[by0:by1, bx0:bx1], _resampled(np.ascontiguousarray(face[..., 0]), size, region), alpha)
+    chroma_alpha = cv2.resize(alpha, ((bx1 - bx0) // 2, (by1 - by0) // 2), interpolation=cv2.INTER_AREA)
+    chroma = _resampled(np.ascontiguousarray(face[..., 1:]), size, region, step=2)
     _blend_into(frame.u[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2], chroma[..., 0], chroma_alpha)
     _blend_into(frame.v[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2], chroma[..., 1], chroma_alpha)
 
 
 def _blend_into(plane: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> None:
-    """plane += (face - plane) × alpha, rounded; where alpha is 0 the sample is kept exactly."""
+    """plane += (face - plane) × alpha, rounded; where alpha is 0 the sample is kept exactly.
+    ``face`` is overwritten (it is scratch)."""
     original = plane.astype(np.float32)
-    plane[:] = np.clip(original + (face - original) * alpha + 0.5, 0, 255).astype(np.uint8)
+    face -= original
+    face *= alpha
+    face += original
+    face += 0.5
+    np.clip(face, 0, 255, out=face)
+    plane[:] = face.astype(np.uint8)

@@ -77,7 +77,7 @@ def render_command(ctx: click.Context, audio_path: Path, video_path: Path, outpu
         speech = engine.load_audio(audio_path, options)
         if seconds is not None:
             speech = engine.audio_head(speech, seconds)
-        meter = RenderMeter(faces_frames=media.probe(video_path).frame_count)
+        meter = RenderMeter(faces_frames=engine.frames_to_analyse(speech, media.probe(video_path), options))
         with progress_bar(meter) as show:
             result = engine.render(speech, video_path, output, options, progress=show)
     except EngineError as error:

@@ -2,8 +2,9 @@
 
 Data path of :meth:`LipSyncEngine.render`, top to bottom::
 
-    probe video ─▶ face track (cached by content) ─▶ frame schedule (trim / loop to the audio)
-      ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip or MuseTalk ─▶ blend ─▶ encode, overlapped) ─▶ output
+    probe video ─▶ frame schedule (trim / loop to the audio) ─▶ face track of the frames it shows
+      (cached by content) ─▶ frame loop (:mod:`.pipeline`: decode ─▶ Wav2Lip or MuseTalk ─▶ blend
+      ─▶ encode, overlapped) ─▶ output
 
 The engine knows nothing of folders, SQLite or systemd; it raises :mod:`.errors` whose messages
 are meant for the person who dropped the job.
@@ -27,7 +28,7 @@ from .audio import SpeechAudio, load_speech
 from .errors import EngineError, ModelError, NoFaceError
 from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
-from .faces.track import TRACK_VERSION, FaceTrack, analyse
+from .faces.track import TRACK_VERSION, FaceTrack, analyse, look_ahead
 from .infer import MouthGenerator
 from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
@@ -114,17 +115,20 @@ class LipSyncEngine:
         redraw = self._redraw(options, audio, info.fps)
         total = audio.frame_count(info.fps)
         timer = StageTimer()
-        cache, track = self._cached_track(video, options, video_digest)
+        schedule = media.frame_schedule(info.frame_count, total, options.loop)
+        frames = self.frames_to_analyse(audio, info, options)
+        cache, track = self._cached_track(video, options, video_digest, frames)
         # One progress scale for the whole render: face analysis (when not cached), then frames.
-        analysed = 0 if track is not None else info.frame_count
+        analysed = 0 if track is not None else frames
         if track is None:
             with timer("faces"):
-                track = self._analyse(video, info, options, _shifted(progress, 0, analysed + total), should_stop,
-                                      cache)
+                track = self._analyse(video, info, frames, options, _shifted(progress, 0, analysed + total),
+                                      should_stop, cache)
         if not track.has_face.any():
-            raise NoFaceError(f"No face was found anywhere in '{video.name}'. Use a video or photo where one "
-                              "face is clearly visible, facing the camera, with the mouth not covered.")
-        schedule = media.frame_schedule(len(track), total, options.loop)
+            where = (f"in the first {len(track) / info.fps:.1f} s of '{video.name}' (as far as the audio needs)"
+                     if len(track) < info.frame_count else f"anywhere in '{video.name}'")
+            raise NoFaceError(f"No face was found {where}. Use a video or photo where one face is clearly "
+                              "visible, facing the camera, with the mouth not covered.")
         tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
         try:
             with media.VideoWriter(tmp, info.width, info.height, info.fps, crf=options.crf, preset=options.preset,
@@ -144,6 +148,13 @@ class LipSyncEngine:
                             width=width, height=height, frames_with_face=faces_shown,
                             seconds=time.perf_counter() - started, stage_seconds=dict(timer.seconds))
 
+    def frames_to_analyse(self, audio: SpeechAudio, info: media.VideoInfo, options: RenderOptions) -> int:
+        """Source frames a render's face pass analyses when the track is not cached: those the
+        schedule shows and those the track's smoothing looks ahead to, so audio shorter than the
+        video analyses less of it."""
+        shown = min(info.frame_count, audio.frame_count(info.fps))
+        return min(info.frame_count, shown + look_ahead(options.smooth_frames))
+
     def preview(self, audio: SpeechAudio, video: Path, image: Path, options: RenderOptions = RenderOptions(),
                 progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                 video_digest: str | None = None) -> Preview:
@@ -152,9 +163,9 @@ class LipSyncEngine:
         is cached, so the render that follows does not analyse the video again."""
         video = Path(video)
         info = media.probe(video)
-        cache, track = self._cached_track(video, options, video_digest)
+        cache, track = self._cached_track(video, options, video_digest, info.frame_count)
         if track is None:
-            track = self._analyse(video, info, options, progress, should_stop, cache)
+            track = self._analyse(video, info, info.frame_count, options, progress, should_stop, cache)
         return write_preview(video, info, track, audio.duration_s, audio.frame_count(info.fps), options, Path(image))
 
     def _redraw(self, options: RenderOptions, audio: SpeechAudio, fps: float) -> Redraw:
@@ -206,32 +217,36 @@ class LipSyncEngine:
         generator.batch_size = options.batch_size
         return generator
 
-    def _cached_track(self, video: Path, options: RenderOptions,
-                      digest: str | None) -> tuple[Path | None, FaceTrack | None]:
-        """Where this video's face track is cached, and the track when it is there."""
+    def _cached_track(self, video: Path, options: RenderOptions, digest: str | None,
+                      frames: int) -> tuple[Path | None, FaceTrack | None]:
+        """Where this video's face track is cached, and the track when it is there and covers the
+        first ``frames`` source frames (a render of a short audio caches a track of fewer frames
+        than a longer audio needs; that one then analyses again, from the start, as far as it needs)."""
         cache = self._track_cache_path(video, options, digest)
         track = FaceTrack.load(cache) if cache is not None else None
+        if track is not None and len(track) < frames:
+            track = None
         if track is not None:
             log.info("face track of %s taken from the cache", video.name)
         return cache, track
 
-    def _analyse(self, video: Path, info: media.VideoInfo, options: RenderOptions,
+    def _analyse(self, video: Path, info: media.VideoInfo, frames: int, options: RenderOptions,
                  progress: ProgressFn | None, should_stop: StopFn | None, cache: Path | None) -> FaceTrack:
-        """The face track of every source frame, in one streaming pass over the video on the
-        face models' threads, saved to ``cache`` when there is one."""
+        """The face track of the first ``frames`` source frames, in one streaming pass over them
+        on the face models' threads, saved to ``cache`` when there is one."""
         locator = self._face_locator(options)
 
         def on_batch(done: int) -> None:
             check_stop(should_stop)
             if progress:
-                progress(Progress(done, info.frame_count, "faces"))
+                progress(Progress(done, frames, "faces"))
 
         batch = ANALYSIS_BATCH.get(self.device.type, ANALYSIS_BATCH["cpu"])
         chunk = max(1, min(batch, ANALYSIS_BYTES // (info.width * info.height * 3)))
-        frames_in = prefetch(media.read_frames(video, info, range(info.frame_count)), depth=chunk,
+        frames_in = prefetch(media.read_frames(video, info, range(frames)), depth=chunk,
                              interrupt=lambda: check_stop(should_stop))
-        with closing(frames_in) as frames, torch_threads(self.threads.faces):
-            track = analyse(frames, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
+        with closing(frames_in) as pictures, torch_threads(self.threads.faces):
+            track = analyse(pictures, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
                             on_batch=on_batch)
         if cache is not None:
             track.save(cache)

@@ -118,8 +118,8 @@ class FrameLoop:
     max_frames: int
     """Frames per group at most (see :func:`frames_per_group`)."""
     decode_ahead: int
-    """Decoded frames the decoder may hold ready: enough to cover a backward (ping-pong) run, which
-    is decoded forward from a keyframe before its first frame comes out."""
+    """Decoded frames the decoder may hold ready for the loop: they keep it fed while the decoder
+    decodes a keyframe interval before handing a backward (ping-pong) run out reversed."""
     threads: ThreadPlan
     encoded: int = field(default=0, init=False)
     """Frames the encoder has taken so far (written by its thread, read by this one)."""
@@ -159,7 +159,10 @@ class FrameLoop:
                     sources = schedule[done:done + len(group)]
                     in_network.append((group, network.submit(self._mouths, group, sources, done)))
                     done += len(group)
-                    if len(in_network) >= workers:
+                    # Groups go on to the paste pool as soon as their faces are ready, so the
+                    # encoder starts early and never waits while a finished group sits here.
+                    while in_network and (len(in_network) >= workers or in_network[0][1].done()):
+                        stop()
                         hand_on_oldest()
                 while in_network:
                     hand_on_oldest()

@@ -1,17 +1,20 @@
 """Probe and stream-decode face videos and stills to BGR frames at a constant rate.
 
 The engine never holds a whole video: :func:`read_frames` follows any schedule of frame indices
-(forward runs stream; backward runs are decoded in short chunks after a seek), so memory is the
-same for a ten-second clip and a ten-minute one. Frames are addressed by *slot*: slot ``i`` is the
-picture on screen at time ``i / fps``, so variable-frame-rate phone videos come out at the constant
-rate the encoder writes (frames are duplicated or dropped by timestamp, nearest wins, as FFmpeg's
-``fps`` filter does by default).
+(forward runs stream; a backward run is decoded forward a keyframe interval at a time and handed
+out reversed, holding at most :data:`MAX_HELD_BYTES`), so memory is the same for a ten-second clip
+and a ten-minute one, and a ping-pong schedule decodes each picture about once. Frames are
+addressed by *slot*: slot ``i`` is the picture on screen at time ``i / fps``, so variable-frame-rate
+phone videos come out at the constant rate the encoder writes (frames are duplicated or dropped by
+timestamp, nearest wins, as FFmpeg's ``fps`` filter does by default).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,11 +37,15 @@ _COMMON_RATES = tuple(Fraction(r) for r in (24, 25, 30, 48, 50, 60, 120)) + tupl
 _SNAP_TOLERANCE = 0.02
 """A measured average rate within 2 % of a standard rate is that rate (VFR phone videos drift)."""
 
-MAX_CHUNK_BYTES = 256 * 2**20
-"""Decoded pictures held for one backward chunk, at most (with :data:`MAX_CHUNK_FRAMES`)."""
-MAX_CHUNK_FRAMES = 64
+MAX_HELD_BYTES = 256 * 2**20
+"""Decoded pictures held for a backward run, at most (with :data:`MAX_HELD_FRAMES`): a keyframe
+interval that fits is decoded once and handed out reversed; a longer one is handed out in blocks
+of this size, each decoded from the keyframe before it."""
+MAX_HELD_FRAMES = 300
+"""At most this many pictures held (x264's default keyframe interval is 250)."""
+_SEEK_GAP_FRAMES = 64
 _SEEK_GAP_S = 2.0
-"""A forward jump longer than this seeks instead of decoding through the gap."""
+"""A forward jump longer than this (and :data:`_SEEK_GAP_FRAMES`) seeks instead of decoding through the gap."""
 _SWS_THREADS = min(os.cpu_count() or 1, 8)
 _END_CHECK_S = 3.0
 """The completeness check demuxes from this far before the declared end."""
@@ -183,9 +190,10 @@ def _check_data_reaches_the_end(container: av.container.InputContainer, path: Pa
 def read_frames(path: str | os.PathLike[str], info: VideoInfo, indices: Iterable[int]) -> Iterator[np.ndarray]:
     """Yield one BGR uint8 ``(height, width, 3)`` frame per slot index, in the order given.
 
-    Consecutive ascending indices stream; a descending run is cut into chunks of at most
-    :data:`MAX_CHUNK_FRAMES` frames (and :data:`MAX_CHUNK_BYTES`), each decoded forward after a seek
-    and yielded backwards. Every array yielded is a fresh one the caller may draw on. Indices past
+    Ascending indices stream; a descending run (ping-pong) is decoded forward a keyframe interval
+    at a time and yielded backwards, and the pictures a descending run will show again are kept
+    from the ascending run before it, so each picture is decoded about once (see
+    :meth:`_SlotReader.pictures`). Every array yielded is a fresh one the caller may draw on. Indices past
     the last decodable picture repeat that picture (a container's duration can overstate it).
     """
     if info.is_still:
@@ -253,7 +261,7 @@ class _SlotReader:
         if not 0 <= slot < self._info.frame_count:
             raise IndexError(f"frame index {slot} outside 0..{self._info.frame_count - 1}")
         gap = slot - self._slot
-        if gap < 0 or gap > max(MAX_CHUNK_FRAMES, _SEEK_GAP_S * self._info.fps):
+        if gap < 0 or gap > max(_SEEK_GAP_FRAMES, _SEEK_GAP_S * self._info.fps):
             self._seek(slot)
         boundary = self._boundary(slot)
         while (upcoming := self._next) is not None and self._time(upcoming) < boundary:
@@ -276,18 +284,62 @@ class _SlotReader:
                                                         f"{round(decoded_s * info.fps)} can be decoded")
 
     def pictures(self, indices: Iterable[int]) -> Iterator[av.VideoFrame]:
-        """The decoded picture of each slot in ``indices``, in that order (see :func:`read_frames`)."""
-        chunk = max(1, min(MAX_CHUNK_FRAMES, MAX_CHUNK_BYTES // (self._info.width * self._info.height * 3 // 2)))
-        pending = iter(indices)
-        nxt = next(pending, None)
-        while nxt is not None:
-            run = [nxt]
-            nxt = next(pending, None)
-            while nxt is not None and nxt == run[-1] - 1 and len(run) < chunk:
-                run.append(nxt)
-                nxt = next(pending, None)
-            frames = [self.frame_at(slot) for slot in reversed(run)]
-            yield from reversed(frames)
+        """The decoded picture of each slot in ``indices``, in that order (see :func:`read_frames`).
+
+        Slots are read forward with :meth:`frame_at`. A descending run ``a, a-1, …, b`` is handed
+        out from pictures held back: those of the ascending run just before it that it shows
+        again (its turning point), then blocks decoded forward from a keyframe, each as long as
+        the keyframe interval when that fits in :meth:`_held_limit`. Held pictures are the
+        decoder's own (several slots may show one); the caller converts or copies them.
+        """
+        order = indices if isinstance(indices, Sequence) else list(indices)
+        limit = self._held_limit()
+        held: dict[int, av.VideoFrame] = {}
+        i = 0
+        while i < len(order):
+            descent = _descent_after(order, i)
+            if descent == i:
+                bottom = order[_descent_end(order, i) - 1]
+                for slot in range(order[i], bottom - 1, -1):
+                    if slot not in held:
+                        held.update(self._block(slot, bottom, limit - len(held)))
+                    yield held.pop(slot)
+                held.clear()
+                i = _descent_end(order, i)
+                continue
+            keep = range(0)  # the slots of the coming descent that this ascending run decodes
+            if descent < len(order):
+                top = order[descent]
+                keep = range(max(order[_descent_end(order, descent) - 1], top - limit + 1), top + 1)
+            for slot in order[i:descent]:
+                picture = self.frame_at(slot)
+                if slot in keep:
+                    held[slot] = picture
+                yield picture
+            i = descent
+
+    def _held_limit(self) -> int:
+        """Pictures held for a descending run, at most."""
+        picture_bytes = self._info.width * self._info.height * 3 // 2
+        return max(1, min(MAX_HELD_FRAMES, MAX_HELD_BYTES // picture_bytes))
+
+    def _block(self, top: int, bottom: int, limit: int) -> dict[int, av.VideoFrame]:
+        """Pictures of slots ``top`` down to at most ``limit`` slots and not below ``bottom``,
+        decoded forward: on from the decoder's position when ``top`` lies within ``limit`` ahead
+        of it, else from the keyframe before ``top`` (all of its interval when it fits)."""
+        if not 0 <= top - self._slot <= limit:
+            self._seek(top)
+            self._slot = self._slot_of(self._current)
+        block: deque[tuple[int, av.VideoFrame]] = deque(maxlen=max(1, limit))
+        for slot in range(self._slot, top + 1):
+            picture = self.frame_at(slot)
+            if slot >= bottom:
+                block.append((slot, picture))
+        return dict(block)
+
+    def _slot_of(self, frame: av.VideoFrame) -> int:
+        """The first slot that shows ``frame`` (see :meth:`frame_at`)."""
+        return max(0, math.floor((self._time(frame) - self._info.start_s) * self._info.fps - 0.5) + 1)
 
     def to_yuv420p(self, frame: av.VideoFrame) -> av.VideoFrame:
         """The picture as 8-bit 4:2:0, its matrix and range unchanged (usually the frame itself)."""
@@ -360,6 +412,23 @@ class _SlotReader:
         return t if t is not None else self._info.start_s + (self._slot + 1) / self._info.fps
 
 
+def _descent_after(order: Sequence[int], start: int) -> int:
+    """Where the first descending run (a slot followed by the one before it) at or after ``start``
+    begins; ``len(order)`` when there is none."""
+    for i in range(start, len(order) - 1):
+        if order[i + 1] == order[i] - 1:
+            return i
+    return len(order)
+
+
+def _descent_end(order: Sequence[int], start: int) -> int:
+    """One past the end of the descending run that begins at ``start``."""
+    end = start + 1
+    while end < len(order) and order[end] == order[end - 1] - 1:
+        end += 1
+    return end
+
+
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise VideoError(f"The video '{path.name}' does not exist or is not a file.")
@@ -382,6 +451,9 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 
 def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                  path: Path) -> av.VideoFrame:
+    """The first picture, decoded on one thread: starting the decoder's thread pool for one
+    picture took longer than decoding it (4 ms alone, 7-35 ms with the pool on a busy 2-core box)."""
+    stream.codec_context.thread_count = 1
     try:
         frame = next(container.decode(stream), None)
     except av.FFmpegError as error:

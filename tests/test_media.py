@@ -220,8 +220,8 @@ def test_half_a_file_is_incomplete_not_damaged(tmp_path: Path, clip: Path) -> No
 
 @pytest.mark.parametrize("chunk", [64, 7])
 def test_reverse_run_across_chunks(clip: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(video_in, "MAX_CHUNK_FRAMES", chunk)
-    schedule = list(range(99, -1, -1))  # 100 frames: two chunks of 64, or fifteen of 7
+    monkeypatch.setattr(video_in, "MAX_HELD_FRAMES", chunk)
+    schedule = list(range(99, -1, -1))  # 100 frames: held 64 or 7 at a time
     assert indices_read(clip, schedule) == schedule
 
 

@@ -152,6 +152,16 @@ def analyse(frames: Iterable[np.ndarray], locate: Locate, *, smooth_frames: int,
     return FaceTrack(boxes, points, _fades(~np.isnan(boxes[:, 0]), fade_frames), turns)
 
 
+def look_ahead(smooth_frames: int, fade_frames: int = 4) -> int:
+    """Frames after the last one a render shows that :func:`analyse` must see, so that the track
+    of the frames shown is what the whole video's would be: the analysis looks forward only this
+    far (the smoothing's reach, a Gaussian of ``3 * smooth_frames`` frames on speeds taken over
+    ``smooth_frames`` more; a run of :data:`MIN_RUN`; a fade). Locating is causal. Only a turned
+    shot's majority turn looks further."""
+    sigma = max(1, smooth_frames)
+    return int(np.ceil(3 * sigma)) + int(np.ceil(sigma)) + 1 + MIN_RUN + fade_frames
+
+
 def _batched(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
     chunk: list[np.ndarray] = []
     for frame in frames:
