@@ -356,7 +356,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                 "torch": torch.__version__, "options": options.as_dict(),
                 "models": model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options, work)}
     plans = {"ours": ThreadPlan.for_device(device),
-             "torch-default": ThreadPlan(faces=cores, network=cores, network_workers=1, blend=min(8, cores), encoder=0)}
+             "torch-default": ThreadPlan(faces=cores, network=cores, network_workers=1, blend=min(8, cores), encoder=0,
+                                        opencv=0)}
     report: dict[str, object] = {
         "video": args.video.name, "size": [info.width, info.height], "device": device,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "cores": cores,

@@ -36,7 +36,7 @@ from .pipeline import DECODE_AHEAD, FrameLoop, ProgressFn, StageTimer, StopFn, c
 from .preview import Preview, write_preview
 from .redraw import MuseTalkRedraw, Redraw, Wav2LipRedraw
 from .stages import prefetch
-from .threads import ThreadPlan, torch_threads
+from .threads import ThreadPlan, opencv_threads, torch_threads
 from .wav2lip import load_wav2lip
 
 if TYPE_CHECKING:
@@ -245,7 +245,8 @@ class LipSyncEngine:
         chunk = max(1, min(batch, ANALYSIS_BYTES // (info.width * info.height * 3)))
         frames_in = prefetch(media.read_frames(video, info, range(frames)), depth=chunk,
                              interrupt=lambda: check_stop(should_stop))
-        with closing(frames_in) as pictures, torch_threads(self.threads.faces):
+        with closing(frames_in) as pictures, torch_threads(self.threads.faces), \
+                opencv_threads(self.threads.opencv):
             track = analyse(pictures, locator, smooth_frames=options.smooth_frames, batch_size=chunk,
                             on_batch=on_batch)
         if cache is not None:

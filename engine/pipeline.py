@@ -44,7 +44,7 @@ from .faces.track import FaceTrack
 from .options import Progress
 from .redraw import Redraw
 from .stages import Sink, prefetch
-from .threads import ThreadPlan
+from .threads import ThreadPlan, opencv_threads
 from .yuv import I420, YuvMatrix
 
 ProgressFn = Callable[[Progress], None]
@@ -134,6 +134,7 @@ class FrameLoop:
         with ThreadPoolExecutor(workers, thread_name_prefix="network", initializer=torch.set_num_threads,
                                 initargs=(self.threads.network,)) as network, \
                 ThreadPoolExecutor(self.threads.blend, thread_name_prefix="paste") as pool, \
+                opencv_threads(self.threads.opencv), \
                 Sink(self._encode, depth=ENCODE_QUEUE, interrupt=stop) as encoder:
 
             def hand_on_oldest() -> None:
