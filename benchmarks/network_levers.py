@@ -14,8 +14,9 @@ with the network itself swapped for each lever:
 - ``int8 fx``: the older FX graph-mode static quantisation (``x86`` qconfig, eager int8 ops);
 - ``onnxruntime fp32`` / ``onnxruntime int8``: the exported ONNX graph, and its static QDQ
   quantisation (u8 activations, s8 per-channel weights) calibrated on the same crops;
-- ``openvino fp32`` / ``openvino int8``: the model converted by OpenVINO, and quantised by NNCF
-  on the same crops;
+- ``openvino fp32`` / ``openvino int8``: the model converted by OpenVINO, and the engine's own
+  opt-in ``precision: int8`` (:mod:`lipsyncd.engine.int8`: NNCF int8, calibrated as in a render on
+  the first batch of faces it is given, here the first calibration batch);
 - ``bf16 autocast``: ``torch.autocast("cpu", bfloat16)``. On a CPU without native bf16 (no
   AVX512_BF16/AMX) oneDNN converts to and from bf16 around fp32 arithmetic: this measures that
   cost, not a bf16 speed-up.
@@ -124,9 +125,7 @@ def network_inputs(crops: np.ndarray, mels: np.ndarray) -> tuple[torch.Tensor, t
         captured.append((mel.clone(), face.clone()))
         return torch.zeros(face.shape[0], 3, *face.shape[2:])
 
-    generator = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH)
-    generator.model = capture  # type: ignore[assignment]
-    generator(crops, mels)
+    MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, capture)(crops, mels)
     return captured[0]
 
 
@@ -192,7 +191,6 @@ def compiled(model: Wav2Lip, inputs: Inputs) -> Network:
 
 
 def int8_pt2e(model: Wav2Lip, inputs: Inputs) -> Network:
-    import torch._inductor.config as inductor
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -282,39 +280,33 @@ def onnxruntime_int8(model: Wav2Lip, inputs: Inputs, folder: Path) -> Network:
     return _ort_network(target)
 
 
-def _openvino_network(ov_model, workers: int) -> Network:
+def openvino_fp32(model: Wav2Lip, inputs: Inputs, workers: int) -> Network:
     import openvino as ov
 
-    compiled_model = ov.Core().compile_model(ov_model, "CPU", {
-        "INFERENCE_NUM_THREADS": workers, "NUM_STREAMS": workers,  # a stream of one thread per worker
-        "INFERENCE_PRECISION_HINT": "f32"})
+    mel, face = network_inputs(*inputs.calibration[0])
+    converted = ov.convert_model(copy.deepcopy(model), example_input=(mel, face.contiguous()))
+    compiled_model = ov.Core().compile_model(converted, "CPU", {
+        "INFERENCE_NUM_THREADS": workers, "NUM_STREAMS": workers, "INFERENCE_PRECISION_HINT": "f32"})
     local = threading.local()
 
     def run(mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         if not hasattr(local, "request"):
             local.request = compiled_model.create_infer_request()
-        result = local.request.infer({"mel": mel.numpy(), "face": np.ascontiguousarray(face.numpy())})
+        result = local.request.infer([mel.numpy(), np.ascontiguousarray(face.numpy())])
         return torch.from_numpy(np.array(result[compiled_model.output(0)]))
 
     return run
 
 
-def _openvino_model(model: Wav2Lip, inputs: Inputs, folder: Path):
-    import openvino as ov
+def openvino_int8(model: Wav2Lip, inputs: Inputs, workers: int) -> Network:
+    """The engine's own ``precision: int8`` network, calibrated as in a render: on the first
+    batch of faces it is given (here the first calibration batch)."""
+    from lipsyncd.engine.int8 import Int8Wav2Lip
 
-    return ov.Core().read_model(_onnx_file(model, inputs, folder))
-
-
-def openvino_fp32(model: Wav2Lip, inputs: Inputs, folder: Path, workers: int) -> Network:
-    return _openvino_network(_openvino_model(model, inputs, folder), workers)
-
-
-def openvino_int8(model: Wav2Lip, inputs: Inputs, folder: Path, workers: int) -> Network:
-    import nncf
-
-    quantized = nncf.quantize(_openvino_model(model, inputs, folder), nncf.Dataset(_calibration_feeds(inputs)),
-                              subset_size=len(inputs.calibration) * CPU_BATCH)
-    return _openvino_network(quantized, workers)
+    network = Int8Wav2Lip(copy.deepcopy(model), CPU_BATCH, workers)
+    with torch.inference_mode():
+        network(*network_inputs(*inputs.calibration[0]))
+    return network
 
 
 LEVERS: dict[str, str] = {
@@ -325,7 +317,7 @@ LEVERS: dict[str, str] = {
     "onnxruntime fp32": "ONNX Runtime CPU, fp32",
     "onnxruntime int8": "ONNX Runtime CPU, static QDQ int8 (u8 activations, s8 per-channel weights)",
     "openvino fp32": "OpenVINO CPU, fp32 (precision hint f32)",
-    "openvino int8": "OpenVINO CPU, NNCF post-training int8",
+    "openvino int8": "the engine's precision: int8 (OpenVINO, NNCF int8 calibrated on one batch of the video)",
     "bf16 autocast": "torch.autocast(cpu, bfloat16): emulated, no native bf16 on this CPU",
 }
 
@@ -339,8 +331,8 @@ def build(name: str, model: Wav2Lip, inputs: Inputs, folder: Path, workers: int)
         "int8 fx": lambda: int8_fx(model, inputs),
         "onnxruntime fp32": lambda: onnxruntime_fp32(model, inputs, folder),
         "onnxruntime int8": lambda: onnxruntime_int8(model, inputs, folder),
-        "openvino fp32": lambda: openvino_fp32(model, inputs, folder, workers),
-        "openvino int8": lambda: openvino_int8(model, inputs, folder, workers),
+        "openvino fp32": lambda: openvino_fp32(model, inputs, workers),
+        "openvino int8": lambda: openvino_int8(model, inputs, workers),
         "bf16 autocast": lambda: bf16_autocast(model, inputs),
     }
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -354,9 +346,7 @@ def build(name: str, model: Wav2Lip, inputs: Inputs, folder: Path, workers: int)
 
 def generator_for(lever: Lever, model: Wav2Lip) -> MouthGenerator:
     """The frame loop's generator (pre- and post-processing, batch, padding) around the lever."""
-    generator = MouthGenerator(model, torch.device("cpu"), CPU_BATCH)
-    generator.model = lever.network  # type: ignore[assignment]
-    return generator
+    return MouthGenerator(model, torch.device("cpu"), CPU_BATCH, lever.network)
 
 
 def mouth_difference(faces: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -445,9 +435,10 @@ def run(args: argparse.Namespace) -> dict:
         difference = differences(levers, model, inputs)
     base = speed["fp32"]["frames_per_cpu_s"]
     for lever in levers:
-        figures = {"what": lever.note, **speed[lever.name], "vs_fp32_per_cpu_s": speed[lever.name]["frames_per_cpu_s"] / base,
+        rate = speed[lever.name]["frames_per_cpu_s"]
+        figures = {"what": lever.note, **speed[lever.name], "vs_fp32_per_cpu_s": rate / base,
                    "setup_wall_s": lever.setup_wall_s, "setup_cpu_s": lever.setup_cpu_s, **difference[lever.name]}
-        saved = args.render_frames * (1 / base - 1 / speed[lever.name]["frames_per_cpu_s"])
+        saved = args.render_frames * (1 / base - 1 / rate)
         figures[f"cpu_s_saved_over_{args.render_frames}_frames"] = saved
         figures[f"pays_over_{args.render_frames}_frames"] = saved > lever.setup_cpu_s
         report["levers"][lever.name] = figures
@@ -455,8 +446,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def print_table(report: dict) -> None:
+    plan = report["thread_plan"]
     print(f"\n{report['crops']}; weights: conformance rule; {report['rounds']} interleaved rounds; "
-          f"batch {report['batch']}, threads {report['thread_plan']['network_workers']}×{report['thread_plan']['network']}")
+          f"batch {report['batch']}, threads {plan['network_workers']}×{plan['network']}")
     print(f"{'lever':18} {'fr/CPU s':>8} {'vs fp32':>7} {'ms CPU':>7} {'ms wall':>7} {'setup s':>7} "
           f"{'max abs':>7} {'PSNR dB':>7}")
     for name, r in report["levers"].items():

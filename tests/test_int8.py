@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from media_tools import write_wav
+from weights import rule_state_dict
 
 from lipsyncd.engine import LipSyncEngine, RenderOptions
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
 from lipsyncd.engine.int8 import Int8Wav2Lip
 from lipsyncd.engine.wav2lip import Wav2Lip
-from media_tools import write_wav
-from weights import rule_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2lip"
 MOUTH_PSNR_DB = 40.0
@@ -48,47 +48,77 @@ def mouth_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / mse)) if mse else float("inf")
 
 
-def test_int8_mouth_stays_close_to_fp32():
+@pytest.fixture(scope="module")
+def calibrated() -> tuple[Int8Wav2Lip, MouthGenerator, np.ndarray]:
+    """An int8 network calibrated on the real batch (~15 CPU s: conversion, then calibration),
+    its generator, and the faces it drew for that batch (the tests may calibrate it again)."""
     crops, mels = real_batch()
-    model = rule_model()
+    network = Int8Wav2Lip(rule_model(), CPU_BATCH, streams=1)
+    generator = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)
     with torch.inference_mode():
-        fp32 = MouthGenerator(model, torch.device("cpu"), CPU_BATCH)(crops, mels)
-        network = Int8Wav2Lip(model, CPU_BATCH, streams=1)
-        int8 = MouthGenerator(model, torch.device("cpu"), CPU_BATCH, network)(crops, mels)
+        return network, generator, generator(crops, mels)
+
+
+def test_int8_mouth_stays_close_to_fp32(calibrated):
+    crops, mels = real_batch()
+    with torch.inference_mode():
+        fp32 = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH)(crops, mels)
+    int8 = calibrated[2]
     assert not np.array_equal(int8, fp32), "int8 gave fp32's exact faces: the int8 model did not run"
     assert mouth_psnr(int8, fp32) >= MOUTH_PSNR_DB
     assert np.abs(int8.astype(int) - fp32.astype(int))[:, 48:].max() <= MOUTH_MAX_LEVELS
 
 
-def test_each_video_is_calibrated_on_its_own_faces():
-    """Ranges from one video's faces are not kept for the next: same faces, same picture."""
+def test_ranges_are_measured_again_only_for_a_new_video(calibrated):
+    network, generator, first = calibrated
     crops, mels = real_batch()
-    network = Int8Wav2Lip(rule_model(), CPU_BATCH, streams=1)
-    generator = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)
+    white = np.full_like(crops, 255)
     with torch.inference_mode():
-        first = generator(crops, mels)
-        generator(np.full_like(crops, 255), mels)  # still calibrated on the first faces
-        network.calibrate_next()
-        generator(np.full_like(crops, 255), mels)  # a white "video" calibrates the ranges
-        skewed = generator(crops, mels)
-        network.calibrate_next()
-        again = generator(crops, mels)
-    assert np.array_equal(again, first)
-    assert not np.array_equal(skewed, first)
+        generator(white, mels)  # the same video goes on: its ranges stay
+        assert np.array_equal(generator(crops, mels), first)
+        network.calibrate_next()  # a new video, all white, sets other ranges
+        generator(white, mels)
+        assert not np.array_equal(generator(crops, mels), first)
+
+
+class Spy:
+    """Stands in for :class:`Int8Wav2Lip` in the engine (no OpenVINO work): counts calibrations
+    and batches, and runs the fp32 model."""
+
+    made: list[Spy] = []
+
+    def __init__(self, model: Wav2Lip, batch: int, streams: int) -> None:
+        self.model, self.batch, self.streams = model, batch, streams
+        self.calibrations, self.batches = 0, []
+        Spy.made.append(self)
+
+    def calibrate_next(self) -> None:
+        self.calibrations += 1
+
+    def __call__(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(face))
+        return self.model(mel, face)
 
 
 @pytest.mark.slow
 def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, tmp_path, monkeypatch):
-    calls = []
-    run = Int8Wav2Lip.__call__
-    monkeypatch.setattr(Int8Wav2Lip, "__call__", lambda self, mel, face: calls.append(len(face)) or run(self, mel, face))
+    import lipsyncd.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "Int8Wav2Lip", Spy)
+    Spy.made.clear()
     engine = LipSyncEngine(models_dir, device="cpu")
     audio = engine.load_audio(write_wav(tmp_path / "speech.wav", decode_audio(speech_file)[: int(0.6 * SAMPLE_RATE)]))
-    result = engine.render(audio, face_clip, tmp_path / "int8.mp4", RenderOptions(precision="int8"))
-    assert result.frames_with_face > 0
-    assert sum(calls) >= result.frames_with_face and set(calls) == {CPU_BATCH}
-    assert isinstance(engine._generator(RenderOptions(precision="int8")).network, Int8Wav2Lip)
-    assert not isinstance(engine._generator(RenderOptions()).network, Int8Wav2Lip)  # fp32 stays the default
+    int8 = RenderOptions(precision="int8")
+    first = engine.render(audio, face_clip, tmp_path / "a.mp4", int8)
+    engine.render(audio, face_clip, tmp_path / "b.mp4", int8)
+    engine.render(audio, face_clip, tmp_path / "c.mp4", RenderOptions())  # fp32 stays the default
+
+    assert len(Spy.made) == 1  # made once, kept for the next videos
+    spy = Spy.made[0]
+    assert spy.calibrations == 2  # once per video
+    assert (spy.batch, spy.streams) == (CPU_BATCH, engine.threads.network_workers)
+    assert set(spy.batches) == {CPU_BATCH} and sum(spy.batches) >= 2 * first.frames_with_face > 0
+    assert engine._generator(RenderOptions()).network is not engine._generator(int8).network
 
 
 def test_precision_is_validated():
