@@ -1,10 +1,10 @@
 """The Wav2Lip generator alone on a CPU: speed and output difference of each speed lever.
 
 What it measures: frames per CPU second (``resource.getrusage`` user + system of this whole
-process, so every thread and library pool counts) and wall time per frame of the generator, run
-exactly as the frame loop runs it (:class:`MouthGenerator`: uint8 crops in, uint8 faces out,
-batch ``CPU_BATCH``, one batch per core at once, each on one thread, :class:`ThreadPlan`),
-with the network itself swapped for each lever:
+process and its children, so every thread, library pool and compiler run counts) and wall time
+per frame of the generator, run exactly as the frame loop runs it (:class:`MouthGenerator`: uint8
+crops in, uint8 faces out, batch ``CPU_BATCH``, one batch per core at once, each on one thread,
+:class:`ThreadPlan`), with the network itself swapped for each lever:
 
 - ``fp32``: today's path (fp32 eager, channels-last): the baseline every ratio refers to;
 - ``compile``: ``torch.compile`` (inductor, weights frozen into the graph); its compile time is
@@ -82,8 +82,10 @@ Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """User + system seconds of this process and its finished children (the compiler that
+    torch.compile runs)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 @dataclass

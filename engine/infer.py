@@ -7,7 +7,8 @@ fp32 (the reference's numbers, within float rounding) with channels-last tensors
 runs a quarter or more faster than the default layout, in small batches (:data:`CPU_BATCH`), so a
 stop request or a progress report never waits long behind the network. The frame loop runs one
 batch per core at once, each on one thread (:mod:`.threads`); the model is only read, so this
-is safe.
+is safe. With ``precision: int8`` (opt-in) a CPU runs the same batches through OpenVINO in int8
+instead (:mod:`.int8`); everything around the network stays as it is.
 
 Every call to the network has the same batch size: a short batch is padded. oneDNN compiles
 and keeps its kernels per input shape, so batches of every size from 1 to N would grow the
