@@ -54,7 +54,7 @@ class MouthGenerator:
         if self.half:
             self.model = self.model.half()
             torch.backends.cudnn.benchmark = True  # fixed 96×96 shapes: pick the fastest kernels once
-        self.network: Network = network or self.model
+        self.network: Network = network if network is not None else self.model
         self.batch_size = batch_size
 
     @property
