@@ -35,10 +35,16 @@ Crops: with ``--video`` (and ``--audio``), 96² crops of that clip's faces found
 face track, and the mel windows of those frames; without, the four real crops of the conformance
 fixture (``tests/fixtures/wav2lip``) and their mirror images, with the fixture's speech.
 
-Re-run (about 10 minutes on a busy 2-core box, most of it compiling; ``--levers`` picks a subset)::
+With ``--render-audio``, also whole renders of ``--video`` to that speech in one engine (as the
+service runs them), fp32 and ``precision: int8`` interleaved, face track cached: frames per CPU
+second, the int8 render's calibration included, and the one-off model preparation apart.
 
-    nice .venv/bin/python benchmarks/network_levers.py --video clip.mp4 --audio speech.wav \\
-        --rounds 3 --json benchmarks/results/network_levers_cpu.json
+Re-run (about 15 minutes on a busy 2-core box; ``--levers`` picks a subset)::
+
+    S=/work/shared/media
+    nice .venv/bin/python benchmarks/network_levers.py --video $S/frontal_524sq_woman_glasses_talking_5s.mp4 \\
+        --audio $S/speech_en_librispeech_14s_16k_mono_vorbis.ogg --frames 64 --rounds 3 \\
+        --render-audio $S/speech_20s_16k_mono_latentsync_demo2.wav --json benchmarks/results/network_levers_cpu.json
 
 Needs the ``levers`` extra for everything but ``fp32``/``compile``/``int8 fx``/``bf16``
 (``pip install 'lipsyncd[levers]'``: torchao, onnx, onnxruntime, openvino, nncf); a lever whose
@@ -51,6 +57,7 @@ import argparse
 import copy
 import functools
 import json
+import os
 import platform
 import resource
 import sys
@@ -338,7 +345,8 @@ def build(name: str, model: Wav2Lip, inputs: Inputs, folder: Path, workers: int)
         "bf16 autocast": lambda: bf16_autocast(model, inputs),
     }
     wall, cpu = time.perf_counter(), cpu_seconds()
-    # inductor compiles in this process (not in a pool of workers), so its CPU time is counted
+    # inductor compiles in this process (not in a pool of workers), so its CPU time is counted;
+    # its on-disk cache is the run's own (see main), so a compile is never an earlier run's
     with torch_threads(1), inductor_config.patch(compile_threads=1):
         network = builders[name]()
     return Lever(name, network, time.perf_counter() - wall, cpu_seconds() - cpu, LEVERS[name])
@@ -447,6 +455,41 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+def renders(video: Path, audio: Path, rounds: int) -> dict:
+    """Whole renders of ``video`` to ``audio`` per precision in one engine (a long-lived process,
+    as the service's), rounds interleaved, face track cached first: CPU seconds per render (the
+    int8 one includes calibrating on the video's faces), and the one-off model preparation."""
+    from weights import write_checkpoint
+
+    from lipsyncd.engine import LipSyncEngine, RenderOptions
+
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="network-levers-render-") as folder:
+        work = Path(folder)
+        write_checkpoint(work / "wav2lip_gan.pth")
+        engine = LipSyncEngine(work, device="cpu", cache_dir=work / "cache")
+        speech = engine.load_audio(audio)
+        engine.render(speech, video, work / "track.mp4", RenderOptions())  # caches the face track
+        for round_ in range(rounds):
+            for precision in ("fp32", "int8"):
+                options = RenderOptions(precision=precision)
+                entry = figures.setdefault(precision, {"cpu_s": 0.0, "wall_s": 0.0, "frames": 0})
+                cpu = cpu_seconds()
+                engine.check_ready(options)
+                if round_ == 0:
+                    entry["prepare_cpu_s"] = cpu_seconds() - cpu  # once per process
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                result = engine.render(speech, video, work / f"{precision}.mp4", options)
+                entry["cpu_s"] += cpu_seconds() - cpu
+                entry["wall_s"] += time.perf_counter() - wall
+                entry["frames"] += result.frames
+                print(f"render {precision}: {result.frames} frames, {cpu_seconds() - cpu:.1f} CPU s", flush=True)
+    for entry in figures.values():
+        entry["frames_per_cpu_s"] = entry["frames"] / entry["cpu_s"]
+    ratio = figures["int8"]["frames_per_cpu_s"] / figures["fp32"]["frames_per_cpu_s"]
+    return {**figures, "int8_vs_fp32_per_cpu_s": ratio}
+
+
 def print_table(report: dict) -> None:
     plan = report["thread_plan"]
     print(f"\n{report['crops']}; weights: conformance rule; {report['rounds']} interleaved rounds; "
@@ -459,6 +502,10 @@ def print_table(report: dict) -> None:
               f"{r['mouth_psnr_db']:7.1f}")
     for name, why in report["skipped"].items():
         print(f"{name:18} skipped: {why}")
+    for precision, r in report.get("renders", {}).items():
+        if isinstance(r, dict):
+            print(f"whole renders, {precision}: {r['frames_per_cpu_s']:.2f} frames/CPU s "
+                  f"({r['frames']} frames, {r['cpu_s']:.1f} CPU s; preparing the model {r['prepare_cpu_s']:.1f} CPU s)")
 
 
 def main() -> None:
@@ -470,12 +517,21 @@ def main() -> None:
     parser.add_argument("--render-frames", type=int, default=1500, help="render length for the pay-back of setup")
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS), metavar="LEVER",
                         help=f"which levers (fp32 always runs): {', '.join(LEVERS)}")
+    parser.add_argument("--render-audio", type=Path,
+                        help="also render --video to this speech whole, fp32 and int8 interleaved (--render-rounds)")
+    parser.add_argument("--render-rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of a skipped lever")
     args = parser.parse_args()
     if bool(args.video) != bool(args.audio):
         parser.error("--video and --audio go together")
-    report = run(args)
+    if args.render_audio and not args.video:
+        parser.error("--render-audio renders --video")
+    with tempfile.TemporaryDirectory(prefix="network-levers-inductor-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # every compile is cold, as in a fresh install
+        report = run(args)
+    if args.render_audio:
+        report["renders"] = renders(args.video, args.render_audio, args.render_rounds)
     print_table(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
