@@ -49,7 +49,7 @@ class Int8Wav2Lip:
             import openvino as ov
         except ImportError as error:
             raise ModelError(MISSING) from error
-        nncf.set_log_level(logging.WARNING)  # no progress bars in the service's output
+        nncf.set_log_level(logging.WARNING)
         example = (torch.zeros(batch, 1, 80, 16), torch.zeros(batch, 6, 96, 96))
         with torch.inference_mode():
             self._fp32 = ov.convert_model(model.float().eval(), example_input=example,
@@ -78,8 +78,14 @@ class Int8Wav2Lip:
     def _quantised(self, feed: dict[str, np.ndarray]) -> Any:
         import nncf
         import openvino as ov
+        import rich  # NNCF draws its progress bars with rich's shared console, on stdout
 
-        quantised = nncf.quantize(self._fp32, nncf.Dataset([feed]), subset_size=1)
+        console = rich.get_console()
+        quiet, console.quiet = console.quiet, True  # stdout may be `lipsyncd render --json`'s
+        try:
+            quantised = nncf.quantize(self._fp32, nncf.Dataset([feed]), subset_size=1)
+        finally:
+            console.quiet = quiet
         log.info("Wav2Lip quantised to int8 on this video's first %d faces", len(feed["face"]))
         return ov.Core().compile_model(quantised, "CPU", {
             "INFERENCE_NUM_THREADS": self._streams, "NUM_STREAMS": self._streams,  # one thread per stream
