@@ -122,6 +122,18 @@ def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, 
     assert engine._generator(RenderOptions()).network is not engine._generator(int8).network
 
 
+def test_without_openvino_int8_is_refused_before_any_work(models_dir, monkeypatch):
+    import sys
+
+    from lipsyncd.engine.errors import ModelError
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the int8 extra were not installed
+    engine = LipSyncEngine(models_dir, device="cpu")
+    with pytest.raises(ModelError, match=r"needs OpenVINO and NNCF.*lipsyncd\[int8\].*precision to fp32"):
+        engine.check_ready(RenderOptions(precision="int8"))
+    engine.check_ready(RenderOptions())  # fp32 needs neither
+
+
 def test_precision_is_validated():
     assert RenderOptions.from_mapping({"precision": "int8"}).precision == "int8"
     with pytest.raises(ValueError, match="engine.precision: must be one of fp32, int8; got 'int4'"):
