@@ -3,17 +3,18 @@
 Why: the network is most of a CPU render's time, and x86 CPUs with VNNI (int8 dot products; most
 Xeons since 2019, Core since Ice Lake) run int8 convolutions several times faster than fp32.
 Measured on the generator alone (``benchmarks/network_levers.py``, interleaved, 2-core Xeon with
-AVX-512 VNNI): OpenVINO int8 ran ~5× the frames per CPU second of our fp32 torch path, ahead of
-torch's own int8 (FX ~3×, PT2E + inductor ~1.2×) and ONNX Runtime int8 (~2×).
+AVX-512 VNNI): OpenVINO int8 ran 4.6× the frames per CPU second of our fp32 torch path, ahead of
+torch's own int8 (FX 2.9×, PT2E + inductor 1.0×) and ONNX Runtime int8 (1.9×); whole renders in
+a running service took 1.85× fewer CPU seconds.
 
 Why opt-in: int8 changes the picture. On the conformance rule's weights the generated mouth stays
-~50 dB PSNR from fp32 (a few levels at most), but no trained weights are available here to
+~54 dB PSNR from fp32 (2 levels apart at most), but no trained weights are available here to
 measure what it does to real mouths; fp32 stays the default and the conformance reference.
 
 Static int8 needs the range of every layer's activations. They are measured on the first batch
 of faces of each video (its own faces and speech), so a job always gives the same picture and
-no face data ships with the program; that calibration costs a few CPU seconds per video, paid
-back after a few hundred frames (README, "CPU levers").
+no face data ships with the program; that calibration costs ~10 CPU seconds per video, paid
+back after about 200 frames (README, "CPU levers").
 """
 
 from __future__ import annotations
