@@ -312,7 +312,7 @@ def openvino_int8(model: Wav2Lip, inputs: Inputs, workers: int) -> Network:
     batch of faces it is given (here the first calibration batch)."""
     from lipsyncd.engine.int8 import Int8Wav2Lip
 
-    network = Int8Wav2Lip(copy.deepcopy(model), CPU_BATCH, workers)
+    network = Int8Wav2Lip(copy.deepcopy(model), workers)
     with torch.inference_mode():
         network(*network_inputs(*inputs.calibration[0]))
     return network

@@ -206,7 +206,7 @@ class LipSyncEngine:
         name = f"{options.checkpoint}-int8" if int8 else options.checkpoint
         if name not in self._generators:
             model = load_wav2lip(require_model(self.models_dir, options.checkpoint), device="cpu")
-            network = Int8Wav2Lip(model, MouthGenerator.cpu_batch, self.threads.network_workers) if int8 else None
+            network = Int8Wav2Lip(model, self.threads.network_workers) if int8 else None
             self._generators[name] = MouthGenerator(model, self.device, options.batch_size, network)
         generator = self._generators[name]
         generator.batch_size = options.batch_size

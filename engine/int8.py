@@ -37,24 +37,25 @@ MISSING = ("engine.precision int8 needs OpenVINO and NNCF, which are not install
 
 class Int8Wav2Lip:
     """Callable like the network: ``(mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96)`` in 0..1,
-    with int8 weights and activations, for one fixed batch size.
+    with int8 weights and activations, for batches of any size (``batch_size`` below 8 on a CPU
+    gives smaller ones; the frame loop pads every call of a render to the same size).
 
     Quantised on the first call after :meth:`calibrate_next` (and the very first call), on that
     call's inputs; safe to call from several threads at once (one OpenVINO request per thread,
     ``streams`` of one thread each run at once).
     """
 
-    def __init__(self, model: Wav2Lip, batch: int, streams: int) -> None:
+    def __init__(self, model: Wav2Lip, streams: int) -> None:
         try:
             import nncf
             import openvino as ov
         except ImportError as error:
             raise ModelError(MISSING) from error
         nncf.set_log_level(logging.WARNING)
-        example = (torch.zeros(batch, 1, 80, 16), torch.zeros(batch, 6, 96, 96))
+        example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
         with torch.inference_mode():
-            self._fp32 = ov.convert_model(model.float().eval(), example_input=example,
-                                          input=[("mel", list(example[0].shape)), ("face", list(example[1].shape))])
+            self._fp32 = ov.convert_model(model.float().eval(), example_input=example,  # -1: any batch size
+                                          input=[("mel", [-1, 1, 80, 16]), ("face", [-1, 6, 96, 96])])
         self._streams = streams
         self._lock = threading.Lock()
         self._compiled: Any = None
