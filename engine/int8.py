@@ -3,9 +3,9 @@
 Why: the network is most of a CPU render's time, and x86 CPUs with VNNI (int8 dot products; most
 Xeons since 2019, Core since Ice Lake) run int8 convolutions several times faster than fp32.
 Measured on the generator alone (``benchmarks/network_levers.py``, interleaved, 2-core Xeon with
-AVX-512 VNNI): OpenVINO int8 ran 4.6× the frames per CPU second of our fp32 torch path, ahead of
-torch's own int8 (FX 2.9×, PT2E + inductor 1.0×) and ONNX Runtime int8 (1.9×); whole renders in
-a running service took 1.85× fewer CPU seconds.
+AVX-512 VNNI): OpenVINO int8 ran 4.6-5.1× the frames per CPU second of our fp32 torch path, ahead
+of torch's own int8 (FX 2.9×, PT2E + inductor 1.0-1.1×) and ONNX Runtime int8 (1.9-2.1×); whole
+renders in a running service took 1.85-1.9× fewer CPU seconds.
 
 Why opt-in: int8 changes the picture. On the conformance rule's weights the generated mouth stays
 ~54 dB PSNR from fp32 (2 levels apart at most), but no trained weights are available here to

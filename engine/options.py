@@ -33,7 +33,7 @@ class RenderOptions:
     """Which Wav2Lip weights: ``wav2lip_gan`` (sharper, the usual choice) or ``wav2lip``."""
     precision: str = "fp32"
     """How Wav2Lip runs on a CPU: ``fp32`` (the reference's numbers) or ``int8`` (OpenVINO: on CPUs
-    with VNNI the network ~4.6× and a whole render ~1.8× faster, a slightly different picture; needs
+    with VNNI the network ~5× and a whole render ~1.9× faster, a slightly different picture; needs
     the ``int8`` extra). A GPU
     runs it in fp16 either way."""
     loop: str = "pingpong"
