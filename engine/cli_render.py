@@ -31,6 +31,7 @@ from .options import (
     FACE_CHOICES,
     LOOP_MODES,
     MODELS,
+    PRECISIONS,
     PRESETS,
     Progress,
     RenderOptions,
@@ -50,6 +51,9 @@ from .options import (
 @click.option("--model", type=click.Choice(MODELS), default=RenderOptions.model, show_default=True,
               help="wav2lip (fast, 96 px face) or musetalk (MuseTalk 1.5: 256 px face, slow without a GPU).")
 @click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default=RenderOptions.checkpoint, show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=RenderOptions.precision, show_default=True,
+              help="Wav2Lip on a CPU: fp32, or int8 (renders ~1.9x faster on CPUs with VNNI, slightly "
+                   "different picture; needs the int8 extra).")
 @click.option("--loop", type=click.Choice(LOOP_MODES), default=RenderOptions.loop, show_default=True,
               help="When the audio is longer than the video.")
 @click.option("--face", type=click.Choice(FACE_CHOICES), default=RenderOptions.face, show_default=True,

@@ -30,6 +30,7 @@ from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
 from .faces.track import TRACK_VERSION, FaceTrack, analyse, look_ahead
 from .infer import MouthGenerator
+from .int8 import Int8Wav2Lip
 from .models import file_sha256, require_model
 from .options import Progress, RenderOptions, RenderResult
 from .pipeline import DECODE_AHEAD, FrameLoop, ProgressFn, StageTimer, StopFn, check_stop, frames_per_group
@@ -176,7 +177,10 @@ class LipSyncEngine:
             networks = self._musetalk_networks()
             prompts = self._with_prompts(audio).prompts
             return MuseTalkRedraw(MuseTalkGenerator(networks, prompts, fps, self.device, options.batch_size))
-        return Wav2LipRedraw(self._generator(options), audio.windows(fps), options.pads)
+        generator = self._generator(options)
+        if isinstance(generator.network, Int8Wav2Lip):
+            generator.network.calibrate_next()  # each video's int8 ranges come from its own faces
+        return Wav2LipRedraw(generator, audio.windows(fps), options.pads)
 
     def _musetalk_networks(self) -> MuseTalkNetworks:
         """MuseTalk's three networks, read from the models folder once (tens of seconds)."""
@@ -209,10 +213,12 @@ class LipSyncEngine:
         return replace(audio, prompts=last[1])
 
     def _generator(self, options: RenderOptions) -> MouthGenerator:
-        name = options.checkpoint
+        int8 = options.precision == "int8" and self.device.type == "cpu"  # a GPU runs fp16 either way
+        name = f"{options.checkpoint}-int8" if int8 else options.checkpoint
         if name not in self._generators:
-            model = load_wav2lip(require_model(self.models_dir, name), device="cpu")
-            self._generators[name] = MouthGenerator(model, self.device, options.batch_size)
+            model = load_wav2lip(require_model(self.models_dir, options.checkpoint), device="cpu")
+            network = Int8Wav2Lip(model, self.threads.network_workers) if int8 else None
+            self._generators[name] = MouthGenerator(model, self.device, options.batch_size, network)
         generator = self._generators[name]
         generator.batch_size = options.batch_size
         return generator

@@ -7,7 +7,8 @@ fp32 (the reference's numbers, within float rounding) with channels-last tensors
 runs a quarter or more faster than the default layout, in small batches (:data:`CPU_BATCH`), so a
 stop request or a progress report never waits long behind the network. The frame loop runs one
 batch per core at once, each on one thread (:mod:`.threads`); the model is only read, so this
-is safe.
+is safe. With ``precision: int8`` (opt-in) a CPU runs the same batches through OpenVINO in int8
+instead (:mod:`.int8`); everything around the network stays as it is.
 
 Every call to the network has the same batch size: a short batch is padded. oneDNN compiles
 and keeps its kernels per input shape, so batches of every size from 1 to N would grow the
@@ -18,6 +19,7 @@ process by hundreds of megabytes (measured: 2.4 GB for the generator alone with 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,13 +34,19 @@ channels-last, one thread, interleaved on a busy 2-core box): batch 8, 16 and 32
 and 85 ms of CPU; batch 1 cost three times batch 8 (266 vs 91 ms, two threads, idle)."""
 
 
+Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""What runs the batches: ``(mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96)`` in 0..1, BGR."""
+
+
 class MouthGenerator:
     """Callable: (crops uint8 (B,96,96,3) BGR, mel windows (B,80,16)) → uint8 (B,96,96,3) BGR."""
 
     cpu_batch = CPU_BATCH
     """Faces per network call at most on a CPU."""
 
-    def __init__(self, model: Wav2Lip, device: torch.device, batch_size: int) -> None:
+    def __init__(self, model: Wav2Lip, device: torch.device, batch_size: int, network: Network | None = None) -> None:
+        """``network``: what runs the batches instead of ``model`` itself (on a CPU, e.g. the
+        int8 model of :mod:`.int8`); it gets fp32 tensors on the CPU."""
         self.device = device
         self.half = device.type == "cuda"
         # torch's stubs lack Module.to's memory_format keyword, which torch documents and takes
@@ -46,6 +54,7 @@ class MouthGenerator:
         if self.half:
             self.model = self.model.half()
             torch.backends.cudnn.benchmark = True  # fixed 96×96 shapes: pick the fastest kernels once
+        self.network: Network = network if network is not None else self.model
         self.batch_size = batch_size
 
     @property
@@ -85,7 +94,7 @@ class MouthGenerator:
         masked[:, :, faces.shape[2] // 2:] = 0
         face_input = torch.cat([masked, faces], dim=1).contiguous(memory_format=torch.channels_last)
         mel_input = torch.from_numpy(mels).to(self.device, non_blocking=True).to(dtype).unsqueeze(1)
-        pred = self.model(mel_input, face_input)
+        pred = self.network(mel_input, face_input)
         pred = pred.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return pred.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -1,0 +1,149 @@
+"""The opt-in int8 Wav2Lip (``precision: int8``, OpenVINO): how far its picture may stray from
+fp32, and that the option reaches the network.
+
+The bound is measured on the conformance rule's weights (no trained weights can be downloaded
+here) and on the fixture's real face crops; ``benchmarks/network_levers.py`` measured ~50-54 dB
+mouth PSNR there, so 40 dB leaves room for other CPUs' rounding but catches a broken
+quantisation (uncalibrated ranges, swapped inputs or channels: 10-25 dB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from media_tools import write_wav
+from weights import rule_state_dict
+
+from lipsyncd.engine import LipSyncEngine, RenderOptions
+from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
+from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+from lipsyncd.engine.int8 import Int8Wav2Lip
+from lipsyncd.engine.wav2lip import Wav2Lip
+
+FIXTURES = Path(__file__).parent / "fixtures" / "wav2lip"
+MOUTH_PSNR_DB = 40.0
+MOUTH_MAX_LEVELS = 16
+
+
+def rule_model() -> Wav2Lip:
+    with torch.device("meta"):
+        model = Wav2Lip()
+    model.load_state_dict({k: v.clone() for k, v in rule_state_dict().items()}, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def real_batch() -> tuple[np.ndarray, np.ndarray]:
+    """The fixture's four real crops and their mirror images, with the fixture's mel windows."""
+    faces = np.load(FIXTURES / "faces_bgr_uint8.npy")
+    mels = np.load(FIXTURES / "model_input_mel.npy")[:, 0]
+    return np.concatenate([faces, faces[:, :, ::-1]]), np.concatenate([mels, mels[::-1]])
+
+
+def mouth_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    lower = slice(a.shape[1] // 2, None)
+    mse = np.mean((a[:, lower].astype(np.float64) - b[:, lower].astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse)) if mse else float("inf")
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> tuple[Int8Wav2Lip, MouthGenerator, np.ndarray]:
+    """An int8 network calibrated on the real batch (~15 CPU s: conversion, then calibration),
+    its generator, and the faces it drew for that batch (the tests may calibrate it again)."""
+    crops, mels = real_batch()
+    network = Int8Wav2Lip(rule_model(), streams=1)
+    generator = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)
+    with torch.inference_mode():
+        return network, generator, generator(crops, mels)
+
+
+def test_int8_mouth_stays_close_to_fp32(calibrated):
+    crops, mels = real_batch()
+    with torch.inference_mode():
+        fp32 = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH)(crops, mels)
+    int8 = calibrated[2]
+    assert not np.array_equal(int8, fp32), "int8 gave fp32's exact faces: the int8 model did not run"
+    assert mouth_psnr(int8, fp32) >= MOUTH_PSNR_DB
+    assert np.abs(int8.astype(int) - fp32.astype(int))[:, 48:].max() <= MOUTH_MAX_LEVELS
+
+
+def test_int8_takes_smaller_batches(calibrated):
+    """``batch_size`` below the CPU's 8 makes smaller calls, and the int8 model takes them."""
+    crops, mels = real_batch()
+    smaller = MouthGenerator(rule_model(), torch.device("cpu"), batch_size=3, network=calibrated[0])
+    with torch.inference_mode():
+        faces = smaller(crops, mels)
+    assert mouth_psnr(faces, calibrated[2]) >= MOUTH_PSNR_DB
+
+
+def test_ranges_are_measured_again_only_for_a_new_video(calibrated, capsys):
+    network, generator, first = calibrated
+    crops, mels = real_batch()
+    white = np.full_like(crops, 255)
+    with torch.inference_mode():
+        generator(white, mels)  # the same video goes on: its ranges stay
+        assert np.array_equal(generator(crops, mels), first)
+        network.calibrate_next()  # a new video, all white, sets other ranges
+        generator(white, mels)
+        assert not np.array_equal(generator(crops, mels), first)
+    assert capsys.readouterr().out == ""  # no progress bars: stdout may be `lipsyncd render --json`'s
+
+
+class Spy:
+    """Stands in for :class:`Int8Wav2Lip` in the engine (no OpenVINO work): counts calibrations
+    and batches, and runs the fp32 model."""
+
+    made: list[Spy] = []
+
+    def __init__(self, model: Wav2Lip, streams: int) -> None:
+        self.model, self.streams = model, streams
+        self.calibrations, self.batches = 0, []
+        Spy.made.append(self)
+
+    def calibrate_next(self) -> None:
+        self.calibrations += 1
+
+    def __call__(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(face))
+        return self.model(mel, face)
+
+
+@pytest.mark.slow
+def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, tmp_path, monkeypatch):
+    import lipsyncd.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "Int8Wav2Lip", Spy)
+    Spy.made.clear()
+    engine = LipSyncEngine(models_dir, device="cpu")
+    audio = engine.load_audio(write_wav(tmp_path / "speech.wav", decode_audio(speech_file)[: int(0.6 * SAMPLE_RATE)]))
+    int8 = RenderOptions(precision="int8")
+    first = engine.render(audio, face_clip, tmp_path / "a.mp4", int8)
+    engine.render(audio, face_clip, tmp_path / "b.mp4", int8)
+    engine.render(audio, face_clip, tmp_path / "c.mp4", RenderOptions())  # fp32 stays the default
+
+    assert len(Spy.made) == 1  # made once, kept for the next videos
+    spy = Spy.made[0]
+    assert spy.calibrations == 2  # once per video
+    assert spy.streams == engine.threads.network_workers
+    assert set(spy.batches) == {CPU_BATCH} and sum(spy.batches) >= 2 * first.frames_with_face > 0
+    assert engine._generator(RenderOptions()).network is not engine._generator(int8).network
+
+
+def test_without_openvino_int8_is_refused_before_any_work(models_dir, monkeypatch):
+    import sys
+
+    from lipsyncd.engine.errors import ModelError
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the int8 extra were not installed
+    engine = LipSyncEngine(models_dir, device="cpu")
+    with pytest.raises(ModelError, match=r"needs OpenVINO and NNCF.*lipsyncd\[int8\].*precision to fp32"):
+        engine.check_ready(RenderOptions(precision="int8"))
+    engine.check_ready(RenderOptions())  # fp32 needs neither
+
+
+def test_precision_is_validated():
+    assert RenderOptions.from_mapping({"precision": "int8"}).precision == "int8"
+    with pytest.raises(ValueError, match="engine.precision: must be one of fp32, int8; got 'int4'"):
+        RenderOptions.from_mapping({"precision": "int4"})
