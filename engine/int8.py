@@ -20,6 +20,7 @@ back after about 200 frames (README, "CPU levers").
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -46,6 +47,7 @@ class Int8Wav2Lip:
     """
 
     def __init__(self, model: Wav2Lip, streams: int) -> None:
+        _no_telemetry()
         try:
             import nncf
             import openvino as ov
@@ -92,3 +94,14 @@ class Int8Wav2Lip:
         return ov.Core().compile_model(quantised, "CPU", {
             "INFERENCE_NUM_THREADS": self._streams, "NUM_STREAMS": self._streams,  # one thread per stream
             "INFERENCE_PRECISION_HINT": "f32"})  # int8 where quantised, fp32 elsewhere (never bf16)
+
+
+def _no_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from reporting usage to Google Analytics. Both turn
+    their telemetry on without asking when no consent file exists (and write a client id under
+    ``~/intel/``); a service on a NAS must send nothing anywhere and write nothing in a home
+    folder. Both fall back to a stub when the ``openvino_telemetry`` package cannot be imported,
+    so it is made unimportable in this process (a ``None`` in ``sys.modules`` makes ``import``
+    fail), before either is imported."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]

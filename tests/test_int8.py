@@ -147,3 +147,27 @@ def test_precision_is_validated():
     assert RenderOptions.from_mapping({"precision": "int8"}).precision == "int8"
     with pytest.raises(ValueError, match="engine.precision: must be one of fp32, int8; got 'int4'"):
         RenderOptions.from_mapping({"precision": "int4"})
+
+
+def test_int8_sends_no_telemetry(tmp_path: Path) -> None:
+    """OpenVINO's converter and NNCF report usage to Google Analytics unless stopped (and keep a
+    client id in ``~/intel/``); NNCF also stops by itself under pytest, so the check runs in a
+    fresh interpreter, with its own home folder, in a terminal (``script``)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "int8_run.py"
+    script.write_text(
+        "import torch\n"
+        "from lipsyncd.engine.int8 import Int8Wav2Lip\n"
+        "from lipsyncd.engine.wav2lip import Wav2Lip\n"
+        "net = Int8Wav2Lip(Wav2Lip().eval(), 1)\n"
+        "net(torch.zeros(2, 1, 80, 16), torch.rand(2, 6, 96, 96))\n"
+        "import nncf.telemetry.wrapper as w\n"
+        "print('reports' if isinstance(w.telemetry, w.NNCFTelemetry) else 'silent')\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["script", "-qec", f"{sys.executable} {script}", "/dev/null"], env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split()[-1] == "silent"
+    assert not (tmp_path / "intel").exists()
