@@ -8,6 +8,7 @@ install is reported as a failed check rather than a traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -35,7 +36,7 @@ class Check:
 
 def run_checks(config: Config) -> list[Check]:
     checks: list[Callable[[Config], list[Check]]] = [
-        _codecs, _gpu, _models, _share, _folders, _database, _free_space, _state_is_local]
+        _codecs, _gpu, _models, _precision, _share, _folders, _database, _free_space, _state_is_local]
     results = []
     for check in checks:
         try:
@@ -107,6 +108,34 @@ def _models(config: Config) -> list[Check]:
         musetalk = (Check("model musetalk", FAIL, detail, fix) if default == "musetalk"
                     else Check("model musetalk", OK, f"{detail} ({fix})"))
     return [wav2lip, musetalk]
+
+
+def _precision(config: Config) -> list[Check]:
+    """Whether ``engine.defaults.precision: int8`` can run here, and run fast: OpenVINO and NNCF
+    installed (the ``int8`` extra), and a CPU with int8 dot products (VNNI), without which int8
+    convolutions gain little over fp32. Looked up without importing them."""
+    missing = [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
+    if config.engine.defaults.precision != "int8":
+        there = "installed" if not missing else "not installed (pip install 'lipsyncd[int8]')"
+        return [Check("precision", OK, f"fp32 on a CPU (the reference's numbers); the opt-in int8 is {there}")]
+    if missing:
+        return [Check("precision", FAIL, f"engine.defaults.precision is int8 but {' and '.join(missing)} "
+                      "not installed", "pip install 'lipsyncd[int8]' into the service's venv, or set "
+                      "engine.defaults.precision: fp32")]
+    if not cpu_has_vnni():
+        return [Check("precision", WARN, "int8 on a CPU without VNNI (int8 dot products): expect little gain over "
+                      "fp32 for a slightly different picture", "set engine.defaults.precision: fp32")]
+    return [Check("precision", OK, "int8 on a CPU with VNNI (OpenVINO); a GPU, when there is one, runs fp16")]
+
+
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, or AMX)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def _share(config: Config) -> list[Check]:

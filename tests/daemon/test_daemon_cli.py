@@ -197,3 +197,29 @@ def test_doctor_flags_a_folder_it_cannot_use(tmp_path):
     share = doctor._writable("error", tmp_path / "share" / "error", on_share=True)  # ... but not on a share
     assert share.level == doctor.FAIL and "is the share mounted?" in share.detail
     assert share.fix.endswith(f"sudo install -d -o lipsyncd -g lipsync -m 2770 {tmp_path / 'share' / 'error'}")
+
+
+def test_doctor_checks_what_int8_needs(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "_gpu", lambda c: [doctor.Check("GPU", doctor.OK, "fake GPU")])
+    result = invoke(write_config(tmp_path), "doctor")
+    assert "[  ok] precision: fp32 on a CPU (the reference's numbers); the opt-in int8 is installed" in result.output
+    int8 = write_config(tmp_path, engine={"models_dir": str(tmp_path / "models"), "cache_dir": None,
+                                          "defaults": {"precision": "int8"}})
+    monkeypatch.setattr(doctor, "cpu_has_vnni", lambda: True)
+    assert "[  ok] precision: int8 on a CPU with VNNI" in invoke(int8, "doctor").output
+    monkeypatch.setattr(doctor, "cpu_has_vnni", lambda: False)
+    assert "[warn] precision: int8 on a CPU without VNNI" in invoke(int8, "doctor").output
+    real_find_spec = doctor.importlib.util.find_spec
+    monkeypatch.setattr(doctor.importlib.util, "find_spec", lambda name: None if name == "nncf" else real_find_spec(name))
+    result = invoke(int8, "doctor")
+    assert result.exit_code == 1
+    assert "[FAIL] precision: engine.defaults.precision is int8 but nncf not installed" in result.output
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert doctor.cpu_has_vnni(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert not doctor.cpu_has_vnni(cpuinfo)
+    assert not doctor.cpu_has_vnni(tmp_path / "missing")
