@@ -113,12 +113,13 @@ class LipSyncEngine:
         started = time.perf_counter()
         video, output = Path(video), Path(output)
         info = media.probe(video)
-        redraw = self._redraw(options, audio, info.fps)
+        digest = video_digest or (file_sha256(video) if self.cache_dir is not None else None)
+        redraw = self._redraw(options, audio, info.fps, digest)
         total = audio.frame_count(info.fps)
         timer = StageTimer()
         schedule = media.frame_schedule(info.frame_count, total, options.loop)
         frames = self.frames_to_analyse(audio, info, options)
-        cache, track = self._cached_track(video, options, video_digest, frames)
+        cache, track = self._cached_track(video, options, digest, frames)
         # One progress scale for the whole render: face analysis (when not cached), then frames.
         analysed = 0 if track is not None else frames
         if track is None:
@@ -169,7 +170,7 @@ class LipSyncEngine:
             track = self._analyse(video, info, info.frame_count, options, progress, should_stop, cache)
         return write_preview(video, info, track, audio.duration_s, audio.frame_count(info.fps), options, Path(image))
 
-    def _redraw(self, options: RenderOptions, audio: SpeechAudio, fps: float) -> Redraw:
+    def _redraw(self, options: RenderOptions, audio: SpeechAudio, fps: float, video_digest: str | None) -> Redraw:
         """The model the options choose, ready for the frame loop (loading it on first use)."""
         if options.model == "musetalk":
             from .musetalk.generator import MuseTalkGenerator
@@ -177,10 +178,11 @@ class LipSyncEngine:
             networks = self._musetalk_networks()
             prompts = self._with_prompts(audio).prompts
             return MuseTalkRedraw(MuseTalkGenerator(networks, prompts, fps, self.device, options.batch_size))
-        generator = self._generator(options)
-        if isinstance(generator.network, Int8Wav2Lip):
-            generator.network.calibrate_next()  # each video's int8 ranges come from its own faces
-        return Wav2LipRedraw(generator, audio.windows(fps), options.pads)
+        generator, windows = self._generator(options), audio.windows(fps)
+        if isinstance(generator.network, Int8Wav2Lip):  # each video's int8 ranges come from its own faces
+            spread = np.linspace(0, len(windows) - 1, MouthGenerator.cpu_batch).round().astype(np.int64)
+            generator.network.calibrate_next(video_digest, windows[spread])
+        return Wav2LipRedraw(generator, windows, options.pads)
 
     def _musetalk_networks(self) -> MuseTalkNetworks:
         """MuseTalk's three networks, read from the models folder once (tens of seconds)."""
@@ -216,12 +218,18 @@ class LipSyncEngine:
         int8 = options.precision == "int8" and self.device.type == "cpu"  # a GPU runs fp16 either way
         name = f"{options.checkpoint}-int8" if int8 else options.checkpoint
         if name not in self._generators:
-            model = load_wav2lip(require_model(self.models_dir, options.checkpoint), device="cpu")
-            network = Int8Wav2Lip(model, self.threads.network_workers) if int8 else None
+            path = require_model(self.models_dir, options.checkpoint)
+            model = load_wav2lip(path, device="cpu")
+            network = (Int8Wav2Lip(model, self.threads.network_workers, self._int8_cache(), file_sha256(path)[:16])
+                       if int8 else None)
             self._generators[name] = MouthGenerator(model, self.device, options.batch_size, network)
         generator = self._generators[name]
         generator.batch_size = options.batch_size
         return generator
+
+    def _int8_cache(self) -> Path | None:
+        """Where quantised networks are kept (per checkpoint and video), when there is a cache."""
+        return self.cache_dir / "int8" if self.cache_dir is not None else None
 
     def _cached_track(self, video: Path, options: RenderOptions, digest: str | None,
                       frames: int) -> tuple[Path | None, FaceTrack | None]:

@@ -12,16 +12,20 @@ Why opt-in: int8 changes the picture. On the conformance rule's weights the gene
 measure what it does to real mouths; fp32 stays the default and the conformance reference.
 
 Static int8 needs the range of every layer's activations. They are measured on the first batch
-of faces of each video (its own faces and speech), so a job always gives the same picture and
-no face data ships with the program; that calibration costs ~10 CPU seconds per video, paid
-back after about 200 frames (README, "CPU levers").
+of faces of each video (its own faces, with mel windows spread over the whole speech, so a quiet
+first second does not set the audio ranges), so a job always gives the same picture and no face
+data ships with the program. That calibration costs ~10 CPU seconds (converting the network
+~4, NNCF ~6-9); with a cache folder the quantised network is kept per checkpoint and video, so
+a repeat avatar (the common case) reads it back in milliseconds and compiles it in ~0.4 s.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,8 @@ from .errors import ModelError
 from .wav2lip import Wav2Lip
 
 log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+"""Bumped when what is kept for a video changes (calibration inputs, NNCF settings)."""
 
 MISSING = ("engine.precision int8 needs OpenVINO and NNCF, which are not installed here: install them with "
            "`pip install 'lipsyncd[int8]'`, or set engine.precision to fp32.")
@@ -46,44 +52,77 @@ class Int8Wav2Lip:
     ``streams`` of one thread each run at once).
     """
 
-    def __init__(self, model: Wav2Lip, streams: int) -> None:
+    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "") -> None:
+        """``cache_dir``: where quantised networks are kept, named by ``model_key`` (the
+        checkpoint's digest) and each video's key (see :meth:`calibrate_next`); None keeps none."""
         _no_telemetry()
         try:
             import nncf
-            import openvino as ov
+            import openvino  # noqa: F401 - refused here, before any work, when it is missing
         except ImportError as error:
             raise ModelError(MISSING) from error
         nncf.set_log_level(logging.WARNING)
-        example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
-        with torch.inference_mode():
-            self._fp32 = ov.convert_model(model.float().eval(), example_input=example,  # -1: any batch size
-                                          input=[("mel", [-1, 1, 80, 16]), ("face", [-1, 6, 96, 96])])
+        self._model = model.float().eval()
+        self._fp32: Any = None
         self._streams = streams
+        self._cache_dir, self._model_key = cache_dir, model_key
+        self._video_key: str | None = None
+        self._mels: np.ndarray | None = None
         self._lock = threading.Lock()
         self._compiled: Any = None
         self._local = threading.local()
 
-    def calibrate_next(self) -> None:
-        """Forget the activation ranges: the next call measures them again (a new video)."""
+    def calibrate_next(self, video_key: str | None = None, mels: np.ndarray | None = None) -> None:
+        """A new video: the next call uses its activation ranges, read from the cache under
+        ``video_key`` (e.g. the video's sha256) when they are there, else measured on that call's
+        faces with ``mels`` (mel windows, ``(B, 80, 16)``, spread over the speech) or the call's own."""
         with self._lock:
-            self._compiled = None
+            self._compiled, self._video_key, self._mels = None, video_key, mels
 
     def __call__(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         feed = {"mel": np.ascontiguousarray(mel.numpy()), "face": np.ascontiguousarray(face.numpy())}
         with self._lock:
             if self._compiled is None:
-                self._compiled = self._quantised(feed)
+                self._compiled = self._compile(self._cached() or self._quantised(feed))
             compiled = self._compiled
         if getattr(self._local, "compiled", None) is not compiled:
             self._local.compiled, self._local.request = compiled, compiled.create_infer_request()
         result = self._local.request.infer(feed)
         return torch.from_numpy(np.array(result[compiled.output(0)]))  # a copy: the request reuses its buffer
 
+    def _cache_path(self) -> Path | None:
+        if self._cache_dir is None or self._video_key is None:
+            return None
+        return self._cache_dir / f"wav2lip-{self._model_key}-{self._video_key}-v{CACHE_VERSION}.xml"
+
+    def _cached(self) -> Any:
+        """The quantised network kept for this checkpoint and video, or None."""
+        import openvino as ov
+
+        path = self._cache_path()
+        if path is None or not path.exists():
+            return None
+        try:
+            model = ov.Core().read_model(path)
+        except RuntimeError as error:  # a damaged entry is measured again and replaced
+            log.warning("int8 cache entry %s unreadable (%s): calibrating again", path.name, error)
+            return None
+        log.info("Wav2Lip int8 ranges of this video taken from the cache")
+        return model
+
     def _quantised(self, feed: dict[str, np.ndarray]) -> Any:
         import nncf
         import openvino as ov
         import rich  # NNCF draws its progress bars with rich's shared console, on stdout
 
+        if self._fp32 is None:
+            example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
+            with torch.inference_mode():
+                self._fp32 = ov.convert_model(self._model, example_input=example,  # -1: any batch size
+                                              input=[("mel", [-1, 1, 80, 16]), ("face", [-1, 6, 96, 96])])
+        if self._mels is not None:
+            feed = {"mel": np.ascontiguousarray(self._mels[:, None], np.float32), "face": feed["face"]}
+            feed["face"] = np.resize(feed["face"], (len(feed["mel"]), *feed["face"].shape[1:]))
         console = rich.get_console()
         quiet, console.quiet = console.quiet, True  # stdout may be `lipsyncd render --json`'s
         try:
@@ -91,9 +130,36 @@ class Int8Wav2Lip:
         finally:
             console.quiet = quiet
         log.info("Wav2Lip quantised to int8 on this video's first %d faces", len(feed["face"]))
-        return ov.Core().compile_model(quantised, "CPU", {
+        path = self._cache_path()
+        if path is not None:
+            _save(quantised, path)
+        return quantised
+
+    def _compile(self, model: Any) -> Any:
+        import openvino as ov
+
+        return ov.Core().compile_model(model, "CPU", {
             "INFERENCE_NUM_THREADS": self._streams, "NUM_STREAMS": self._streams,  # one thread per stream
             "INFERENCE_PRECISION_HINT": "f32"})  # int8 where quantised, fp32 elsewhere (never bf16)
+
+
+def _save(model: Any, path: Path) -> None:
+    """Keep a quantised network as ``path`` (.xml) and its .bin, each written under a temporary
+    name and renamed, the .xml last, so a reader never sees half an entry. A cache that cannot be
+    written costs the next run a calibration, nothing else."""
+    import openvino as ov
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.xml")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(model, tmp, compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)
+    except OSError as error:
+        log.warning("int8 cache entry %s not written: %s", path.name, error)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def _no_telemetry() -> None:

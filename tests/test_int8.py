@@ -21,6 +21,7 @@ from lipsyncd.engine import LipSyncEngine, RenderOptions
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
 from lipsyncd.engine.int8 import Int8Wav2Lip
+from lipsyncd.engine.models import file_sha256
 from lipsyncd.engine.wav2lip import Wav2Lip
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2lip"
@@ -49,14 +50,61 @@ def mouth_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def calibrated() -> tuple[Int8Wav2Lip, MouthGenerator, np.ndarray]:
-    """An int8 network calibrated on the real batch (~15 CPU s: conversion, then calibration),
-    its generator, and the faces it drew for that batch (the tests may calibrate it again)."""
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("int8")
+
+
+@pytest.fixture(scope="module")
+def calibrated(int8_cache: Path) -> tuple[Int8Wav2Lip, MouthGenerator, np.ndarray]:
+    """An int8 network calibrated on the real batch (~15 CPU s: conversion, then calibration) as
+    the video "clip", kept in ``int8_cache``; its generator, and the faces it drew for that batch
+    (the tests may calibrate it again)."""
     crops, mels = real_batch()
-    network = Int8Wav2Lip(rule_model(), streams=1)
+    network = Int8Wav2Lip(rule_model(), streams=1, cache_dir=int8_cache, model_key="rule")
+    network.calibrate_next("clip")
     generator = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)
     with torch.inference_mode():
         return network, generator, generator(crops, mels)
+
+
+def test_a_video_seen_before_reads_its_int8_network_from_the_cache(calibrated, int8_cache, monkeypatch):
+    """A repeat avatar skips calibration (a new process: nothing in memory) and draws the same faces."""
+    import nncf
+
+    assert [p.name for p in sorted(int8_cache.iterdir())] == ["wav2lip-rule-clip-v1.bin", "wav2lip-rule-clip-v1.xml"]
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **k: pytest.fail("calibrated again"))
+    network = Int8Wav2Lip(rule_model(), streams=1, cache_dir=int8_cache, model_key="rule")
+    network.calibrate_next("clip")
+    crops, mels = real_batch()
+    with torch.inference_mode():
+        again = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)(crops, mels)
+    assert np.array_equal(again, calibrated[2])
+    network.calibrate_next("another clip")
+    with pytest.raises(pytest.fail.Exception, match="calibrated again"), torch.inference_mode():
+        MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)(crops, mels)
+
+
+def test_calibration_takes_mel_windows_spread_over_the_speech(monkeypatch):
+    """The audio ranges come from windows across the whole speech when given (a quiet first
+    second must not set them), the face ranges from the call's faces."""
+    import nncf
+
+    seen = []
+
+    def quantize(model, dataset, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(dataset.get_inference_data())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(nncf, "quantize", quantize)
+    network = Int8Wav2Lip(rule_model(), streams=1)
+    spread = np.stack([np.full((80, 16), float(k), np.float32) for k in range(8)])
+    network.calibrate_next(None, spread)
+    faces = torch.rand(8, 6, 96, 96)
+    with pytest.raises(RuntimeError, match="stop here"):
+        network(torch.zeros(8, 1, 80, 16), faces)
+    (feed,) = seen
+    assert np.array_equal(feed["mel"][:, 0], spread)
+    assert np.array_equal(feed["face"], faces.numpy())
 
 
 def test_int8_mouth_stays_close_to_fp32(calibrated):
@@ -97,13 +145,15 @@ class Spy:
 
     made: list[Spy] = []
 
-    def __init__(self, model: Wav2Lip, streams: int) -> None:
-        self.model, self.streams = model, streams
-        self.calibrations, self.batches = 0, []
+    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None, model_key: str) -> None:
+        self.model, self.streams, self.cache_dir, self.model_key = model, streams, cache_dir, model_key
+        self.calibrations: list[tuple[str | None, tuple[int, ...]]] = []
+        self.batches: list[int] = []
         Spy.made.append(self)
 
-    def calibrate_next(self) -> None:
-        self.calibrations += 1
+    def calibrate_next(self, video_key: str | None = None, mels: np.ndarray | None = None) -> None:
+        assert mels is not None
+        self.calibrations.append((video_key, mels.shape))
 
     def __call__(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         self.batches.append(len(face))
@@ -116,7 +166,7 @@ def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, 
 
     monkeypatch.setattr(engine_module, "Int8Wav2Lip", Spy)
     Spy.made.clear()
-    engine = LipSyncEngine(models_dir, device="cpu")
+    engine = LipSyncEngine(models_dir, device="cpu", cache_dir=tmp_path / "cache")
     audio = engine.load_audio(write_wav(tmp_path / "speech.wav", decode_audio(speech_file)[: int(0.6 * SAMPLE_RATE)]))
     int8 = RenderOptions(precision="int8")
     first = engine.render(audio, face_clip, tmp_path / "a.mp4", int8)
@@ -125,7 +175,10 @@ def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, 
 
     assert len(Spy.made) == 1  # made once, kept for the next videos
     spy = Spy.made[0]
-    assert spy.calibrations == 2  # once per video
+    digest = file_sha256(face_clip)
+    assert spy.calibrations == [(digest, (CPU_BATCH, 80, 16))] * 2  # once per video, kept under its digest
+    assert spy.cache_dir == tmp_path / "cache" / "int8"
+    assert spy.model_key == file_sha256(models_dir / "wav2lip_gan.pth")[:16]
     assert spy.streams == engine.threads.network_workers
     assert set(spy.batches) == {CPU_BATCH} and sum(spy.batches) >= 2 * first.frames_with_face > 0
     assert engine._generator(RenderOptions()).network is not engine._generator(int8).network
