@@ -71,7 +71,8 @@ def test_a_video_seen_before_reads_its_int8_network_from_the_cache(calibrated, i
     """A repeat avatar skips calibration (a new process: nothing in memory) and draws the same faces."""
     import nncf
 
-    assert [p.name for p in sorted(int8_cache.iterdir())] == ["wav2lip-rule-clip-v1.bin", "wav2lip-rule-clip-v1.xml"]
+    assert [p.name for p in sorted(int8_cache.iterdir())] == [
+        "wav2lip-rule-clip-v1.bin", "wav2lip-rule-clip-v1.xml", "wav2lip-rule-fp32-v1.bin", "wav2lip-rule-fp32-v1.xml"]
     monkeypatch.setattr(nncf, "quantize", lambda *a, **k: pytest.fail("calibrated again"))
     network = Int8Wav2Lip(rule_model(), streams=1, cache_dir=int8_cache, model_key="rule")
     network.calibrate_next("clip")
@@ -79,7 +80,8 @@ def test_a_video_seen_before_reads_its_int8_network_from_the_cache(calibrated, i
     with torch.inference_mode():
         again = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)(crops, mels)
     assert np.array_equal(again, calibrated[2])
-    network.calibrate_next("another clip")
+    network.calibrate_next("another clip")  # a new video: calibrated, on the converted network kept
+    monkeypatch.setattr("openvino.convert_model", lambda *a, **k: pytest.fail("converted again"))
     with pytest.raises(pytest.fail.Exception, match="calibrated again"), torch.inference_mode():
         MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)(crops, mels)
 
