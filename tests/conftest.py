@@ -31,3 +31,21 @@ def face_clip() -> Path:
 @pytest.fixture(scope="session")
 def speech_file() -> Path:
     return MEDIA / "speech_librispeech_14s.ogg"
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the pictures the video decoder produces (one entry per picture), for the tests of decode passes."""
+    from lipsyncd.engine import video_in
+
+    pictures: list[int] = []
+    decode_next = video_in._SlotReader._decode_next
+
+    def counting(self: video_in._SlotReader):  # type: ignore[no-untyped-def]
+        picture = decode_next(self)
+        if picture is not None:
+            pictures.append(1)
+        return picture
+
+    monkeypatch.setattr(video_in._SlotReader, "_decode_next", counting)
+    return pictures

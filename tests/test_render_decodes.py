@@ -28,22 +28,6 @@ def engine(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return LipSyncEngine(models_dir, device="cpu", cache_dir=tmp_path / "cache")
 
 
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per picture the decoder produces."""
-    pictures: list[int] = []
-    decode_next = video_in._SlotReader._decode_next
-
-    def counting(self: video_in._SlotReader):  # type: ignore[no-untyped-def]
-        picture = decode_next(self)
-        if picture is not None:
-            pictures.append(1)
-        return picture
-
-    monkeypatch.setattr(video_in._SlotReader, "_decode_next", counting)
-    return pictures
-
-
 def speech(engine: LipSyncEngine, speech_file: Path, folder: Path, seconds: float):  # type: ignore[no-untyped-def]
     samples = decode_audio(speech_file)[: int(seconds * SAMPLE_RATE)]
     return engine.load_audio(write_wav(folder / f"speech_{seconds}.wav", samples))

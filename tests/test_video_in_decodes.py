@@ -14,22 +14,6 @@ from lipsyncd.engine import video_in
 from lipsyncd.engine.media import frame_schedule, probe, read_i420
 
 
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the pictures the decoder produces (one entry per picture)."""
-    pictures: list[int] = []
-    decode_next = video_in._SlotReader._decode_next
-
-    def counting(self: video_in._SlotReader):  # type: ignore[no-untyped-def]
-        picture = decode_next(self)
-        if picture is not None:
-            pictures.append(1)
-        return picture
-
-    monkeypatch.setattr(video_in._SlotReader, "_decode_next", counting)
-    return pictures
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("decodes")
