@@ -49,8 +49,8 @@ class Int8Wav2Lip:
     gives smaller ones; the frame loop pads every call of a render to the same size).
 
     Quantised on the first call after :meth:`calibrate_next` (and the very first call), on that
-    call's inputs; safe to call from several threads at once (one OpenVINO request per thread,
-    ``streams`` of one thread each run at once).
+    call's faces, unless the cache holds this video's network already; safe to call from several
+    threads at once (one OpenVINO request per thread, ``streams`` of one thread each run at once).
     """
 
     def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "") -> None:
