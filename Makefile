@@ -20,7 +20,7 @@ MEDIAPIPE_WHEEL_DIR := $(VENV)/wheels
 # copied in (not editable) and without the test extras.
 PREFIX ?= /opt/lipsyncd
 # The service's optional parts installed with it: the dashboard and notifications are light;
-# add musetalk (diffusers + transformers) or ray when used: make install EXTRAS=web,notify,musetalk
+# add musetalk (diffusers + transformers), ray or int8 (OpenVINO + NNCF) when used: make install EXTRAS=web,notify,musetalk
 EXTRAS ?= web,notify
 SYSTEM_PY ?= /usr/bin/python3
 PREFIX_BIN := $(PREFIX)/venv/bin
