@@ -91,24 +91,18 @@ class Int8Wav2Lip:
         result = self._local.request.infer(feed)
         return torch.from_numpy(np.array(result[compiled.output(0)]))  # a copy: the request reuses its buffer
 
-    def _cache_path(self) -> Path | None:
-        if self._cache_dir is None or self._video_key is None:
+    def _entry(self, name: str | None) -> Path | None:
+        """Where the cache keeps this checkpoint's network called ``name`` (a video's key, or
+        ``fp32`` for the converted one); None without a cache or a name."""
+        if self._cache_dir is None or name is None:
             return None
-        return self._cache_dir / f"wav2lip-{self._model_key}-{self._video_key}-v{CACHE_VERSION}.xml"
+        return self._cache_dir / f"wav2lip-{self._model_key}-{name}-v{CACHE_VERSION}.xml"
 
     def _cached(self) -> Any:
         """The quantised network kept for this checkpoint and video, or None."""
-        import openvino as ov
-
-        path = self._cache_path()
-        if path is None or not path.exists():
-            return None
-        try:
-            model = ov.Core().read_model(path)
-        except RuntimeError as error:  # a damaged entry is measured again and replaced
-            log.warning("int8 cache entry %s unreadable (%s): calibrating again", path.name, error)
-            return None
-        log.info("Wav2Lip int8 ranges of this video taken from the cache")
+        model = _read(self._entry(self._video_key))
+        if model is not None:
+            log.info("Wav2Lip int8 ranges of this video taken from the cache")
         return model
 
     def _quantised(self, feed: dict[str, np.ndarray]) -> Any:
@@ -127,7 +121,7 @@ class Int8Wav2Lip:
         finally:
             console.quiet = quiet
         log.info("Wav2Lip quantised to int8 on this video's first %d faces", len(feed["face"]))
-        path = self._cache_path()
+        path = self._entry(self._video_key)
         if path is not None:
             _save(quantised, path)
         return quantised
@@ -137,12 +131,10 @@ class Int8Wav2Lip:
         checkpoint was converted before (milliseconds), else converted (~4 CPU s) and kept."""
         import openvino as ov
 
-        path = self._cache_dir / f"wav2lip-{self._model_key}-fp32-v{CACHE_VERSION}.xml" if self._cache_dir else None
-        if path is not None and path.exists():
-            try:
-                return ov.Core().read_model(path)
-            except RuntimeError as error:
-                log.warning("int8 cache entry %s unreadable (%s): converting again", path.name, error)
+        path = self._entry("fp32")
+        model = _read(path)
+        if model is not None:
+            return model
         example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
         with torch.inference_mode():
             model = ov.convert_model(self._model, example_input=example,  # -1: any batch size
@@ -157,6 +149,20 @@ class Int8Wav2Lip:
         return ov.Core().compile_model(model, "CPU", {
             "INFERENCE_NUM_THREADS": self._streams, "NUM_STREAMS": self._streams,  # one thread per stream
             "INFERENCE_PRECISION_HINT": "f32"})  # int8 where quantised, fp32 elsewhere (never bf16)
+
+
+def _read(path: Path | None) -> Any:
+    """The network kept at ``path``, or None when there is none or it cannot be read (a damaged
+    entry is made again and replaced)."""
+    import openvino as ov
+
+    if path is None or not path.exists():
+        return None
+    try:
+        return ov.Core().read_model(path)
+    except RuntimeError as error:
+        log.warning("int8 cache entry %s unreadable (%s): making it again", path.name, error)
+        return None
 
 
 def _save(model: Any, path: Path) -> None:
