@@ -130,26 +130,25 @@ def main() -> None:
         warm_cache = work / "warm"
         timed_run(ours(args.video, audio, models, warm_cache, work / "warm-up.mp4"))  # fills the track cache
         box = median_box(warm_cache)
+        # Each side: the command of round r, writing its video to ``out``.
         sides = {
-            "ours (track computed)": lambda r: ours(args.video, audio, models, work / f"cold{r}", work / "cold.mp4"),
-            "ours (track cached)": lambda r: ours(args.video, audio, models, warm_cache, work / "warm.mp4"),
-            "reference": lambda r: reference(args.reference, args.video, audio, models / "wav2lip_gan.pth", box,
-                                             work / "reference.mp4"),
+            "ours (track computed)": lambda r, out: ours(args.video, audio, models, work / f"cold{r}", out),
+            "ours (track cached)": lambda r, out: ours(args.video, audio, models, warm_cache, out),
+            "reference": lambda r, out: reference(args.reference, args.video, audio, models / "wav2lip_gan.pth", box,
+                                                  out),
         }
-        outputs = {"ours (track computed)": "cold.mp4", "ours (track cached)": "warm.mp4", "reference": "reference.mp4"}
         if args.int8:
             timed_run(ours(args.video, audio, models, warm_cache, work / "warm-up.mp4", "int8"))  # its int8 network
-            sides["ours int8 (first time)"] = lambda r: ours(args.video, audio, models, work / f"int8-cold{r}",
-                                                             work / "int8-cold.mp4", "int8")
-            sides["ours int8 (repeat avatar)"] = lambda r: ours(args.video, audio, models, warm_cache,
-                                                                work / "int8.mp4", "int8")
-            outputs.update({"ours int8 (first time)": "int8-cold.mp4", "ours int8 (repeat avatar)": "int8.mp4"})
+            sides["ours int8 (first time)"] = lambda r, out: ours(args.video, audio, models, work / f"int8-cold{r}",
+                                                                  out, "int8")
+            sides["ours int8 (repeat avatar)"] = lambda r, out: ours(args.video, audio, models, warm_cache, out, "int8")
         rounds: list[dict[str, dict]] = []
         for r in range(args.rounds):
             figures = {}
-            for name, command in sides.items():
-                run = timed_run(command(r), cwd=args.reference if name == "reference" else None)
-                run["frames"] = output_frames(work / outputs[name])
+            for n, (name, command) in enumerate(sides.items()):
+                out = work / f"side{n}.mp4"
+                run = timed_run(command(r, out), cwd=args.reference if name == "reference" else None)
+                run["frames"] = output_frames(out)
                 run["frames_per_cpu_s"] = run["frames"] / run["cpu_s"]
                 figures[name] = run
             rounds.append(figures)
