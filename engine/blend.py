@@ -21,6 +21,9 @@ import numpy as np
 from .faces.track import LIPS, NOSE, OVAL
 from .yuv import I420, TurnedView, YuvMatrix
 
+Box = tuple[int, int, int, int]
+"""x0, y0, x1, y1 in pixels, x1/y1 exclusive."""
+
 MODEL_SIZE = 96
 MASK_SIZE = 128
 """Largest side, in pixels, at which the paste mask is drawn (see :func:`lower_face_mask`)."""
@@ -119,20 +122,10 @@ def paste(frame: I420 | TurnedView, generated: np.ndarray, rect: tuple[int, int,
     x0, y0, x1, y1 = rect
     size = (x1 - x0, y1 - y0)
     small = _small_mask(points, rect)
-    left, top, width, height = cv2.boundingRect((small > 0).view(np.uint8))
-    if width == 0 or weight <= 0:
+    box = _paste_box(small, rect, frame.width, frame.height)
+    if box is None or weight <= 0:
         return
-    # The support scaled up (bilinear reaches one small pixel further), grown to even frame
-    # coordinates; the mask is zero on the crop's border, so the box lies inside the crop.
-    fx, fy = size[0] / small.shape[1], size[1] / small.shape[0]
-    bx0 = max(x0, x0 + int((left - 1) * fx)) & ~1
-    by0 = max(y0, y0 + int((top - 1) * fy)) & ~1
-    bx1 = min(frame.width, x1, x0 + int(np.ceil((left + width + 1) * fx)) + 1) & ~1
-    by1 = min(frame.height, y1, y0 + int(np.ceil((top + height + 1) * fy)) + 1) & ~1
-    if bx1 <= bx0 or by1 <= by0:
-        return
-    if bx0 < x0 or by0 < y0:  # an odd crop corner: the even box starts one sample before the crop
-        bx0, by0 = max(bx0, (x0 + 1) & ~1), max(by0, (y0 + 1) & ~1)
+    bx0, by0, bx1, by1 = box
     region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
     alpha = _mask_region(small, size, region)
     if weight < 1:
@@ -143,6 +136,39 @@ def paste(frame: I420 | TurnedView, generated: np.ndarray, rect: tuple[int, int,
     chroma = _resampled(np.ascontiguousarray(face[..., 1:]), size, region, step=2)
     _blend_into(frame.u[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2], chroma[..., 0], chroma_alpha)
     _blend_into(frame.v[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2], chroma[..., 1], chroma_alpha)
+
+
+def first_face_row(points: np.ndarray, rect: Box, face_size: int, width: int, height: int) -> int:
+    """The first row of a ``face_size`` square face that :func:`paste` reads for this face in a
+    view of ``width`` × ``height`` (``face_size`` when it reads none): rows above it never reach the
+    picture, so the network need not draw them."""
+    box = _paste_box(_small_mask(points, rect), rect, width, height)
+    if box is None:
+        return face_size
+    # the row of _resampled's first luma sample (chroma's lie lower); bilinear reads it and the next
+    scale = face_size / (rect[3] - rect[1])
+    return max(0, int(np.floor((box[1] - rect[1] + 0.5) * scale - 0.5)) - 1)  # -1: warpAffine rounds its positions
+
+
+def _paste_box(small: np.ndarray, rect: Box, width: int, height: int) -> Box | None:
+    """The part of a ``width`` × ``height`` view that :func:`paste` touches (x0, y0, x1, y1): the
+    support of the ``small`` mask scaled up to ``rect`` (bilinear reaches one small pixel further),
+    grown to even coordinates so that it covers whole chroma samples; None when it is empty. The
+    mask is zero on the crop's border, so the box lies inside the crop."""
+    x0, y0, x1, y1 = rect
+    left, top, box_w, box_h = cv2.boundingRect((small > 0).view(np.uint8))
+    if box_w == 0:
+        return None
+    fx, fy = (x1 - x0) / small.shape[1], (y1 - y0) / small.shape[0]
+    bx0 = max(x0, x0 + int((left - 1) * fx)) & ~1
+    by0 = max(y0, y0 + int((top - 1) * fy)) & ~1
+    bx1 = min(width, x1, x0 + int(np.ceil((left + box_w + 1) * fx)) + 1) & ~1
+    by1 = min(height, y1, y0 + int(np.ceil((top + box_h + 1) * fy)) + 1) & ~1
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    if bx0 < x0 or by0 < y0:  # an odd crop corner: the even box starts one sample before the crop
+        bx0, by0 = max(bx0, (x0 + 1) & ~1), max(by0, (y0 + 1) & ~1)
+    return bx0, by0, bx1, by1
 
 
 def _blend_into(plane: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> None:

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsyncd.engine.blend import MODEL_SIZE, crop_rect, lower_face_mask, model_crop, paste
+from lipsyncd.engine.blend import MODEL_SIZE, crop_rect, first_face_row, lower_face_mask, model_crop, paste
 from lipsyncd.engine.faces.track import KEPT, LIPS, NOSE, OVAL
 from lipsyncd.engine.yuv import I420, YuvMatrix
 
@@ -94,3 +94,33 @@ def test_paste_changes_only_masked_samples_bit_exactly_elsewhere():
     paste(frame, generated, rect, pts, 0.0, BT601)
     assert np.array_equal(frame.data, before.data)
     assert not np.array_equal(half, before.data)
+
+
+@pytest.mark.parametrize(("rect", "centre", "radius"), [
+    ((51, 49, 151, 149), (101, 99), 40.0),    # odd corner, face filling the crop
+    ((40, 30, 160, 170), (100, 95), 45.0),    # taller crop (bottom pad), upper face high in it
+    ((10, 11, 47, 50), (28, 29), 15.0),       # a small face: the crop is scaled up to 96
+    ((0, 0, 300, 320), (150, 150), 120.0),    # a large face: the mask is drawn small and scaled up
+    ((120, 100, 200, 200), (160, 140), 38.0), # the crop runs off the frame's bottom right
+])
+def test_rows_above_first_face_row_never_reach_the_frame(rect, centre, radius):
+    """The network may leave every row above :func:`first_face_row` undrawn: a face whose rows
+    above it are noise pastes exactly the same frame; the rows just below it show."""
+    width, height = 320, 320 if rect[3] > 200 else 190
+    pts = synthetic_points(*centre, r=radius)
+    rect = (rect[0], rect[1], min(rect[2], width), min(rect[3], height))
+    first = first_face_row(pts, rect, MODEL_SIZE, width, height)
+    assert 24 <= first < MODEL_SIZE // 2 + 8
+    generated = np.random.default_rng(2).integers(0, 255, (MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
+    noisy = generated.copy()
+    noisy[:first] = np.random.default_rng(3).integers(0, 255, (first, MODEL_SIZE, 3), np.uint8)
+    frames = [random_i420(width, height, 4), random_i420(width, height, 4)]
+    for frame, face in zip(frames, (generated, noisy), strict=True):
+        paste(frame, face, rect, pts, 1.0, BT601)
+    assert np.array_equal(frames[0].data, frames[1].data)
+    # Not far above what shows: the box reaches a little beyond the mask, whose feather's last
+    # rows round to no change (measured 5-9 rows on these faces).
+    noisy[first:first + 12] = 255 - noisy[first:first + 12]
+    frame = random_i420(width, height, 4)
+    paste(frame, noisy, rect, pts, 1.0, BT601)
+    assert not np.array_equal(frames[0].data, frame.data)
