@@ -6,7 +6,9 @@ per frame of the generator, run exactly as the frame loop runs it (:class:`Mouth
 crops in, uint8 faces out, batch ``CPU_BATCH``, one batch per core at once, each on one thread,
 :class:`ThreadPlan`), with the network itself swapped for each lever:
 
-- ``fp32``: today's path (fp32 eager, channels-last): the baseline every ratio refers to;
+- ``fp32``: fp32 eager, channels-last, whole faces: the baseline every ratio refers to;
+- ``fp32 lower rows``: the same, drawn from :data:`LOWER_FACE_ROW` down, as a render draws the
+  faces whose paste reads nothing above that row (exact there; the mouth compared lies below);
 - ``compile``: ``torch.compile`` (inductor, weights frozen into the graph); its compile time is
   reported separately, with whether it pays back over a render of ``--render-frames`` frames;
 - ``int8 pt2e``: torchao's PT2E static quantisation with ``X86InductorQuantizer``, calibrated
@@ -79,13 +81,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # the rule weights (tests/weights.py)
 
 from weights import rule_state_dict  # noqa: E402
 
-from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator  # noqa: E402
+from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, MouthGenerator  # noqa: E402
 from lipsyncd.engine.threads import ThreadPlan, torch_threads  # noqa: E402
 from lipsyncd.engine.wav2lip import Wav2Lip  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "wav2lip"
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""What :class:`MouthGenerator` calls: ``(mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96)`` in 0..1."""
+"""A lever: ``(mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96)`` in 0..1, whole faces (the
+generator's ``first_row`` is dropped: no first rows are passed here)."""
 
 
 def cpu_seconds() -> float:
@@ -130,7 +133,7 @@ def network_inputs(crops: np.ndarray, mels: np.ndarray) -> tuple[torch.Tensor, t
     """The tensors :class:`MouthGenerator` hands the network for these crops (calibration data)."""
     captured: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def capture(mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    def capture(mel: torch.Tensor, face: torch.Tensor, first_row: int) -> torch.Tensor:
         captured.append((mel.clone(), face.clone()))
         return torch.zeros(face.shape[0], 3, *face.shape[2:])
 
@@ -188,6 +191,18 @@ def _split(source: str, crops: np.ndarray, mels: np.ndarray) -> Inputs:
 
 def fp32(model: Wav2Lip, inputs: Inputs) -> Network:
     return copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+
+def lower_rows(model: Wav2Lip, inputs: Inputs) -> Network:
+    """fp32 drawn from :data:`LOWER_FACE_ROW` down, as a render draws a batch whose faces the paste
+    reads only from there; rows above are left black (the mouth compared lies below them)."""
+    net = fp32(model, inputs)
+
+    def run(mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        lower = net(mel, face, LOWER_FACE_ROW)
+        return torch.cat([lower.new_zeros(len(lower), 3, LOWER_FACE_ROW, lower.shape[3]), lower], dim=2)
+
+    return run
 
 
 def compiled(model: Wav2Lip, inputs: Inputs) -> Network:
@@ -319,7 +334,8 @@ def openvino_int8(model: Wav2Lip, inputs: Inputs, workers: int) -> Network:
 
 
 LEVERS: dict[str, str] = {
-    "fp32": "today's path: fp32 eager, channels-last (the baseline)",
+    "fp32": "fp32 eager, channels-last, whole faces (the baseline)",
+    "fp32 lower rows": f"the render's fp32 path: fp32, drawn from row {LOWER_FACE_ROW} down (what the paste reads)",
     "compile": "torch.compile, inductor, frozen weights, fp32",
     "int8 pt2e": "torchao PT2E static int8 (X86InductorQuantizer), compiled by inductor",
     "int8 fx": "FX graph-mode static int8, x86 qconfig, eager quantized ops",
@@ -335,6 +351,7 @@ def build(name: str, model: Wav2Lip, inputs: Inputs, folder: Path, workers: int)
     """Make lever ``name`` ready on one thread (as each worker runs it), timing the making."""
     builders: dict[str, Callable[[], Network]] = {
         "fp32": lambda: fp32(model, inputs),
+        "fp32 lower rows": lambda: lower_rows(model, inputs),
         "compile": lambda: compiled(model, inputs),
         "int8 pt2e": lambda: int8_pt2e(model, inputs),
         "int8 fx": lambda: int8_fx(model, inputs),
@@ -356,7 +373,8 @@ def build(name: str, model: Wav2Lip, inputs: Inputs, folder: Path, workers: int)
 
 def generator_for(lever: Lever, model: Wav2Lip) -> MouthGenerator:
     """The frame loop's generator (pre- and post-processing, batch, padding) around the lever."""
-    return MouthGenerator(model, torch.device("cpu"), CPU_BATCH, lever.network)
+    network = lever.network
+    return MouthGenerator(model, torch.device("cpu"), CPU_BATCH, lambda mel, face, first_row: network(mel, face))
 
 
 def mouth_difference(faces: np.ndarray, reference: np.ndarray) -> dict[str, float]:

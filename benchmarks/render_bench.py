@@ -226,7 +226,7 @@ def render_once(engine, audio, video: Path, out: Path, options, *, cached: bool,
             old.unlink()
     original = MouthGenerator.__call__
     if identity:
-        MouthGenerator.__call__ = lambda self, crops, mels: crops  # the network costs nothing
+        MouthGenerator.__call__ = lambda self, crops, mels, rows=None: crops  # the network costs nothing
     try:
         with measured({}) as figures:
             result = engine.render(audio, video, out, options)

@@ -80,7 +80,8 @@ class Int8Wav2Lip:
         with self._lock:
             self._compiled, self._video_key, self._mels = None, video_key, mels
 
-    def __call__(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    def __call__(self, mel: torch.Tensor, face: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+        """Whole faces, whatever ``first_row`` asks (one quantised network per video)."""
         feed = {"mel": np.ascontiguousarray(mel.numpy()), "face": np.ascontiguousarray(face.numpy())}
         with self._lock:
             if self._compiled is None:

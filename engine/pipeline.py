@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .blend import paste
+from .blend import first_face_row, paste
 from .errors import Cancelled
 from .faces.track import FaceTrack
 from .options import Progress
@@ -189,7 +189,10 @@ class FrameLoop:
             return mouths
         with self.timer("network (all workers)"):
             crops = np.stack([self.redraw.crop(views[j], rect, self.matrix) for j, rect in faces])
-            generated = self.redraw(crops, [first + j for j, _ in faces])
+            size = len(crops[0])  # the model's face: it draws the crop it sees
+            rows = np.array([first_face_row(track.points[sources[j]], rect, size, views[j].width, views[j].height)
+                             for j, rect in faces])
+            generated = self.redraw(crops, [first + j for j, _ in faces], rows)
         for k, (j, rect) in enumerate(faces):
             src = sources[j]
             mouths[j] = Mouth(generated[k], rect, track.points[src], float(track.fade[src]), int(turns[src]))

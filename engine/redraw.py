@@ -7,8 +7,9 @@ stop. Only three things differ between Wav2Lip and MuseTalk, and a :class:`Redra
 - ``rect``: where the face crop lies in the (turned) frame. Wav2Lip: the S3FD-like face box
   plus ``pads``; MuseTalk: the reference's v1.5 box from the 68-point scheme (no pads).
 - ``crop``: the BGR crop the network sees. Wav2Lip: 96×96, bilinear; MuseTalk: 256×256, LANCZOS4.
-- ``__call__``: crops + the *output* frame numbers they belong to → new BGR faces. Wav2Lip
-  looks up each frame's mel window; MuseTalk its whisper prompt.
+- ``__call__``: crops + the *output* frame numbers they belong to (+ the first row of each face
+  that the paste reads) → new BGR faces. Wav2Lip looks up each frame's mel window and draws only
+  the rows read when it can; MuseTalk looks up its whisper prompt and draws whole faces.
 
 The paste (:func:`.blend.paste`) is shared: it resizes any square face to its rect.
 """
@@ -48,8 +49,9 @@ class Redraw(Protocol):
     def crop(self, view: I420 | TurnedView, rect: Rect, matrix: YuvMatrix) -> np.ndarray:
         """The BGR crop the network sees."""
 
-    def __call__(self, crops: np.ndarray, frames: list[int]) -> np.ndarray:
-        """New BGR faces for ``crops``, drawn to the speech of output frames ``frames``."""
+    def __call__(self, crops: np.ndarray, frames: list[int], first_rows: np.ndarray) -> np.ndarray:
+        """New BGR faces for ``crops``, drawn to the speech of output frames ``frames``; rows
+        above ``first_rows`` (per face, see :func:`.blend.first_face_row`) may be left as they came."""
 
 
 @dataclass
@@ -72,8 +74,8 @@ class Wav2LipRedraw:
     def crop(self, view: I420 | TurnedView, rect: Rect, matrix: YuvMatrix) -> np.ndarray:
         return model_crop(view, rect, matrix)
 
-    def __call__(self, crops: np.ndarray, frames: list[int]) -> np.ndarray:
-        return self.generator(crops, self.mels[frames])
+    def __call__(self, crops: np.ndarray, frames: list[int], first_rows: np.ndarray) -> np.ndarray:
+        return self.generator(crops, self.mels[frames], first_rows)
 
 
 @dataclass
@@ -107,5 +109,5 @@ class MuseTalkRedraw:
                             (x1 - x0, y1 - y0))
         return cv2.resize(bgr, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LANCZOS4)
 
-    def __call__(self, crops: np.ndarray, frames: list[int]) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, frames: list[int], first_rows: np.ndarray) -> np.ndarray:
         return self.generator(crops, np.asarray(frames))

@@ -129,16 +129,47 @@ class Wav2Lip(nn.Module):
         self.output_block = nn.Sequential(
             ConvBlock(Spec(80, 32, 3, 1, 1)), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
 
-    def forward(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, face: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+        """The new faces' rows from ``first_row`` down: ``(B, 3, 96 - first_row, 96)``.
+
+        With ``first_row`` > 0 the decoder computes each stage only from the row its share of the
+        requested rows needs (:func:`decoder_starts`), the same numbers as the whole face's rows
+        there, within float rounding: the paste reads only the lower face (:func:`.blend.first_face_row`),
+        and the decoder's last stages, which draw the most rows, are most of the network's work.
+        """
         x = self.audio_encoder(mel)
         skips = []
         y = face
         for block in self.face_encoder_blocks:
             y = block(y)
             skips.append(y)
-        for block in self.face_decoder_blocks:
-            x = torch.cat((block(x), skips.pop()), dim=1)
-        return self.output_block(x)
+        for block, start in zip(self.face_decoder_blocks, decoder_starts(first_row), strict=True):
+            skip = skips.pop()
+            if start:  # x holds the bottom rows of a level half the skip's height; keep those from `start`
+                x = x[:, :, x.shape[2] - (skip.shape[2] // 2 - start):]
+            x = block(x)
+            x = torch.cat((x, skip[:, :, skip.shape[2] - x.shape[2]:]), dim=1)
+        out: torch.Tensor = self.output_block(x)
+        return out[:, :, out.shape[2] - (face.shape[2] - first_row):]
+
+
+def decoder_starts(first_row: int) -> list[int]:
+    """Per decoder stage, the first row of its input that must be computed so that the network's
+    output is exact from ``first_row`` (of 96) down; 0 where a stage needs every row.
+
+    Walked back from the output: a 3×3 layer's row r reads its input's rows from r - 1, so every
+    such layer after a stage's first one (and the output block's) moves the need one row up; a
+    stride-2 transposed layer's row r reads its input's rows from r // 2, and from a slice that
+    starts there its rows are exact from the slice's start (none comes from a row above it).
+    """
+    starts = [0] * len(FACE_DECODER)
+    need = first_row - 1  # the output block's 3×3 layer
+    for stage in range(len(FACE_DECODER) - 1, -1, -1):
+        first, *rest = FACE_DECODER[stage]
+        if need <= 0 or not (first.transpose and first.stride == 2):
+            break
+        starts[stage] = need = max(0, (need - len(rest)) // 2)
+    return starts
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, MouthGenerator
 from lipsyncd.engine.wav2lip import Wav2Lip
 
 
@@ -15,12 +15,13 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.max_batch, self.calls = max_batch, []
 
-    def forward(self, mel, face):
+    def forward(self, mel, face, first_row=0):
         if len(face) > self.max_batch:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         self.calls.append((mel.shape, face.shape))
+        self.rows = [*getattr(self, "rows", []), first_row]
         self.last_face = face
-        return face[:, 3:].clone()
+        return 1 - face[:, 3:, first_row:]  # the rows asked for, visibly new
 
 
 def test_input_layout_is_the_references():
@@ -32,7 +33,7 @@ def test_input_layout_is_the_references():
     assert torch.all(face[:, :3, 48:] == 0)                                   # masked lower half first
     assert torch.equal(face[:, :3, :48], face[:, 3:, :48])
     assert torch.allclose(face[:, 3:], torch.from_numpy(crops).permute(0, 3, 1, 2) / 255.0)  # BGR, 0..1
-    assert np.array_equal(out, crops)                                          # back to uint8 BGR HWC
+    assert np.array_equal(out, 255 - crops)                                    # back to uint8 BGR HWC
 
 
 def test_every_call_has_the_same_shape_and_a_cpu_batch_is_small():
@@ -42,7 +43,7 @@ def test_every_call_has_the_same_shape_and_a_cpu_batch_is_small():
     assert generator.batch_size == CPU_BATCH
     crops = np.random.default_rng(3).integers(0, 256, (CPU_BATCH * 2 + 3, 96, 96, 3), np.uint8)
     out = generator(crops, np.zeros((len(crops), 80, 16), np.float32))
-    assert np.array_equal(out, crops)
+    assert np.array_equal(out, 255 - crops)
     assert model.calls == [((CPU_BATCH, 1, 80, 16), (CPU_BATCH, 6, 96, 96))] * 3
     assert torch.all(model.last_face[3:] == 0)  # the padding
 
@@ -53,8 +54,23 @@ def test_out_of_memory_halves_the_batch_and_loses_no_frame():
     crops = np.random.default_rng(1).integers(0, 256, (40, 96, 96, 3), np.uint8)
     out = generator(crops, np.zeros((40, 80, 16), np.float32))
     assert generator.batch_size == 2
-    assert np.array_equal(out, crops)
+    assert np.array_equal(out, 255 - crops)
     assert len(model.calls) == 20
+def test_a_batch_read_from_the_lower_face_only_is_drawn_from_there():
+    """Faces read from LOWER_FACE_ROW down get only those rows drawn (above: the input's rows, never
+    shown); one face read from higher up in a batch gets that batch whole faces. Two shapes only."""
+    model = Recorder()
+    generator = MouthGenerator(model, torch.device("cpu"), batch_size=4)
+    crops = np.random.default_rng(5).integers(0, 256, (12, 96, 96, 3), np.uint8)
+    rows = np.array([LOWER_FACE_ROW + 3] * 4 + [LOWER_FACE_ROW + 9, 50, LOWER_FACE_ROW - 1, 60] + [LOWER_FACE_ROW] * 4)
+    out = generator(crops, np.zeros((12, 80, 16), np.float32), rows)
+    assert model.rows == [LOWER_FACE_ROW, 0, LOWER_FACE_ROW]
+    lower = np.r_[0:4, 8:12]
+    assert np.array_equal(out[lower, LOWER_FACE_ROW:], 255 - crops[lower, LOWER_FACE_ROW:])
+    assert np.array_equal(out[lower, :LOWER_FACE_ROW], crops[lower, :LOWER_FACE_ROW])
+    assert np.array_equal(out[4:8], 255 - crops[4:8])
+
+
 def test_out_of_memory_at_batch_one_is_raised():
     with pytest.raises(torch.OutOfMemoryError):
         MouthGenerator(Recorder(max_batch=0), torch.device("cpu"), 4)(
@@ -70,7 +86,7 @@ def test_wav2lip_shapes():
 
 MEMORY_PROBE = """
 import numpy as np, torch
-from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
+from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, MouthGenerator
 from lipsyncd.engine.wav2lip import Wav2Lip
 from media_tools import rss_mb
 

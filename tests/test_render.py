@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, media
+from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, infer, media
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.blend import crop_rect
 from lipsyncd.engine.faces.detector import FaceDetector
@@ -110,7 +110,7 @@ def test_a_sideways_clip_gets_its_mouth_redrawn_and_nothing_else(engine, face_cl
     audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: int(0.8 * SAMPLE_RATE)]))
     for name, clip in (("upright", face_clip), ("sideways", sideways)):
         monkeypatch.setattr(MouthGenerator, "__call__",
-                            lambda self, c, m, name=name: crops[name].append(c.copy()) or seen(self, c, m))
+                            lambda self, c, m, rows, name=name: crops[name].append(c.copy()) or seen(self, c, m, rows))
         result = engine.render(audio, clip, tmp_path / f"{name}.mp4", RenderOptions(batch_size=16))
         assert result.frames_with_face == result.frames == audio.frame_count(info.fps)
     upright_crops, sideways_crops = (np.concatenate(crops[k]).astype(int) for k in ("upright", "sideways"))
@@ -147,6 +147,29 @@ def test_second_render_of_same_video_uses_cached_track(engine, face_clip, speech
     assert result.frames_with_face == result.frames
 
 
+def test_drawing_only_the_rows_the_paste_reads_changes_no_pixel(engine, face_clip, speech_file, tmp_path,
+                                                                 monkeypatch):
+    """The network draws this clip's faces from LOWER_FACE_ROW down (the paste reads nothing
+    above), and the video is the one whole faces give, bit for bit."""
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[:SAMPLE_RATE]))
+    rows, run = [], MouthGenerator._run
+
+    def recording(self, crops, mels, first_row):
+        rows.append(first_row)
+        return run(self, crops, mels, first_row)
+
+    monkeypatch.setattr(MouthGenerator, "_run", recording)
+    engine.render(audio, face_clip, tmp_path / "lower.mp4", RenderOptions())
+    assert set(rows) == {infer.LOWER_FACE_ROW}
+    rows.clear()
+    monkeypatch.setattr(infer, "LOWER_FACE_ROW", 97)  # no face qualifies: whole faces
+    engine.render(audio, face_clip, tmp_path / "whole.mp4", RenderOptions())
+    assert set(rows) == {0}
+    lower, whole = decode_all(tmp_path / "lower.mp4"), decode_all(tmp_path / "whole.mp4")
+    assert len(lower) == len(whole) == audio.frame_count(25.0)
+    assert all(np.array_equal(a, b) for a, b in zip(lower, whole, strict=True))
+
+
 def test_video_without_any_face_fails_clearly(engine, speech_file, tmp_path):
     path = tmp_path / "wall.mp4"
     with media.VideoWriter(path, 128, 96, 25.0) as writer:
@@ -177,7 +200,7 @@ def test_memory_stays_flat_as_the_video_grows(engine, speech_file, tmp_path, mon
     from lipsyncd.engine import engine as engine_module
     from test_blend import synthetic_points
 
-    monkeypatch.setattr(engine_module.MouthGenerator, "__call__", lambda self, crops, mels: crops[:, ::-1].copy())
+    monkeypatch.setattr(engine_module.MouthGenerator, "__call__", lambda self, crops, mels, rows=None: crops[:, ::-1].copy())
     peaks = []
     for frames in (250, 1500):
         video = tmp_path / f"long_{frames}.mp4"
@@ -232,9 +255,9 @@ def test_stop_request_is_seen_within_one_network_batch(engine, face_clip, speech
     seen, before_flag, after_flag = [], [], []
     run = MouthGenerator._run
 
-    def counting(self, crops, mels):
+    def counting(self, crops, mels, first_row):
         (after_flag if seen else before_flag).append(len(crops))
-        return run(self, crops, mels)
+        return run(self, crops, mels, first_row)
 
     monkeypatch.setattr(MouthGenerator, "_run", counting)
     with pytest.raises(Cancelled):

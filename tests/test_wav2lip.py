@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lipsyncd.engine.errors import ModelError
-from lipsyncd.engine.wav2lip import Wav2Lip, load_wav2lip, read_state_dict
+from lipsyncd.engine.wav2lip import Wav2Lip, decoder_starts, load_wav2lip, read_state_dict
 from weights import layout_state_dict, rule_state_dict, write_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2lip"
@@ -68,6 +68,35 @@ def test_channels_last_gives_the_same_output(official_checkpoint: Path) -> None:
     with torch.inference_mode():
         out = model(mel, face)
     assert np.abs(out.numpy() - np.load(FIXTURES / "model_output.npy")).max() < 2e-5
+
+
+@pytest.mark.parametrize("first_row", [1, 8, 32, 48, 95])
+def test_lower_rows_alone_are_the_reference_output(official_checkpoint: Path, first_row: int) -> None:
+    """Drawing the faces from a row down (what the paste reads) gives the reference's numbers
+    there: the decoder's skipped rows never feed the rows kept."""
+    model = load_wav2lip(official_checkpoint).to(memory_format=torch.channels_last)
+    mel, face = model_inputs()
+    with torch.inference_mode():
+        out = model(mel, face.contiguous(memory_format=torch.channels_last), first_row)
+    assert out.shape == (4, 3, 96 - first_row, 96)
+    assert np.abs(out.numpy() - np.load(FIXTURES / "model_output.npy")[:, :, first_row:]).max() < 2e-5
+
+
+def test_lower_rows_skip_most_of_the_last_stages(official_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From row 32 down, the three biggest decoder stages start a sixth to a third of the way down
+    (their input rows: 2 of 12, 6 of 24, 14 of 48), and each start is the latest that stays
+    exact: one row later moves the output far beyond the reference's tolerance."""
+    assert decoder_starts(0) == [0] * 7
+    starts = decoder_starts(32)
+    assert starts == [0, 0, 0, 0, 2, 6, 14]
+    model = load_wav2lip(official_checkpoint)
+    mel, face = model_inputs()
+    expected = np.load(FIXTURES / "model_output.npy")[:, :, 32:]
+    for stage in (4, 5, 6):
+        later = [start + (i == stage) for i, start in enumerate(starts)]
+        monkeypatch.setattr("lipsyncd.engine.wav2lip.decoder_starts", lambda row, later=later: later)
+        with torch.inference_mode():
+            assert np.abs(model(mel, face, 32).numpy() - expected).max() > 1e-3, stage
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 convolutions need a GPU (CPU fp16 takes minutes)")

@@ -52,7 +52,8 @@ class MuseTalkGenerator(MouthGenerator):
         self.fps = fps
         self.batch_size = batch_size
 
-    def _run(self, crops: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    def _run(self, crops: np.ndarray, frames: np.ndarray, first_row: int) -> np.ndarray:
+        """Whole faces (``first_row`` is always 0: no first rows are passed to a MuseTalk render)."""
         networks = self.networks
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             latents = unet_input(networks.vae, crops)
