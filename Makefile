@@ -19,9 +19,10 @@ MEDIAPIPE_WHEEL_DIR := $(VENV)/wheels
 # `make install`: the system python (not a pyenv or conda one that may vanish), lipsyncd itself
 # copied in (not editable) and without the test extras.
 PREFIX ?= /opt/lipsyncd
-# The service's optional parts installed with it: the dashboard and notifications are light;
-# add musetalk (diffusers + transformers), ray or int8 (OpenVINO + NNCF) when used: make install EXTRAS=web,notify,musetalk
-EXTRAS ?= web,notify
+# The service's optional parts installed with it: the dashboard and notifications are light,
+# openvino runs Wav2Lip on a CPU 1.1-1.4x faster than torch (~180 MB; a GPU host may drop it);
+# add musetalk (diffusers + transformers), ray or int8 (+ NNCF) when used: make install EXTRAS=web,notify,openvino,musetalk
+EXTRAS ?= web,notify,openvino
 SYSTEM_PY ?= /usr/bin/python3
 PREFIX_BIN := $(PREFIX)/venv/bin
 

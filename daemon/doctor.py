@@ -111,13 +111,22 @@ def _models(config: Config) -> list[Check]:
 
 
 def _precision(config: Config) -> list[Check]:
-    """Whether ``engine.defaults.precision: int8`` can run here, and run fast: OpenVINO and NNCF
-    installed (the ``int8`` extra), and a CPU with int8 dot products (VNNI), without which int8
-    convolutions gain little over fp32. Looked up without importing them."""
+    """How Wav2Lip will run on a CPU, and whether it can: in fp32 through OpenVINO (the
+    ``openvino`` extra, faster) or torch, as ``engine.defaults.runtime`` asks; in the opt-in int8,
+    OpenVINO and NNCF installed (the ``int8`` extra) and a CPU with int8 dot products (VNNI),
+    without which int8 convolutions gain little over fp32. Looked up without importing them."""
+    defaults = config.engine.defaults
     missing = [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
-    if config.engine.defaults.precision != "int8":
+    if defaults.precision != "int8":
+        if defaults.runtime == "openvino" and "openvino" in missing:
+            return [Check("precision", FAIL, "engine.defaults.runtime is openvino but openvino is not installed",
+                          "pip install 'lipsyncd[openvino]' into the service's venv, or set "
+                          "engine.defaults.runtime: auto")]
+        runtime = ("OpenVINO" if defaults.runtime != "torch" and "openvino" not in missing else "torch"
+                   + (" (pip install 'lipsyncd[openvino]' runs it 1.1-1.4x faster)" if "openvino" in missing else ""))
         there = "installed" if not missing else "not installed (pip install 'lipsyncd[int8]')"
-        return [Check("precision", OK, f"fp32 on a CPU (the reference's numbers); the opt-in int8 is {there}")]
+        return [Check("precision", OK, f"fp32 on a CPU (the reference's numbers) through {runtime}; "
+                                       f"the opt-in int8 is {there}")]
     if missing:
         return [Check("precision", FAIL, f"engine.defaults.precision is int8 but {' and '.join(missing)} "
                       "not installed", "pip install 'lipsyncd[int8]' into the service's venv, or set "

@@ -69,9 +69,10 @@ INTAKE_STALL_S = 600.0
 INTAKE_STOP_S = 5.0
 LIBRARY_CACHES = {"NUMBA_CACHE_DIR": "numba", "TORCH_HOME": "torch", "MPLCONFIGDIR": "matplotlib",
                   "XDG_CACHE_HOME": "xdg"}
-"""Environment variable -> folder under the service's cache folder. librosa's numba functions
-write a compiled cache next to their source or under ``$HOME``; a service user has neither
-writable, and the first job then failed with an internal error."""
+"""Environment variable -> folder under the service's cache folder. numba's compiled functions
+(the face-alignment backend's, librosa's when it was a dependency) are cached next to their
+source or under ``$HOME``; a service user has neither writable, and the first job then failed
+with an internal error."""
 
 
 class StartError(RuntimeError):
@@ -108,7 +109,7 @@ def library_cache_root(config: Config) -> Path:
 
 def use_service_caches(config: Config, environ: MutableMapping[str, str] = os.environ) -> None:
     """Point library caches at the service's cache folder (a variable already set wins).
-    Must run before librosa, numba or torch is imported: they read these once."""
+    Must run before numba or torch is imported: they read these once."""
     root = library_cache_root(config)
     for variable, folder in LIBRARY_CACHES.items():
         environ.setdefault(variable, str(root / folder))

@@ -33,6 +33,7 @@ from .options import (
     MODELS,
     PRECISIONS,
     PRESETS,
+    RUNTIMES,
     Progress,
     RenderOptions,
 )
@@ -54,6 +55,9 @@ from .options import (
 @click.option("--precision", type=click.Choice(PRECISIONS), default=RenderOptions.precision, show_default=True,
               help="Wav2Lip on a CPU: fp32, or int8 (renders ~1.9x faster on CPUs with VNNI, slightly "
                    "different picture; needs the int8 extra).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=RenderOptions.runtime, show_default=True,
+              help="What runs Wav2Lip in fp32 on a CPU: openvino (faster, needs the openvino extra), torch, "
+                   "or auto (openvino when installed).")
 @click.option("--loop", type=click.Choice(LOOP_MODES), default=RenderOptions.loop, show_default=True,
               help="When the audio is longer than the video.")
 @click.option("--face", type=click.Choice(FACE_CHOICES), default=RenderOptions.face, show_default=True,

@@ -7,8 +7,9 @@ fp32 (the reference's numbers, within float rounding) with channels-last tensors
 runs a quarter or more faster than the default layout, in small batches (:data:`CPU_BATCH`), so a
 stop request or a progress report never waits long behind the network. The frame loop runs one
 batch per core at once, each on one thread (:mod:`.threads`); the model is only read, so this
-is safe. With ``precision: int8`` (opt-in) a CPU runs the same batches through OpenVINO in int8
-instead (:mod:`.int8`); everything around the network stays as it is.
+is safe. Where OpenVINO is installed a CPU runs the fp32 batches through it (:mod:`.openvino_cpu`,
+faster, the same numbers), and with ``precision: int8`` (opt-in) in int8 (:mod:`.int8`);
+everything around the network stays as it is.
 
 The paste reads only the lower face (:func:`.blend.first_face_row`), so a batch whose faces are
 all read from :data:`LOWER_FACE_ROW` down is drawn from there (:meth:`.Wav2Lip.forward`'s

@@ -71,8 +71,9 @@ def test_a_video_seen_before_reads_its_int8_network_from_the_cache(calibrated, i
     """A repeat avatar skips calibration (a new process: nothing in memory) and draws the same faces."""
     import nncf
 
-    assert [p.name for p in sorted(int8_cache.iterdir())] == [
-        "wav2lip-rule-clip-v1.bin", "wav2lip-rule-clip-v1.xml", "wav2lip-rule-fp32-v1.bin", "wav2lip-rule-fp32-v1.xml"]
+    assert [p.name for p in sorted(int8_cache.iterdir())] == [  # the video's int8 network, the converted one
+        "wav2lip-rule-clip-int8-v2.bin", "wav2lip-rule-clip-int8-v2.xml", "wav2lip-rule-rows0-v2.bin",
+        "wav2lip-rule-rows0-v2.xml"]
     monkeypatch.setattr(nncf, "quantize", lambda *a, **k: pytest.fail("calibrated again"))
     network = Int8Wav2Lip(rule_model(), streams=1, cache_dir=int8_cache, model_key="rule")
     network.calibrate_next("clip")
@@ -179,7 +180,7 @@ def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, 
     spy = Spy.made[0]
     digest = file_sha256(face_clip)
     assert spy.calibrations == [(digest, (CPU_BATCH, 80, 16))] * 2  # once per video, kept under its digest
-    assert spy.cache_dir == tmp_path / "cache" / "int8"
+    assert spy.cache_dir == tmp_path / "cache" / "openvino"
     assert spy.model_key == file_sha256(models_dir / "wav2lip_gan.pth")[:16]
     assert spy.streams == engine.threads.network_workers
     assert set(spy.batches) == {CPU_BATCH} and sum(spy.batches) >= 2 * first.frames_with_face > 0
@@ -204,8 +205,8 @@ def test_precision_is_validated():
         RenderOptions.from_mapping({"precision": "int4"})
 
 
-def test_int8_sends_no_telemetry(tmp_path: Path) -> None:
-    """OpenVINO's converter and NNCF report usage to Google Analytics unless stopped (and keep a
+def test_openvino_and_int8_send_no_telemetry(tmp_path: Path) -> None:
+    """OpenVINO's converter (fp32 and int8 alike) and NNCF report usage to Google Analytics unless stopped (and keep a
     client id in ``~/intel/``); NNCF also stops by itself under pytest, so the check runs in a
     fresh interpreter, with its own home folder, in a terminal (``script``)."""
     import subprocess
@@ -215,7 +216,9 @@ def test_int8_sends_no_telemetry(tmp_path: Path) -> None:
     script.write_text(
         "import torch\n"
         "from lipsyncd.engine.int8 import Int8Wav2Lip\n"
+        "from lipsyncd.engine.openvino_cpu import OpenVinoWav2Lip\n"
         "from lipsyncd.engine.wav2lip import Wav2Lip\n"
+        "OpenVinoWav2Lip(Wav2Lip().eval(), 1)(torch.zeros(2, 1, 80, 16), torch.rand(2, 6, 96, 96), 32)\n"
         "net = Int8Wav2Lip(Wav2Lip().eval(), 1)\n"
         "net(torch.zeros(2, 1, 80, 16), torch.rand(2, 6, 96, 96))\n"
         "import nncf.telemetry.wrapper as w\n"

@@ -11,19 +11,9 @@ import torch
 
 from lipsyncd.engine.errors import ModelError
 from lipsyncd.engine.wav2lip import Wav2Lip, decoder_starts, load_wav2lip, read_state_dict
-from weights import layout_state_dict, rule_state_dict, write_checkpoint
+from weights import golden_inputs, layout_state_dict, rule_state_dict, write_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2lip"
-
-
-def model_inputs() -> tuple[torch.Tensor, torch.Tensor]:
-    """The golden inputs: mel windows, and faces as (masked face, face), BGR, 0..1, NCHW."""
-    mel = torch.from_numpy(np.load(FIXTURES / "model_input_mel.npy"))
-    faces = np.load(FIXTURES / "faces_bgr_uint8.npy").astype(np.float32) / 255.0
-    masked = faces.copy()
-    masked[:, 48:] = 0.0
-    face = np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2)
-    return mel, torch.from_numpy(np.ascontiguousarray(face))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def test_official_checkpoint_reproduces_reference_output(official_checkpoint: Pa
     model = load_wav2lip(official_checkpoint)
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
-    mel, face = model_inputs()
+    mel, face = golden_inputs()
     with torch.inference_mode():
         out = model(mel, face)
     assert out.shape == (4, 3, 96, 96) and out.dtype == torch.float32
@@ -64,7 +54,7 @@ def test_official_checkpoint_reproduces_reference_output(official_checkpoint: Pa
 
 def test_channels_last_gives_the_same_output(official_checkpoint: Path) -> None:
     model = load_wav2lip(official_checkpoint).to(memory_format=torch.channels_last)
-    mel, face = (t.contiguous(memory_format=torch.channels_last) for t in model_inputs())
+    mel, face = (t.contiguous(memory_format=torch.channels_last) for t in golden_inputs())
     with torch.inference_mode():
         out = model(mel, face)
     assert np.abs(out.numpy() - np.load(FIXTURES / "model_output.npy")).max() < 2e-5
@@ -75,7 +65,7 @@ def test_lower_rows_alone_are_the_reference_output(official_checkpoint: Path, fi
     """Drawing the faces from a row down (what the paste reads) gives the reference's numbers
     there: the decoder's skipped rows never feed the rows kept."""
     model = load_wav2lip(official_checkpoint).to(memory_format=torch.channels_last)
-    mel, face = model_inputs()
+    mel, face = golden_inputs()
     with torch.inference_mode():
         out = model(mel, face.contiguous(memory_format=torch.channels_last), first_row)
     assert out.shape == (4, 3, 96 - first_row, 96)
@@ -90,7 +80,7 @@ def test_lower_rows_skip_most_of_the_last_stages(official_checkpoint: Path, monk
     starts = decoder_starts(32)
     assert starts == [0, 0, 0, 0, 2, 6, 14]
     model = load_wav2lip(official_checkpoint)
-    mel, face = model_inputs()
+    mel, face = golden_inputs()
     expected = np.load(FIXTURES / "model_output.npy")[:, :, 32:]
     for stage in (4, 5, 6):
         later = [start + (i == stage) for i, start in enumerate(starts)]
@@ -102,7 +92,7 @@ def test_lower_rows_skip_most_of_the_last_stages(official_checkpoint: Path, monk
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 convolutions need a GPU (CPU fp16 takes minutes)")
 def test_half_precision_on_gpu_stays_close(official_checkpoint: Path) -> None:
     model = load_wav2lip(official_checkpoint, device="cuda", half=True).to(memory_format=torch.channels_last)
-    mel, face = (t.cuda().half() for t in model_inputs())
+    mel, face = (t.cuda().half() for t in golden_inputs())
     with torch.inference_mode():
         out = model(mel, face.contiguous(memory_format=torch.channels_last))
     assert out.dtype == torch.float16

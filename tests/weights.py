@@ -96,3 +96,17 @@ def write_layout_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     torch.save({"state_dict": {"module." + k: v for k, v in layout_state_dict().items()}}, path)
     return path
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "wav2lip"
+"""The conformance fixture: the reference's inputs and its output for them with these weights."""
+
+
+def golden_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """The golden inputs: mel windows, and faces as (masked face, face), BGR, 0..1, NCHW."""
+    mel = torch.from_numpy(np.load(GOLDEN / "model_input_mel.npy"))
+    faces = np.load(GOLDEN / "faces_bgr_uint8.npy").astype(np.float32) / 255.0
+    masked = faces.copy()
+    masked[:, 48:] = 0.0
+    face = np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2)
+    return mel, torch.from_numpy(np.ascontiguousarray(face))

@@ -199,10 +199,14 @@ def test_doctor_flags_a_folder_it_cannot_use(tmp_path):
     assert share.fix.endswith(f"sudo install -d -o lipsyncd -g lipsync -m 2770 {tmp_path / 'share' / 'error'}")
 
 
-def test_doctor_checks_what_int8_needs(tmp_path, monkeypatch):
+def test_doctor_checks_the_cpu_runtime_and_what_int8_needs(tmp_path, monkeypatch):
     monkeypatch.setattr(doctor, "_gpu", lambda c: [doctor.Check("GPU", doctor.OK, "fake GPU")])
     result = invoke(write_config(tmp_path), "doctor")
-    assert "[  ok] precision: fp32 on a CPU (the reference's numbers); the opt-in int8 is installed" in result.output
+    assert ("[  ok] precision: fp32 on a CPU (the reference's numbers) through OpenVINO; the opt-in int8 is "
+            "installed") in result.output
+    as_torch = write_config(tmp_path, engine={"models_dir": str(tmp_path / "models"), "cache_dir": None,
+                                              "defaults": {"runtime": "torch"}})
+    assert "(the reference's numbers) through torch; the opt-in" in invoke(as_torch, "doctor").output
     int8 = write_config(tmp_path, engine={"models_dir": str(tmp_path / "models"), "cache_dir": None,
                                           "defaults": {"precision": "int8"}})
     monkeypatch.setattr(doctor, "cpu_has_vnni", lambda: True)
@@ -214,6 +218,13 @@ def test_doctor_checks_what_int8_needs(tmp_path, monkeypatch):
     result = invoke(int8, "doctor")
     assert result.exit_code == 1
     assert "[FAIL] precision: engine.defaults.precision is int8 but nncf not installed" in result.output
+    monkeypatch.setattr(doctor.importlib.util, "find_spec", lambda name: None if name == "openvino" else real_find_spec(name))
+    assert "through torch (pip install 'lipsyncd[openvino]' runs it" in invoke(write_config(tmp_path), "doctor").output
+    as_openvino = write_config(tmp_path, engine={"models_dir": str(tmp_path / "models"), "cache_dir": None,
+                                                 "defaults": {"runtime": "openvino"}})
+    result = invoke(as_openvino, "doctor")
+    assert result.exit_code == 1
+    assert "[FAIL] precision: engine.defaults.runtime is openvino but openvino is not installed" in result.output
 
 
 def test_vnni_is_read_from_the_cpu_flags(tmp_path):
