@@ -19,11 +19,14 @@ data ships with the program. That calibration costs ~10 CPU seconds (converting 
 (:mod:`.openvino_cpu`) and the quantised one per checkpoint and video, so a new video pays only
 NNCF, and a repeat avatar (the common case) reads its network back in milliseconds and compiles
 it in ~0.4 s. It draws whole faces (one quantised network per video, not one per first row).
+A video's int8 network takes 36 MB, so the cache keeps those of the :data:`KEPT_VIDEOS` most
+recently rendered videos and drops older ones (which calibrate again when they come back).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,9 @@ from .openvino_cpu import Compiled, ConvertedWav2Lip, feed_of, no_telemetry, rea
 from .wav2lip import Wav2Lip
 
 log = logging.getLogger(__name__)
+
+KEPT_VIDEOS = 32
+"""Videos whose int8 network the cache keeps (~1.2 GB): the most recently rendered ones."""
 
 MISSING = ("engine.precision int8 needs OpenVINO and NNCF, which are not installed here: install them with "
            "`pip install 'lipsyncd[int8]'`, or set engine.precision to fp32.")
@@ -91,9 +97,11 @@ class Int8Wav2Lip:
 
     def _cached(self) -> Any:
         """The quantised network kept for this checkpoint and video, or None."""
-        model = read(self._entry())
-        if model is not None:
+        path = self._entry()
+        model = read(path)
+        if model is not None and path is not None:
             log.info("Wav2Lip int8 ranges of this video taken from the cache")
+            _touch(path)
         return model
 
     def _quantised(self, feed: dict[str, np.ndarray]) -> Any:
@@ -115,4 +123,24 @@ class Int8Wav2Lip:
         path = self._entry()
         if path is not None:
             save(quantised, path)
+            drop_least_recent(path.parent, KEPT_VIDEOS)
         return quantised
+
+
+def _touch(path: Path) -> None:
+    """Mark a kept network as just used (its modification time orders the cache)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # read-only or just dropped by another worker: it is only an ordering hint
+
+
+def drop_least_recent(folder: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used int8 networks in ``folder`` (the converted
+    fp32 ones stay: one per checkpoint and first row). Another worker may drop the same ones at
+    once; a network being read as it goes is made again by that reader."""
+    entries = sorted(folder.glob("*-int8-v*.xml"), key=lambda p: p.stat().st_mtime if p.exists() else 0.0,
+                     reverse=True)
+    for path in entries[keep:]:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".bin").unlink(missing_ok=True)

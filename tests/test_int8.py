@@ -69,6 +69,8 @@ def calibrated(int8_cache: Path) -> tuple[Int8Wav2Lip, MouthGenerator, np.ndarra
 
 def test_a_video_seen_before_reads_its_int8_network_from_the_cache(calibrated, int8_cache, monkeypatch):
     """A repeat avatar skips calibration (a new process: nothing in memory) and draws the same faces."""
+    import os
+
     import nncf
 
     assert [p.name for p in sorted(int8_cache.iterdir())] == [  # the video's int8 network, the converted one
@@ -78,13 +80,33 @@ def test_a_video_seen_before_reads_its_int8_network_from_the_cache(calibrated, i
     network = Int8Wav2Lip(rule_model(), streams=1, cache_dir=int8_cache, model_key="rule")
     network.calibrate_next("clip")
     crops, mels = real_batch()
+    entry = int8_cache / "wav2lip-rule-clip-int8-v2.xml"
+    os.utime(entry, (1e9, 1e9))
     with torch.inference_mode():
         again = MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)(crops, mels)
     assert np.array_equal(again, calibrated[2])
+    assert entry.stat().st_mtime > 1e9  # marked as used: the least recently used go first
     network.calibrate_next("another clip")  # a new video: calibrated, on the converted network kept
     monkeypatch.setattr("openvino.convert_model", lambda *a, **k: pytest.fail("converted again"))
     with pytest.raises(pytest.fail.Exception, match="calibrated again"), torch.inference_mode():
         MouthGenerator(rule_model(), torch.device("cpu"), CPU_BATCH, network)(crops, mels)
+
+
+def test_the_cache_keeps_the_int8_networks_of_the_most_recent_videos(tmp_path):
+    """36 MB a video: the least recently used go, the converted networks stay."""
+    import os
+
+    from lipsyncd.engine.int8 import drop_least_recent
+
+    for age, name in enumerate(["wav2lip-k-rows0-v2", "wav2lip-k-new-int8-v2", "wav2lip-k-mid-int8-v2",
+                                "wav2lip-k-old-int8-v2"]):
+        for suffix in (".xml", ".bin"):
+            (tmp_path / f"{name}{suffix}").write_text("x")
+            os.utime(tmp_path / f"{name}{suffix}", (1e9 - age * 10, 1e9 - age * 10))
+    drop_least_recent(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "wav2lip-k-mid-int8-v2.bin", "wav2lip-k-mid-int8-v2.xml", "wav2lip-k-new-int8-v2.bin",
+        "wav2lip-k-new-int8-v2.xml", "wav2lip-k-rows0-v2.bin", "wav2lip-k-rows0-v2.xml"]
 
 
 def test_calibration_takes_mel_windows_spread_over_the_speech(monkeypatch):
