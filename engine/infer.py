@@ -63,8 +63,10 @@ class MouthGenerator:
         int8 model of :mod:`.int8`); it gets fp32 tensors on the CPU."""
         self.device = device
         self.half = device.type == "cuda"
-        # torch's stubs lack Module.to's memory_format keyword, which torch documents and takes
-        self.model = model.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.to(device).eval()
+        if network is None:  # channels-last weights for torch's own runs (a copy of them all: 0.4 s)
+            # torch's stubs lack Module.to's memory_format keyword, which torch documents and takes
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.half:
             self.model = self.model.half()
             torch.backends.cudnn.benchmark = True  # fixed 96×96 shapes: pick the fastest kernels once
