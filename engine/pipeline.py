@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .blend import paste
+from .blend import MouthMask, mouth_mask, paste
 from .errors import Cancelled
 from .faces.track import FaceTrack
 from .options import Progress
@@ -94,10 +94,9 @@ class Mouth(NamedTuple):
 
     face: np.ndarray
     """The network's BGR face."""
-    rect: tuple[int, int, int, int]
-    """Where it goes, in the turned view of the frame."""
-    points: np.ndarray
-    """The face's kept landmarks, in the turned view."""
+    mask: MouthMask
+    """Where it goes and through which mask, in the turned view of the frame (drawn in the
+    network worker, once for the network's rows and the paste)."""
     weight: float
     """The track's fade."""
     turns: int
@@ -192,13 +191,15 @@ class FrameLoop:
             generated = self.redraw(crops, [first + j for j, _ in faces])
         for k, (j, rect) in enumerate(faces):
             src = sources[j]
-            mouths[j] = Mouth(generated[k], rect, track.points[src], float(track.fade[src]), int(turns[src]))
+            mask = mouth_mask(track.points[src], rect, views[j].width, views[j].height)
+            if mask is not None and track.fade[src] > 0:
+                mouths[j] = Mouth(generated[k], mask, float(track.fade[src]), int(turns[src]))
         return mouths
 
     def _paste(self, frame: I420, mouth: Mouth | None) -> I420:
         if mouth is not None:
             with self.timer("paste (all threads)"):
-                paste(frame.turned(mouth.turns), mouth.face, mouth.rect, mouth.points, mouth.weight, self.matrix)
+                paste(frame.turned(mouth.turns), mouth.face, mouth.mask, mouth.weight, self.matrix)
         return frame
 
     def _encode(self, futures: list[Future]) -> None:
