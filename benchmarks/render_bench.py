@@ -169,33 +169,33 @@ def paste_cost(engine, audio, video: Path, options, rounds: int, work: Path) -> 
     from lipsyncd.engine.blend import crop_rect, model_crop, mouth_mask, paste
     from lipsyncd.engine.faces.track import FaceTrack
     from lipsyncd.engine.threads import opencv_threads
-    from lipsyncd.engine.yuv import I420
 
     render_once(engine, audio, video, work / "paste.mp4", options, cached=True, identity=True)
     track = FaceTrack.load(engine._track_cache_path(video, options))
     assert track.turns is not None
     info = media.probe(video)
     schedule = media.frame_schedule(info.frame_count, audio.frame_count(info.fps), options.loop)
-    frames = [frame for frame, src in zip(media.read_i420(video, info, schedule), schedule) if track.has_face[src]]
-    sources = [src for src in schedule if track.has_face[src]]
+    shown = zip(media.read_i420(video, info, schedule), schedule, strict=True)
+    frames, sources = map(list, zip(*[(frame, src) for frame, src in shown if track.has_face[src]], strict=True))
     matrix = media.VideoWriter(work / "unused.mp4", info.width, info.height, info.fps, color=info.color).matrix
-    views = [frame.turned(int(track.turns[src])) for frame, src in zip(frames, sources)]
-    rects = [crop_rect(track.boxes[src], options.pads, view.width, view.height) for view, src in zip(views, sources)]
+    views = [frame.turned(int(track.turns[src])) for frame, src in zip(frames, sources, strict=True)]
+    rects = [crop_rect(track.boxes[src], options.pads, view.width, view.height)
+             for view, src in zip(views, sources, strict=True)]
     pristine = [frame.data.copy() for frame in frames]
 
     def crops() -> list[np.ndarray]:
-        return [model_crop(view, rect, matrix) for view, rect in zip(views, rects)]
+        return [model_crop(view, rect, matrix) for view, rect in zip(views, rects, strict=True)]
 
     def masks() -> list:
         return [mouth_mask(track.points[src], rect, view.width, view.height)
-                for view, rect, src in zip(views, rects, sources)]
+                for view, rect, src in zip(views, rects, sources, strict=True)]
 
     faces, drawn = crops(), masks()
 
     def pastes() -> None:
-        for frame, data in zip(frames, pristine):
+        for frame, data in zip(frames, pristine, strict=True):
             frame.data[:] = data
-        for view, face, mask, src in zip(views, faces, drawn, sources):
+        for view, face, mask, src in zip(views, faces, drawn, sources, strict=True):
             if mask is not None:
                 paste(view, face, mask, float(track.fade[src]), matrix)
 

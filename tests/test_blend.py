@@ -4,8 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsyncd.engine.blend import (MODEL_SIZE, crop_rect, first_face_row, lower_face_mask, model_crop, mouth_mask,
-                                   paste)
+from lipsyncd.engine.blend import MODEL_SIZE, crop_rect, first_face_row, lower_face_mask, model_crop, mouth_mask, paste
 from lipsyncd.engine.faces.track import KEPT, LIPS, NOSE, OVAL
 from lipsyncd.engine.yuv import I420, YuvMatrix
 
