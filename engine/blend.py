@@ -19,6 +19,7 @@ it need not draw.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -115,25 +116,31 @@ def _small_mask(points: np.ndarray, rect: Box) -> np.ndarray:
         sx0, sy0 = round(x0 * scale), round(y0 * scale)
         return _small_mask(points * np.float32(scale), (sx0, sy0, sx0 + round(w * scale), sy0 + round(h * scale)))
     local = points - np.array([x0, y0], np.float32)
-    nose_y = float(np.nanmax(local[NOSE, 1]))
+    nose_y = float(np.fmax.reduce(local[NOSE, 1]))  # nanmax, without its Python overhead
     oval = local[OVAL]
     below = oval[oval[:, 1] >= nose_y]
-    hull = np.round(cv2.convexHull(np.concatenate([below, local[LIPS], local[NOSE]]).astype(np.float32)))
+    outline = np.concatenate([below, local[LIPS], local[NOSE]]).astype(np.float32, copy=False)
+    hull = np.round(cv2.convexHull(outline)).astype(np.int32)
     mask: np.ndarray = np.zeros((h, w), np.float32)  # float32 still; cv2's stubs type its results loosely
-    cv2.fillConvexPoly(mask, hull.astype(np.int32), 1.0, lineType=cv2.LINE_AA)
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
     feather = max(2, int(0.06 * w))
     sigma = feather / 2
     blur = int(round(sigma * 8 + 1)) | 1  # the kernel OpenCV picks for float images from sigma alone
     # Erode and blur only around the polygon (the lower face): a margin of zeros as wide as the
     # erosion and as the blur's reach beyond the eroded polygon keeps every sample as on the whole crop.
-    hx, hy, hw, hh = cv2.boundingRect(hull.astype(np.int32))
+    hx, hy, hw, hh = cv2.boundingRect(hull)
     margin = max(feather, blur // 2 - feather // 2) + 2  # +2: the anti-aliased edge
     roi = mask[max(0, hy - margin):hy + hh + margin, max(0, hx - margin):hx + hw + margin]
     roi[:] = cv2.GaussianBlur(cv2.erode(roi, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (feather, feather))),
                               (blur, blur), sigmaX=sigma)
-    mask[[0, -1], :] = 0
-    mask[:, [0, -1]] = 0
+    _clear_border(mask)
     return mask
+
+
+def _clear_border(mask: np.ndarray) -> None:
+    """Zero the outermost rows and columns: nothing at the crop's edge may change."""
+    mask[0] = mask[-1] = 0
+    mask[:, 0] = mask[:, -1] = 0
 
 
 def _mask_region(small: np.ndarray, size: tuple[int, int], region: Box) -> np.ndarray:
@@ -145,8 +152,7 @@ def _mask_region(small: np.ndarray, size: tuple[int, int], region: Box) -> np.nd
     # The whole crop, then the region: cv2.resize is several times faster per sample than a
     # warpAffine of the region alone (and exact where warpAffine rounds its positions to 1/32).
     mask = cv2.resize(small, size)
-    mask[[0, -1], :] = 0
-    mask[:, [0, -1]] = 0
+    _clear_border(mask)
     return mask[ry0:ry1, rx0:rx1]
 
 
@@ -200,8 +206,8 @@ def _paste_box(small: np.ndarray, rect: Box, width: int, height: int) -> Box | N
     fx, fy = (x1 - x0) / small.shape[1], (y1 - y0) / small.shape[0]
     bx0 = max(x0, x0 + int((left - 1) * fx)) & ~1
     by0 = max(y0, y0 + int((top - 1) * fy)) & ~1
-    bx1 = min(width, x1, x0 + int(np.ceil((left + box_w + 1) * fx)) + 1) & ~1
-    by1 = min(height, y1, y0 + int(np.ceil((top + box_h + 1) * fy)) + 1) & ~1
+    bx1 = min(width, x1, x0 + math.ceil((left + box_w + 1) * fx) + 1) & ~1
+    by1 = min(height, y1, y0 + math.ceil((top + box_h + 1) * fy) + 1) & ~1
     if bx1 <= bx0 or by1 <= by0:
         return None
     if bx0 < x0 or by0 < y0:  # an odd crop corner: the even box starts one sample before the crop

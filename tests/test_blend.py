@@ -73,6 +73,35 @@ def test_mask_covers_mouth_not_eyes_and_fades_to_zero_at_border(zoom):
         assert np.abs(mask - small).mean() < 0.02
 
 
+@pytest.mark.parametrize(("rect", "centre", "radius"), [
+    ((50, 50, 150, 150), (100, 100), 40.0),   # a face filling its crop
+    ((40, 30, 160, 170), (100, 88), 55.0),    # the jaw at the crop's sides and bottom
+    ((0, 0, 600, 640), (300, 330), 300.0),    # a large face: drawn small
+    ((10, 11, 47, 50), (28, 29), 15.0),       # a small face
+])
+def test_mask_drawn_around_the_mouth_is_the_mask_of_the_whole_crop(rect, centre, radius):
+    """The mask is eroded and blurred only around the lower face: sample for sample what the
+    same steps give on the whole crop."""
+    from lipsyncd.engine.blend import MASK_SIZE, _small_mask
+
+    pts = synthetic_points(*centre, r=radius)
+    drawn = _small_mask(pts, rect)
+    h, w = drawn.shape
+    scale = min(1.0, MASK_SIZE / max(rect[2] - rect[0], rect[3] - rect[1]))
+    local = pts * np.float32(scale) - np.array([round(rect[0] * scale), round(rect[1] * scale)], np.float32)
+    below = local[OVAL][local[OVAL][:, 1] >= local[NOSE, 1].max()]
+    hull = np.round(cv2.convexHull(np.concatenate([below, local[LIPS], local[NOSE]]))).astype(np.int32)
+    whole = np.zeros((h, w), np.float32)
+    cv2.fillConvexPoly(whole, hull, 1.0, lineType=cv2.LINE_AA)
+    feather = max(2, int(0.06 * w))
+    whole = cv2.GaussianBlur(cv2.erode(whole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (feather, feather))),
+                             (0, 0), sigmaX=feather / 2)
+    whole[[0, -1]] = 0
+    whole[:, [0, -1]] = 0
+    assert np.array_equal(drawn, whole)
+    assert drawn.max() > 0.9
+
+
 def test_paste_changes_only_masked_samples_bit_exactly_elsewhere():
     frame = random_i420(200, 200, 1)
     before = I420(frame.data.copy())
