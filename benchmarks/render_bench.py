@@ -181,7 +181,6 @@ def paste_cost(engine, audio, video: Path, options, rounds: int, work: Path) -> 
     views = [frame.turned(int(track.turns[src])) for frame, src in zip(frames, sources, strict=True)]
     rects = [crop_rect(track.boxes[src], options.pads, view.width, view.height)
              for view, src in zip(views, sources, strict=True)]
-    pristine = [frame.data.copy() for frame in frames]
 
     def crops() -> list[np.ndarray]:
         return [model_crop(view, rect, matrix) for view, rect in zip(views, rects, strict=True)]
@@ -192,9 +191,7 @@ def paste_cost(engine, audio, video: Path, options, rounds: int, work: Path) -> 
 
     faces, drawn = crops(), masks()
 
-    def pastes() -> None:
-        for frame, data in zip(frames, pristine, strict=True):
-            frame.data[:] = data
+    def pastes() -> None:  # into the frames pasted before: the same work
         for view, face, mask, src in zip(views, faces, drawn, sources, strict=True):
             if mask is not None:
                 paste(view, face, mask, float(track.fade[src]), matrix)
