@@ -27,6 +27,9 @@ for fairly; wall seconds are given beside them):
   the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds; the ratio
   of CPU seconds beside it (less disturbed by other work on a shared machine).
   ``--only identity`` measures just the codec and this;
+- ``paste`` (``--only paste``): the per-frame work around the network on real frames of the clip, on one
+  thread as a paste worker runs it: milliseconds per frame to draw the mouth mask (a network
+  worker's part), to paste the face (the network's own crop as its face), and the model crop;
 - ``fidelity``: per ``--psnr-clips`` clip, PSNR outside the face crop of a render and of a plain
   re-encode of the source's own YUV at the same settings (goal: render ≥ re-encode − 0.5 dB);
 - ``memory``: peak RSS of a render to ``--frames`` and to 3 × ``--frames`` of audio (ping-pong),
@@ -156,6 +159,53 @@ def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path
             "fps": statistics.median(p["identity"]["fps"] for p in pairs),
             "vs_encode_only": statistics.median(p["ratio"] for p in pairs),
             "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in pairs)}
+
+
+def paste_cost(engine, audio, video: Path, options, rounds: int, work: Path) -> dict:
+    """Milliseconds per frame, on one thread, of the mouth mask, the paste and the model crop over
+    the frames a render shows (face track cached by a first identity render), the median of
+    ``rounds`` passes; the paste box's mean size beside them."""
+    from lipsyncd.engine import media
+    from lipsyncd.engine.blend import crop_rect, model_crop, mouth_mask, paste
+    from lipsyncd.engine.faces.track import FaceTrack
+    from lipsyncd.engine.threads import opencv_threads
+
+    render_once(engine, audio, video, work / "paste.mp4", options, cached=True, identity=True)
+    track = FaceTrack.load(engine._track_cache_path(video, options))
+    assert track.turns is not None
+    info = media.probe(video)
+    schedule = media.frame_schedule(info.frame_count, audio.frame_count(info.fps), options.loop)
+    shown = zip(media.read_i420(video, info, schedule), schedule, strict=True)
+    frames, sources = map(list, zip(*[(frame, src) for frame, src in shown if track.has_face[src]], strict=True))
+    matrix = media.VideoWriter(work / "unused.mp4", info.width, info.height, info.fps, color=info.color).matrix
+    views = [frame.turned(int(track.turns[src])) for frame, src in zip(frames, sources, strict=True)]
+    rects = [crop_rect(track.boxes[src], options.pads, view.width, view.height)
+             for view, src in zip(views, sources, strict=True)]
+
+    def crops() -> list[np.ndarray]:
+        return [model_crop(view, rect, matrix) for view, rect in zip(views, rects, strict=True)]
+
+    def masks() -> list:
+        return [mouth_mask(track.points[src], rect, view.width, view.height)
+                for view, rect, src in zip(views, rects, sources, strict=True)]
+
+    faces, drawn = crops(), masks()
+
+    def pastes() -> None:  # into the frames pasted before: the same work
+        for view, face, mask, src in zip(views, faces, drawn, sources, strict=True):
+            if mask is not None:
+                paste(view, face, mask, float(track.fade[src]), matrix)
+
+    timings: dict[str, list[float]] = {"mask_ms": [], "paste_ms": [], "model_crop_ms": []}
+    with opencv_threads(1):
+        for _ in range(rounds):
+            for name, step in (("mask_ms", masks), ("paste_ms", pastes), ("model_crop_ms", crops)):
+                start = time.perf_counter()
+                step()
+                timings[name].append(1000 * (time.perf_counter() - start) / len(frames))
+    boxes = np.array([[m.box[2] - m.box[0], m.box[3] - m.box[1]] for m in drawn if m is not None])
+    return {"frames": len(frames), "rounds": rounds, "box_mean_wh": boxes.mean(axis=0).tolist(),
+            **{name: float(np.median(values)) for name, values in timings.items()}}
 
 
 def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]:
@@ -314,8 +364,10 @@ def main() -> None:
     parser.add_argument("--no-loaded", action="store_true", help="skip the runs against a busy neighbour")
     parser.add_argument("--model-frames", type=int, default=3, help="output frames per model in `models` (0: skip)")
     parser.add_argument("--models-only", action="store_true", help="measure only Wav2Lip beside MuseTalk")
-    parser.add_argument("--only", choices=["identity"], help="measure only the codec and the identity-network ratio")
-    parser.add_argument("--identity-rounds", type=int, default=5, help="interleaved encode-only/identity pairs")
+    parser.add_argument("--only", choices=["identity", "paste"],
+                        help="measure only the codec and the identity-network ratio, or only the paste")
+    parser.add_argument("--identity-rounds", type=int, default=5,
+                        help="interleaved encode-only/identity pairs (--only paste: passes over the frames)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
@@ -365,11 +417,15 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         "thread_plans": {name: plan.as_dict() for name, plan in plans.items()},
         "codec": codec_rates(args.video, options, args.frames, plans["ours"].encoder, audio_path, work),
     }
-    if args.only == "identity":
+    if args.only:
         engine = LipSyncEngine(models_dir, device=args.device, cache_dir=work / "cache", threads=plans["ours"])
         engine.check_ready(options)
-        report["identity"] = identity_rounds(engine, engine.load_audio(audio_path), args.video, options,
-                                             args.identity_rounds, work)
+        if args.only == "paste":
+            report["paste"] = paste_cost(engine, engine.load_audio(audio_path), args.video, options,
+                                         args.identity_rounds, work)
+        else:
+            report["identity"] = identity_rounds(engine, engine.load_audio(audio_path), args.video, options,
+                                                 args.identity_rounds, work)
         return report
     if device == "cpu":
         report["network_levers"] = network_levers(models_dir / "wav2lip_gan.pth", args.lever_rounds)
@@ -454,6 +510,12 @@ def print_summary(report: dict) -> None:
     print(f"{report['video']} {report['size'][0]}×{report['size'][1]}  device {report['device']} "
           f"{report['gpu'] or ''}  cores {report['cores']}  torch {report['torch']}")
     print(f"codec only: decode {codec['decode_fps']:.1f} fps, encode {codec['encode_fps']:.1f} fps")
+    if "paste" in report:
+        paste = report["paste"]
+        print(f"per frame, one thread, {paste['frames']} frames with a face (paste box "
+              f"{paste['box_mean_wh'][0]:.0f}×{paste['box_mean_wh'][1]:.0f} px): mouth mask {paste['mask_ms']:.3f} ms, "
+              f"paste {paste['paste_ms']:.3f} ms, model crop {paste['model_crop_ms']:.3f} ms")
+        return
     if "renders" not in report:
         print_identity(report["identity"])
         return

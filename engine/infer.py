@@ -11,7 +11,7 @@ is safe. Where OpenVINO is installed a CPU runs the fp32 batches through it (:mo
 faster, the same numbers), and with ``precision: int8`` (opt-in) in int8 (:mod:`.int8`);
 everything around the network stays as it is.
 
-The paste reads only the lower face (:func:`.blend.first_face_row`), so a batch whose faces are
+The paste reads only the lower face (:meth:`.blend.MouthMask.first_face_row`), so a batch whose faces are
 all read from :data:`LOWER_FACE_ROW` down is drawn from there (:meth:`.Wav2Lip.forward`'s
 ``first_row``): exact where it is read, and the decoder skips a third of its rows at its three
 biggest stages. Every other batch gets whole faces.

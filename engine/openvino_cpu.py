@@ -111,6 +111,10 @@ class Compiled:
             "INFERENCE_NUM_THREADS": streams, "NUM_STREAMS": streams,  # one thread per stream
             "INFERENCE_PRECISION_HINT": "f32"})  # fp32 (int8 where quantised), never bf16
         self._local = threading.local()
+        # The first numpy view of an OpenVINO tensor sets up pybind11's numpy API once per process;
+        # two network workers doing that at once deadlocked a render (both threads stuck in
+        # that one-time setup). Done here, by one thread, before any worker calls.
+        self._compiled.create_infer_request().get_input_tensor(0).data  # noqa: B018 - for its side effect
 
     def __call__(self, feed: dict[str, np.ndarray]) -> torch.Tensor:
         request = getattr(self._local, "request", None)

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .blend import first_face_row, paste
+from .blend import MouthMask, mouth_mask, paste
 from .errors import Cancelled
 from .faces.track import FaceTrack
 from .options import Progress
@@ -94,10 +94,9 @@ class Mouth(NamedTuple):
 
     face: np.ndarray
     """The network's BGR face."""
-    rect: tuple[int, int, int, int]
-    """Where it goes, in the turned view of the frame."""
-    points: np.ndarray
-    """The face's kept landmarks, in the turned view."""
+    mask: MouthMask
+    """Where it goes and through which mask, in the turned view of the frame (drawn in the
+    network worker, once for the network's rows and the paste)."""
     weight: float
     """The track's fade."""
     turns: int
@@ -183,25 +182,25 @@ class FrameLoop:
         views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
         rects = [self.redraw.rect(track, src, view.width, view.height)
                  for view, src in zip(views, sources, strict=True)]
-        faces = [(j, rect) for j, rect in enumerate(rects) if rect is not None]
+        # Faces whose mask covers something and whose fade is not 0: the others would paste nothing.
+        masks = {j: mask for j, rect in enumerate(rects) if rect is not None and track.fade[sources[j]] > 0
+                 and (mask := mouth_mask(track.points[sources[j]], rect, views[j].width, views[j].height))}
         mouths: list[Mouth | None] = [None] * len(group)
-        if not faces:
+        if not masks:
             return mouths
         with self.timer("network (all workers)"):
-            crops = np.stack([self.redraw.crop(views[j], rect, self.matrix) for j, rect in faces])
+            crops = np.stack([self.redraw.crop(views[j], mask.rect, self.matrix) for j, mask in masks.items()])
             size = len(crops[0])  # the model's face: it draws the crop it sees
-            rows = np.array([first_face_row(track.points[sources[j]], rect, size, views[j].width, views[j].height)
-                             for j, rect in faces])
-            generated = self.redraw(crops, [first + j for j, _ in faces], rows)
-        for k, (j, rect) in enumerate(faces):
-            src = sources[j]
-            mouths[j] = Mouth(generated[k], rect, track.points[src], float(track.fade[src]), int(turns[src]))
+            rows = np.array([mask.first_face_row(size) for mask in masks.values()])
+            generated = self.redraw(crops, [first + j for j in masks], rows)
+        for face, (j, mask) in zip(generated, masks.items(), strict=True):
+            mouths[j] = Mouth(face, mask, float(track.fade[sources[j]]), int(turns[sources[j]]))
         return mouths
 
     def _paste(self, frame: I420, mouth: Mouth | None) -> I420:
         if mouth is not None:
             with self.timer("paste (all threads)"):
-                paste(frame.turned(mouth.turns), mouth.face, mouth.rect, mouth.points, mouth.weight, self.matrix)
+                paste(frame.turned(mouth.turns), mouth.face, mouth.mask, mouth.weight, self.matrix)
         return frame
 
     def _encode(self, futures: list[Future]) -> None:

@@ -51,7 +51,7 @@ class Redraw(Protocol):
 
     def __call__(self, crops: np.ndarray, frames: list[int], first_rows: np.ndarray) -> np.ndarray:
         """New BGR faces for ``crops``, drawn to the speech of output frames ``frames``; rows
-        above ``first_rows`` (per face, see :func:`.blend.first_face_row`) may be left as they came."""
+        above ``first_rows`` (per face, see :meth:`.blend.MouthMask.first_face_row`) may be left as they came."""
 
 
 @dataclass

