@@ -57,7 +57,7 @@ from .options import (
                    "different picture; needs the int8 extra).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), default=RenderOptions.runtime, show_default=True,
               help="What runs Wav2Lip in fp32 on a CPU: openvino (faster, needs the openvino extra), torch, "
-                   "or auto (openvino when installed).")
+                   "or auto (openvino when installed and --cache-dir keeps its converted network).")
 @click.option("--loop", type=click.Choice(LOOP_MODES), default=RenderOptions.loop, show_default=True,
               help="When the audio is longer than the video.")
 @click.option("--face", type=click.Choice(FACE_CHOICES), default=RenderOptions.face, show_default=True,
