@@ -16,9 +16,11 @@ crops in, uint8 faces out, batch ``CPU_BATCH``, one batch per core at once, each
 - ``int8 fx``: the older FX graph-mode static quantisation (``x86`` qconfig, eager int8 ops);
 - ``onnxruntime fp32`` / ``onnxruntime int8``: the exported ONNX graph, and its static QDQ
   quantisation (u8 activations, s8 per-channel weights) calibrated on the same crops;
-- ``openvino fp32`` / ``openvino int8``: the model converted by OpenVINO, and the engine's own
-  opt-in ``precision: int8`` (:mod:`lipsyncd.engine.int8`: NNCF int8, calibrated as in a render on
-  the first batch of faces it is given, here the first calibration batch);
+- ``openvino fp32`` / ``openvino fp32 lower rows``: the engine's fp32 OpenVINO runtime
+  (:mod:`lipsyncd.engine.openvino_cpu`), whole faces and from the render's row down;
+- ``openvino int8``: the engine's own opt-in ``precision: int8`` (:mod:`lipsyncd.engine.int8`:
+  NNCF int8, calibrated as in a render on the first batch of faces it is given, here the first
+  calibration batch);
 - ``bf16 autocast``: ``torch.autocast("cpu", bfloat16)``. On a CPU without native bf16 (no
   AVX512_BF16/AMX) oneDNN converts to and from bf16 around fp32 arithmetic: this measures that
   cost, not a bf16 speed-up.
@@ -64,7 +66,6 @@ import platform
 import resource
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -193,13 +194,12 @@ def fp32(model: Wav2Lip, inputs: Inputs) -> Network:
     return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
-def lower_rows(model: Wav2Lip, inputs: Inputs) -> Network:
-    """fp32 drawn from :data:`LOWER_FACE_ROW` down, as a render draws a batch whose faces the paste
-    reads only from there; rows above are left black (the mouth compared lies below them)."""
-    net = fp32(model, inputs)
+def from_row(network: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> Network:
+    """``network`` drawing from :data:`LOWER_FACE_ROW` down, as a render draws a batch whose faces
+    the paste reads only from there; rows above are left black (the mouth compared lies below)."""
 
     def run(mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        lower = net(mel, face, LOWER_FACE_ROW)
+        lower = network(mel, face, LOWER_FACE_ROW)
         return torch.cat([lower.new_zeros(len(lower), 3, LOWER_FACE_ROW, lower.shape[3]), lower], dim=2)
 
     return run
@@ -304,22 +304,15 @@ def onnxruntime_int8(model: Wav2Lip, inputs: Inputs, folder: Path) -> Network:
     return _ort_network(target)
 
 
-def openvino_fp32(model: Wav2Lip, inputs: Inputs, workers: int) -> Network:
-    import openvino as ov
+def openvino_fp32(model: Wav2Lip, inputs: Inputs, workers: int, first_row: int) -> Network:
+    """The engine's fp32 OpenVINO runtime (:class:`OpenVinoWav2Lip`), converted and compiled here
+    (by a first call) for ``first_row``; whole faces from row 0."""
+    from lipsyncd.engine.openvino_cpu import OpenVinoWav2Lip
 
-    mel, face = network_inputs(*inputs.calibration[0])
-    converted = ov.convert_model(copy.deepcopy(model), example_input=(mel, face.contiguous()))
-    compiled_model = ov.Core().compile_model(converted, "CPU", {
-        "INFERENCE_NUM_THREADS": workers, "NUM_STREAMS": workers, "INFERENCE_PRECISION_HINT": "f32"})
-    local = threading.local()
-
-    def run(mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        if not hasattr(local, "request"):
-            local.request = compiled_model.create_infer_request()
-        result = local.request.infer([mel.numpy(), np.ascontiguousarray(face.numpy())])
-        return torch.from_numpy(np.array(result[compiled_model.output(0)]))
-
-    return run
+    network = OpenVinoWav2Lip(copy.deepcopy(model), workers)
+    with torch.inference_mode():
+        network(*network_inputs(*inputs.calibration[0]), first_row)
+    return from_row(network) if first_row else lambda mel, face: network(mel, face, 0)
 
 
 def openvino_int8(model: Wav2Lip, inputs: Inputs, workers: int) -> Network:
@@ -341,7 +334,8 @@ LEVERS: dict[str, str] = {
     "int8 fx": "FX graph-mode static int8, x86 qconfig, eager quantized ops",
     "onnxruntime fp32": "ONNX Runtime CPU, fp32",
     "onnxruntime int8": "ONNX Runtime CPU, static QDQ int8 (u8 activations, s8 per-channel weights)",
-    "openvino fp32": "OpenVINO CPU, fp32 (precision hint f32)",
+    "openvino fp32": "OpenVINO CPU, fp32 (precision hint f32), whole faces",
+    "openvino fp32 lower rows": f"the render's fp32 path where OpenVINO is installed: from row {LOWER_FACE_ROW} down",
     "openvino int8": "the engine's precision: int8 (OpenVINO, NNCF int8 calibrated on one batch of the video)",
     "bf16 autocast": "torch.autocast(cpu, bfloat16): emulated, no native bf16 on this CPU",
 }
@@ -351,13 +345,14 @@ def build(name: str, model: Wav2Lip, inputs: Inputs, folder: Path, workers: int)
     """Make lever ``name`` ready on one thread (as each worker runs it), timing the making."""
     builders: dict[str, Callable[[], Network]] = {
         "fp32": lambda: fp32(model, inputs),
-        "fp32 lower rows": lambda: lower_rows(model, inputs),
+        "fp32 lower rows": lambda: from_row(fp32(model, inputs)),
         "compile": lambda: compiled(model, inputs),
         "int8 pt2e": lambda: int8_pt2e(model, inputs),
         "int8 fx": lambda: int8_fx(model, inputs),
         "onnxruntime fp32": lambda: onnxruntime_fp32(model, inputs, folder),
         "onnxruntime int8": lambda: onnxruntime_int8(model, inputs, folder),
-        "openvino fp32": lambda: openvino_fp32(model, inputs, workers),
+        "openvino fp32": lambda: openvino_fp32(model, inputs, workers, 0),
+        "openvino fp32 lower rows": lambda: openvino_fp32(model, inputs, workers, LOWER_FACE_ROW),
         "openvino int8": lambda: openvino_int8(model, inputs, workers),
         "bf16 autocast": lambda: bf16_autocast(model, inputs),
     }

@@ -387,7 +387,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     from lipsyncd.engine import LipSyncEngine, RenderOptions, media
     from lipsyncd.engine.audio import decode_audio
-    from lipsyncd.engine.infer import CPU_BATCH
+    from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW
     from lipsyncd.engine.threads import ThreadPlan, usable_cores
 
     models_dir = args.models_dir
@@ -434,8 +434,11 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                for name, plan in plans.items()}
     for engine in engines.values():
         engine.check_ready(options)
-        generator = engine._generator(options)  # warm-up: oneDNN builds its kernels for the batch shape
-        generator(np.zeros((generator.batch_size, 96, 96, 3), np.uint8), np.zeros((generator.batch_size, 80, 16), np.float32))
+        generator = engine._generator(options)  # warm-up: kernels (OpenVINO: networks) for both shapes renders use
+        crops, mels = np.zeros((generator.batch_size, 96, 96, 3), np.uint8), np.zeros((generator.batch_size, 80, 16),
+                                                                                     np.float32)
+        for row in (0, LOWER_FACE_ROW):
+            generator(crops, mels, np.full(len(crops), row))
     audio = engines["ours"].load_audio(audio_path)
     renders = []
     for loaded in (False, True)[: 1 if args.no_loaded else 2]:

@@ -55,10 +55,11 @@ class Int8Wav2Lip:
 
     Quantised on the first call after :meth:`calibrate_next` (and the very first call), on that
     call's faces, unless the cache holds this video's network already; safe to call from several
-    threads at once (one OpenVINO request per thread, ``streams`` of one thread each run at once).
+    threads at once (one OpenVINO request per thread, ``streams`` of ``threads`` threads each run at once).
     """
 
-    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "") -> None:
+    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "",
+                 threads: int = 1) -> None:
         """``cache_dir``: where converted and quantised networks are kept, named by ``model_key``
         (the checkpoint's digest) and each video's key (see :meth:`calibrate_next`); None keeps none."""
         no_telemetry()
@@ -70,7 +71,7 @@ class Int8Wav2Lip:
         nncf.set_log_level(logging.WARNING)
         self._converted = ConvertedWav2Lip(model, cache_dir, model_key)
         self._fp32: Any = None
-        self._streams = streams
+        self._streams, self._threads = streams, threads
         self._video_key: str | None = None
         self._mels: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -87,7 +88,7 @@ class Int8Wav2Lip:
         feed = feed_of(mel, face)
         with self._lock:
             if self._compiled is None:
-                self._compiled = Compiled(self._cached() or self._quantised(feed), self._streams)
+                self._compiled = Compiled(self._cached() or self._quantised(feed), self._streams, self._threads)
             compiled = self._compiled
         return compiled(feed)
 

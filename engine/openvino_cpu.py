@@ -102,13 +102,14 @@ class ConvertedWav2Lip:
 
 class Compiled:
     """An OpenVINO model compiled for the CPU, called like the network from several threads at
-    once: ``streams`` streams of one thread each, one inference request per calling thread."""
+    once: ``streams`` streams of ``threads`` threads each (the frame loop's network workers and
+    their threads), one inference request per calling thread."""
 
-    def __init__(self, model: Any, streams: int) -> None:
+    def __init__(self, model: Any, streams: int, threads: int = 1) -> None:
         import openvino as ov
 
         self._compiled = ov.Core().compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": streams, "NUM_STREAMS": streams,  # one thread per stream
+            "INFERENCE_NUM_THREADS": streams * threads, "NUM_STREAMS": streams,
             "INFERENCE_PRECISION_HINT": "f32"})  # fp32 (int8 where quantised), never bf16
         self._local = threading.local()
         # The first numpy view of an OpenVINO tensor sets up pybind11's numpy API once per process;
@@ -133,16 +134,18 @@ class OpenVinoWav2Lip:
     """The network in fp32 through OpenVINO: ``(mel, face, first_row) -> rows from first_row``,
     one compiled network per first row asked for (made on first use)."""
 
-    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "") -> None:
+    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "",
+                 threads: int = 1) -> None:
+        """``streams`` calls at once, of ``threads`` threads each; ``cache_dir``: see :class:`ConvertedWav2Lip`."""
         self._converted = ConvertedWav2Lip(model, cache_dir, model_key)
-        self._streams = streams
+        self._streams, self._threads = streams, threads
         self._compiled: dict[int, Compiled] = {}
         self._lock = threading.Lock()
 
     def __call__(self, mel: torch.Tensor, face: torch.Tensor, first_row: int = 0) -> torch.Tensor:
         with self._lock:
             if first_row not in self._compiled:
-                self._compiled[first_row] = Compiled(self._converted(first_row), self._streams)
+                self._compiled[first_row] = Compiled(self._converted(first_row), self._streams, self._threads)
             compiled = self._compiled[first_row]
         return compiled(feed_of(mel, face))
 

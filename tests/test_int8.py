@@ -170,8 +170,9 @@ class Spy:
 
     made: list[Spy] = []
 
-    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None, model_key: str) -> None:
+    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None, model_key: str, threads: int) -> None:
         self.model, self.streams, self.cache_dir, self.model_key = model, streams, cache_dir, model_key
+        self.threads = threads
         self.calibrations: list[tuple[str | None, tuple[int, ...]]] = []
         self.batches: list[int] = []
         Spy.made.append(self)
@@ -204,7 +205,7 @@ def test_precision_int8_reaches_the_network(models_dir, face_clip, speech_file, 
     assert spy.calibrations == [(digest, (CPU_BATCH, 80, 16))] * 2  # once per video, kept under its digest
     assert spy.cache_dir == tmp_path / "cache" / "openvino"
     assert spy.model_key == file_sha256(models_dir / "wav2lip_gan.pth")[:16]
-    assert spy.streams == engine.threads.network_workers
+    assert (spy.streams, spy.threads) == (engine.threads.network_workers, engine.threads.network)
     assert set(spy.batches) == {CPU_BATCH} and sum(spy.batches) >= 2 * first.frames_with_face > 0
     assert engine._generator(RenderOptions()).network is not engine._generator(int8).network
 

@@ -55,6 +55,16 @@ def test_the_converted_network_is_read_back_not_converted_again(checkpoint, conv
     assert np.abs(network(mel, face, 0).numpy() - np.load(FIXTURES / "model_output.npy")).max() < 2e-5
 
 
+@pytest.mark.parametrize(("streams", "threads"), [(2, 1), (1, 2)])
+def test_streams_and_threads_are_the_plans(checkpoint, converted_cache, streams, threads):
+    """One stream per network worker, each with the worker's threads (a CPU's plan: one thread each)."""
+    from lipsyncd.engine.openvino_cpu import Compiled, ConvertedWav2Lip
+
+    compiled = Compiled(ConvertedWav2Lip(load_wav2lip(checkpoint), converted_cache, "rule")(0), streams, threads)
+    assert compiled._compiled.get_property("NUM_STREAMS") == streams
+    assert compiled._compiled.get_property("INFERENCE_NUM_THREADS") == streams * threads
+
+
 def test_a_damaged_entry_is_converted_again(checkpoint, tmp_path):
     network = OpenVinoWav2Lip(load_wav2lip(checkpoint), streams=1, cache_dir=tmp_path, model_key="rule")
     entry = tmp_path / f"wav2lip-rule-rows0-v{openvino_cpu.CACHE_VERSION}.xml"
