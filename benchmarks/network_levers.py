@@ -157,7 +157,7 @@ def clip_inputs(video: Path, audio: Path, frames: int) -> Inputs:
     with tempfile.TemporaryDirectory() as models:
         engine = LipSyncEngine(Path(models), device="cpu")
         info = media.probe(video)
-        track = engine._analyse(video, info, options, None, None, None)
+        track = engine._analyse(video, info, info.frame_count, options, None, None, None)
     wanted = [i for i in range(min(info.frame_count, frames * 3)) if track.has_face[i]][:frames]
     crops = []
     for index, frame in zip(wanted, media.read_frames(video, info, wanted), strict=True):

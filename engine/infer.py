@@ -43,9 +43,9 @@ and 85 ms of CPU; batch 1 cost three times batch 8 (266 vs 91 ms, two threads, i
 LOWER_FACE_ROW = 32
 """The row (of 96) from which a batch's faces are drawn when the paste reads nothing above it in
 any of them. Measured: the paste reads from rows 31-43 on the shared clips (the mask reaches up to
-the nose tip), and the network alone runs 1.21× the frames per CPU second from row 32 (1.31× from
-40, 1.43× from 48; one thread, batch 8, interleaved). One row only, besides whole faces: every
-shape the network sees costs oneDNN's kernel cache memory."""
+the nose tip), and the network alone runs 1.16-1.21× the frames per CPU second from row 32 (1.31×
+from 40, 1.43× from 48; one thread, batch 8, interleaved; ``benchmarks/network_levers.py``). One
+row only, besides whole faces: every shape the network sees costs oneDNN's kernel cache memory."""
 
 Network = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """What runs the batches: ``(mel (B,1,80,16), face (B,6,96,96), first_row) -> (B,3,R,96)`` in

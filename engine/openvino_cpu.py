@@ -4,8 +4,8 @@ then run by one inference request per network worker.
 Why: OpenVINO's CPU plugin fuses each convolution with its batch norm, ReLU and residual add, and
 runs this network's fp32 batches faster than torch does (oneDNN underneath both). Measured on the
 generator alone, one thread per batch as the frame loop runs it, interleaved on a 2-core Xeon
-(``benchmarks/network_levers.py``): 1.24-1.37× torch's frames per CPU second for whole faces,
-1.11× for faces drawn from row 32 down; the output stays within 3e-7 of the reference's golden
+(``benchmarks/network_levers.py``): 1.18-1.37× torch's frames per CPU second for whole faces,
+1.20× for faces drawn from row 32 down; the output stays within 3e-7 of the reference's golden
 numbers (the bar is 2e-5). So with ``runtime: auto`` a CPU runs fp32 through OpenVINO when it is
 installed (the ``openvino`` extra) and through torch otherwise; the opt-in int8 (:mod:`.int8`)
 starts from the same converted network.
