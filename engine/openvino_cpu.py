@@ -69,11 +69,8 @@ class ConvertedWav2Lip:
     def __init__(self, model: Wav2Lip, cache_dir: Path | None, model_key: str) -> None:
         """``cache_dir``: where converted (and int8) networks are kept, named by ``model_key``
         (the checkpoint's digest); None keeps none."""
-        no_telemetry()
-        try:
-            import openvino  # noqa: F401 - refused here, before any work, when it is missing
-        except ImportError as error:
-            raise ModelError(MISSING) from error
+        if not available():  # refused here, before any work
+            raise ModelError(MISSING)
         self.model = model.float().eval()
         self.cache_dir, self.model_key = cache_dir, model_key
 
