@@ -118,6 +118,7 @@ def test_calibration_takes_mel_windows_spread_over_the_speech(monkeypatch):
 
     def quantize(model, dataset, **kwargs):  # type: ignore[no-untyped-def]
         seen.extend(dataset.get_inference_data())
+        assert kwargs["advanced_parameters"].disable_bias_correction  # 1.5x the time, no better mouths
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(nncf, "quantize", quantize)
