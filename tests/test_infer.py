@@ -85,20 +85,25 @@ def test_wav2lip_shapes():
 
 
 MEMORY_PROBE = """
+import ctypes
 import numpy as np, torch
-from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, MouthGenerator
+from lipsyncd.engine.infer import CPU_BATCH, MouthGenerator
 from lipsyncd.engine.wav2lip import Wav2Lip
 from media_tools import rss_mb
+
+def live_mb():  # freed heap handed back first: the allocator's timing moved RSS by +-80 MB
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb()
 
 torch.manual_seed(0)
 generator = MouthGenerator(Wav2Lip().eval(), torch.device("cpu"), batch_size=CPU_BATCH)
 def run(n):
     generator(np.zeros((n, 96, 96, 3), np.uint8), np.zeros((n, 80, 16), np.float32))
 run(CPU_BATCH); run(CPU_BATCH)
-before = rss_mb()
+before = live_mb()
 for n in range(1, CPU_BATCH):  # a group with fewer faces (a face leaving the picture, the last frames)
     run(n)
-print(rss_mb() - before)
+print(live_mb() - before)
 """
 
 
@@ -113,4 +118,5 @@ def test_memory_stays_flat_when_groups_hold_fewer_faces():
                           env={"PYTHONPATH": str(tests), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     growth_mb = float(done.stdout.split()[-1])
-    assert growth_mb < 40, f"resident memory grew {growth_mb:.0f} MB over batches of 1..{CPU_BATCH - 1} faces"
+    # Measured: padded ~0 MB; unpadded (a shape per size) 21 MB here, GBs over a long render's sizes.
+    assert growth_mb < 8, f"resident memory grew {growth_mb:.0f} MB over batches of 1..{CPU_BATCH - 1} faces"
