@@ -222,12 +222,11 @@ class LipSyncEngine:
         if name not in self._generators:
             path = require_model(self.models_dir, options.checkpoint)
             model = load_wav2lip(path, device="cpu")
-            cache, key, plan = self._openvino_cache(), file_sha256(path)[:16], self.threads
             network: Network | None = None
-            if runtime == "int8":
-                network = Int8Wav2Lip(model, plan.network_workers, cache, key, plan.network)
-            elif runtime == "openvino":
-                network = openvino_cpu.OpenVinoWav2Lip(model, plan.network_workers, cache, key, plan.network)
+            if runtime in ("int8", "openvino"):  # OpenVINO's cache entries are named by the checkpoint's digest
+                make = Int8Wav2Lip if runtime == "int8" else openvino_cpu.OpenVinoWav2Lip
+                network = make(model, self.threads.network_workers, self._openvino_cache(), file_sha256(path)[:16],
+                               self.threads.network)
             self._generators[name] = MouthGenerator(model, self.device, options.batch_size, network)
         generator = self._generators[name]
         generator.batch_size = options.batch_size

@@ -299,13 +299,14 @@ class _SlotReader:
         while i < len(order):
             descent = _descent_after(order, i)
             if descent == i:
-                bottom = order[_descent_end(order, i) - 1]
+                end = _descent_end(order, i)
+                bottom = order[end - 1]
                 for slot in range(order[i], bottom - 1, -1):
                     if slot not in held:
                         held.update(self._block(slot, bottom, limit - len(held)))
                     yield held.pop(slot)
                 held.clear()
-                i = _descent_end(order, i)
+                i = end
                 continue
             keep = range(0)  # the slots of the coming descent that this ascending run decodes
             if descent < len(order):
