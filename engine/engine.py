@@ -17,6 +17,7 @@ import os
 import time
 from contextlib import closing
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ from .preview import Preview, write_preview
 from .redraw import MuseTalkRedraw, Redraw, Wav2LipRedraw
 from .stages import prefetch
 from .threads import ThreadPlan, opencv_threads, torch_threads
-from .wav2lip import load_wav2lip
+from .wav2lip import Wav2Lip, load_wav2lip
 
 if TYPE_CHECKING:
     from .musetalk.audio import SpeechPrompts
@@ -221,12 +222,15 @@ class LipSyncEngine:
         name = f"{options.checkpoint}-{runtime}"
         if name not in self._generators:
             path = require_model(self.models_dir, options.checkpoint)
-            model = load_wav2lip(path, device="cpu")
+            model: Wav2Lip | None = None
             network: Network | None = None
             if runtime in ("int8", "openvino"):  # OpenVINO's cache entries are named by the checkpoint's digest
                 make = Int8Wav2Lip if runtime == "int8" else openvino_cpu.OpenVinoWav2Lip
-                network = make(model, self.threads.network_workers, self._openvino_cache(), file_sha256(path)[:16],
-                               self.threads.network)
+                # The checkpoint is read only when its converted network is not in the cache yet.
+                network = make(partial(load_wav2lip, path, device="cpu"), self.threads.network_workers,
+                               self._openvino_cache(), file_sha256(path)[:16], self.threads.network)
+            else:
+                model = load_wav2lip(path, device="cpu")
             self._generators[name] = MouthGenerator(model, self.device, options.batch_size, network)
         generator = self._generators[name]
         generator.batch_size = options.batch_size

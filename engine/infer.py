@@ -58,19 +58,25 @@ class MouthGenerator:
     cpu_batch = CPU_BATCH
     """Faces per network call at most on a CPU."""
 
-    def __init__(self, model: Wav2Lip, device: torch.device, batch_size: int, network: Network | None = None) -> None:
-        """``network``: what runs the batches instead of ``model`` itself (on a CPU, e.g. the
-        int8 model of :mod:`.int8`); it gets fp32 tensors on the CPU."""
+    def __init__(self, model: Wav2Lip | None, device: torch.device, batch_size: int,
+                 network: Network | None = None) -> None:
+        """``network``: what runs the batches instead of ``model`` itself (on a CPU, OpenVINO's
+        fp32 or int8 network: :mod:`.openvino_cpu`, :mod:`.int8`), which then may be None; it gets
+        fp32 tensors on the CPU."""
         self.device = device
         self.half = device.type == "cuda"
-        self.model = model.to(device).eval()
-        if network is None:  # channels-last weights for torch's own runs (a copy of them all: 0.4 s)
-            # torch's stubs lack Module.to's memory_format keyword, which torch documents and takes
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if self.half:
-            self.model = self.model.half()
-            torch.backends.cudnn.benchmark = True  # fixed 96×96 shapes: pick the fastest kernels once
-        self.network: Network = network if network is not None else self.model
+        self.model = model
+        if network is None:
+            if model is None:
+                raise ValueError("a MouthGenerator needs the model or a network to run the batches")
+            # channels-last weights for torch's own runs (a copy of them all: 0.4 s); torch's stubs
+            # lack Module.to's memory_format keyword, which torch documents and takes
+            self.model = model.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            if self.half:
+                self.model = self.model.half()
+                torch.backends.cudnn.benchmark = True  # fixed 96×96 shapes: pick the fastest kernels once
+            network = self.model
+        self.network: Network = network
         self.batch_size = batch_size
 
     @property

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 
 from .errors import ModelError
-from .openvino_cpu import Compiled, ConvertedWav2Lip, feed_of, no_telemetry, read, save
-from .wav2lip import Wav2Lip
+from .openvino_cpu import Compiled, ConvertedWav2Lip, Source, feed_of, no_telemetry, read, save
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,10 @@ class Int8Wav2Lip:
     threads at once (one OpenVINO request per thread, ``streams`` of ``threads`` threads each run at once).
     """
 
-    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "",
+    def __init__(self, source: Source, streams: int, cache_dir: Path | None = None, model_key: str = "",
                  threads: int = 1) -> None:
-        """``cache_dir``: where converted and quantised networks are kept, named by ``model_key``
+        """``source``: the network or its loader (:class:`.openvino_cpu.ConvertedWav2Lip`);
+        ``cache_dir``: where converted and quantised networks are kept, named by ``model_key``
         (the checkpoint's digest) and each video's key (see :meth:`calibrate_next`); None keeps none."""
         no_telemetry()
         try:
@@ -69,7 +69,7 @@ class Int8Wav2Lip:
         except ImportError as error:
             raise ModelError(MISSING) from error
         nncf.set_log_level(logging.WARNING)
-        self._converted = ConvertedWav2Lip(model, cache_dir, model_key)
+        self._converted = ConvertedWav2Lip(source, cache_dir, model_key)
         self._fp32: Any = None
         self._streams, self._threads = streams, threads
         self._video_key: str | None = None

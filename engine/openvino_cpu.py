@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,24 @@ class _FromRow(nn.Module):
         return self.model(mel, face, self.first_row)
 
 
+Source = Wav2Lip | Callable[[], Wav2Lip]
+"""The torch network, or what loads it (e.g. from its checkpoint) when a conversion needs it."""
+
+
 class ConvertedWav2Lip:
     """A checkpoint's network as OpenVINO models (any batch size), one per first row, read from
-    the cache or converted and kept there."""
+    the cache or converted and kept there.
 
-    def __init__(self, model: Wav2Lip, cache_dir: Path | None, model_key: str) -> None:
+    Given a loader rather than the network, it reads the checkpoint only for a conversion, and does
+    not keep it: with the cache filled, a process never holds the torch weights (~140 MB) nor
+    spends the ~0.4 CPU s of reading them."""
+
+    def __init__(self, source: Source, cache_dir: Path | None, model_key: str) -> None:
         """``cache_dir``: where converted (and int8) networks are kept, named by ``model_key``
         (the checkpoint's digest); None keeps none."""
         if not available():  # refused here, before any work
             raise ModelError(MISSING)
-        self.model = model.float().eval()
+        self._source = source
         self.cache_dir, self.model_key = cache_dir, model_key
 
     def entry(self, name: str) -> Path | None:
@@ -89,8 +98,9 @@ class ConvertedWav2Lip:
         if model is not None:
             return model
         example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
-        with torch.inference_mode():
-            model = ov.convert_model(_FromRow(self.model, first_row), example_input=example,  # -1: any batch size
+        network = self._source if isinstance(self._source, Wav2Lip) else self._source()
+        with torch.inference_mode():  # -1: any batch size
+            model = ov.convert_model(_FromRow(network.float().eval(), first_row), example_input=example,
                                      input=[("mel", [-1, 1, 80, 16]), ("face", [-1, 6, 96, 96])])
         if path is not None:
             save(model, path)
@@ -131,10 +141,11 @@ class OpenVinoWav2Lip:
     """The network in fp32 through OpenVINO: ``(mel, face, first_row) -> rows from first_row``,
     one compiled network per first row asked for (made on first use)."""
 
-    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None = None, model_key: str = "",
+    def __init__(self, source: Source, streams: int, cache_dir: Path | None = None, model_key: str = "",
                  threads: int = 1) -> None:
-        """``streams`` calls at once, of ``threads`` threads each; ``cache_dir``: see :class:`ConvertedWav2Lip`."""
-        self._converted = ConvertedWav2Lip(model, cache_dir, model_key)
+        """``streams`` calls at once, of ``threads`` threads each; ``source`` and ``cache_dir``:
+        see :class:`ConvertedWav2Lip`."""
+        self._converted = ConvertedWav2Lip(source, cache_dir, model_key)
         self._streams, self._threads = streams, threads
         self._compiled: dict[int, Compiled] = {}
         self._lock = threading.Lock()

@@ -9,6 +9,7 @@ quantisation (uncalibrated ranges, swapped inputs or channels: 10-25 dB).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,8 +172,9 @@ class Spy:
 
     made: list[Spy] = []
 
-    def __init__(self, model: Wav2Lip, streams: int, cache_dir: Path | None, model_key: str, threads: int) -> None:
-        self.model, self.streams, self.cache_dir, self.model_key = model, streams, cache_dir, model_key
+    def __init__(self, load: Callable[[], Wav2Lip], streams: int, cache_dir: Path | None, model_key: str,
+                 threads: int) -> None:
+        self.model, self.streams, self.cache_dir, self.model_key = load(), streams, cache_dir, model_key
         self.threads = threads
         self.calibrations: list[tuple[str | None, tuple[int, ...]]] = []
         self.batches: list[int] = []

@@ -105,6 +105,22 @@ def test_the_runtime_a_cpu_render_gets(models_dir, tmp_path, monkeypatch):
         bare.check_ready(RenderOptions(runtime="openvino"))
 
 
+def test_a_filled_cache_spares_reading_the_checkpoint(models_dir, tmp_path, monkeypatch):
+    """The converted network is all OpenVINO needs: with it in the cache, a new engine (a new
+    process, a worker) does not read the checkpoint (~0.4 CPU s, and ~140 MB it would keep)."""
+    from lipsyncd.engine import engine as engine_module
+
+    mel, face = golden_inputs()
+    first = LipSyncEngine(models_dir, device="cpu", cache_dir=tmp_path)._generator(RenderOptions())
+    converted = first.network(mel, face, LOWER_FACE_ROW).numpy()  # converts and keeps rows from 32
+    assert first.model is None  # the torch network served the conversion only
+    monkeypatch.setattr(engine_module, "load_wav2lip", lambda *a, **k: pytest.fail("the checkpoint was read"))
+    again = LipSyncEngine(models_dir, device="cpu", cache_dir=tmp_path)._generator(RenderOptions())
+    assert np.array_equal(again.network(mel, face, LOWER_FACE_ROW).numpy(), converted)
+    golden = np.load(FIXTURES / "model_output.npy")[:, :, LOWER_FACE_ROW:]
+    assert np.abs(converted - golden).max() < 2e-5
+
+
 def test_runtime_is_validated():
     assert RenderOptions.from_mapping({"runtime": "torch"}).runtime == "torch"
     with pytest.raises(ValueError, match="engine.runtime: must be one of auto, torch, openvino; got 'onnx'"):
