@@ -1,20 +1,22 @@
 """What runs the face models: torch on the engine's device, or OpenVINO on a CPU.
 
 Why OpenVINO on a CPU: :class:`.graph.ConvertedGraph` replays a model op by op, and at the face
-pass's sizes (one to a few 192×192 images, one thread) most of its time is torch's dispatch of
-~100-200 small ops per image, not arithmetic. OpenVINO compiles the same module (converted from
-the interpreter itself, so the same wiring and weights) into fused kernels: measured on one thread
-(interleaved, a shared 2-core Xeon), the detector 3.3-4 ms an image against torch's 10-12 ms, the
-mesh 1.5-2 ms against 4-8 ms. The outputs stay within 1.5e-4 of torch's (the conformance bar
-against MediaPipe's own runtime is 1e-3).
+pass's sizes (one to a few 192×192 images, one thread) much of its time is torch's dispatch of
+~100 small ops per model call (117 in the detector, 97 in the mesh), not arithmetic. OpenVINO
+compiles the same module (converted from the interpreter itself, so the same wiring and weights)
+into fused kernels: measured on one thread (interleaved, a shared 2-core Xeon), the detector
+3.3-4 ms an image against torch's 10-12 ms, the mesh 1.5-2 ms against 4-8 ms. The outputs stay
+within 1.5e-4 of torch's (the conformance bar against MediaPipe's own runtime is 1e-3).
 
 Each model is compiled for one image at a time (static shape) and a batch is run image by image:
 faster than a dynamic batch at the sizes the locator asks for (1-8, varying), measured 3.3 vs 4.8
 ms an image for the detector, 1.7 vs 2.3 ms for the mesh.
 
-Converting a model costs ~0.5-1.5 CPU s; the converted model is kept in ``<cache>/openvino/`` named
-by a digest of the model's files (and :data:`CACHE_VERSION`), so later processes only read it
-(milliseconds) and compile it (~0.1 s).
+Converting both models costs ~2.3 CPU s (torch's tracing included); each converted model is kept
+in ``<cache>/openvino/``, named by a digest of the model's files (and :data:`CACHE_VERSION`), so
+later processes only read and compile them (~0.2 s for both; torch's load takes 0.1 s). Whole face
+passes (decode excluded, ``benchmarks/face_bench.py --runtime torch openvino``): 1.8-2.35× fewer
+CPU seconds than through torch, the same frames with a face, boxes within 0.03 px.
 """
 
 from __future__ import annotations
