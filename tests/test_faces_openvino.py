@@ -10,6 +10,7 @@ goldens, the same tolerances.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from lipsyncd.engine.faces.locate import FaceLocator
 from lipsyncd.engine.faces.mesh import FaceMesh
 from lipsyncd.engine.faces.runtime import CACHE_VERSION, FaceRuntime, OpenVinoGraph, model_digest
 from lipsyncd.engine.faces.track import analyse
+from lipsyncd.engine.threads import ThreadPlan
 
 MODELS = (detector_module.MODEL_NAME, mesh_module.MODEL_NAME)
 
@@ -160,7 +162,10 @@ def test_the_runtime_a_cpu_face_pass_gets(models_dir, cache_dir, openvino_cache,
     assert _runtime_of(engine._face_locator(RenderOptions())) == "openvino"
     assert _runtime_of(engine._face_locator(RenderOptions(precision="int8"))) == "openvino"
     assert _runtime_of(engine._face_locator(RenderOptions(runtime="torch"))) == "torch"
-    assert engine._face_runtime(RenderOptions()) == FaceRuntime(True, openvino_cache, engine.threads.faces)
+    assert engine._face_runtime(RenderOptions()) == FaceRuntime(True, openvino_cache, threads=1)
+    two_threads = LipSyncEngine(models_dir, device="cpu", cache_dir=cache_dir,
+                                threads=replace(ThreadPlan.for_device("cpu"), faces=2))
+    assert two_threads._face_runtime(RenderOptions()).threads == 2  # the face stage's, as torch gets
     uncached = LipSyncEngine(models_dir, device="cpu")
     assert _runtime_of(uncached._face_locator(RenderOptions())) == "torch"
     assert uncached._face_runtime(RenderOptions(runtime="openvino")) == FaceRuntime(True, None, 1)
