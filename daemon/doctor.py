@@ -126,7 +126,7 @@ def _precision(config: Config) -> list[Check]:
                    + (" (pip install 'lipsyncd[openvino]' runs it 1.1-1.4x faster)" if "openvino" in missing else ""))
         there = "installed" if not missing else "not installed (pip install 'lipsyncd[int8]')"
         return [Check("precision", OK, f"fp32 on a CPU (the reference's numbers) through {runtime}; "
-                                       f"the opt-in int8 is {there}")]
+                                       f"the opt-in int8 is {there}; the face models run the way fp32 does")]
     if missing:
         return [Check("precision", FAIL, f"engine.defaults.precision is int8 but {' and '.join(missing)} "
                       "not installed", "pip install 'lipsyncd[int8]' into the service's venv, or set "

@@ -56,8 +56,8 @@ from .options import (
               help="Wav2Lip on a CPU: fp32, or int8 (renders ~1.9x faster on CPUs with VNNI, slightly "
                    "different picture; needs the int8 extra).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), default=RenderOptions.runtime, show_default=True,
-              help="What runs Wav2Lip in fp32 on a CPU: openvino (faster, needs the openvino extra), torch, "
-                   "or auto (openvino when installed and --cache-dir keeps its converted network).")
+              help="What runs Wav2Lip and the face models in fp32 on a CPU: openvino (faster, needs the openvino "
+                   "extra), torch, or auto (openvino when installed and --cache-dir keeps its converted networks).")
 @click.option("--loop", type=click.Choice(LOOP_MODES), default=RenderOptions.loop, show_default=True,
               help="When the audio is longer than the video.")
 @click.option("--face", type=click.Choice(FACE_CHOICES), default=RenderOptions.face, show_default=True,

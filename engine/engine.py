@@ -27,8 +27,11 @@ import torch
 from . import media, openvino_cpu
 from .audio import SpeechAudio, load_speech
 from .errors import EngineError, ModelError, NoFaceError
+from .faces.detector import FaceDetector
 from .faces.fan import FanLocator, fan_weights_present
 from .faces.locate import FaceLocator
+from .faces.mesh import FaceMesh
+from .faces.runtime import FaceRuntime
 from .faces.track import TRACK_VERSION, FaceTrack, analyse, look_ahead
 from .infer import MouthGenerator, Network
 from .int8 import Int8Wav2Lip
@@ -297,13 +300,24 @@ class LipSyncEngine:
         return "face-alignment" if self.device.type == "cuda" and fan_weights_present() else "mediapipe"
 
     def _face_locator(self, options: RenderOptions) -> FaceLocator:
-        """A fresh locator (no memory of another video) on this backend's models, loaded once."""
+        """A fresh locator (no memory of another video) on this backend's models, loaded once per
+        backend and runtime."""
         backend = self._face_backend(options)
-        if backend not in self._locators:
-            self._locators[backend] = (
-                FanLocator.load(self.device, allow_download=True) if backend == "face-alignment"
-                else FaceLocator.load(self.device))
-        return self._locators[backend].for_video(options.face)
+        runtime = self._face_runtime(options) if backend == "mediapipe" else None
+        key = backend if runtime is None else f"{backend}-{runtime.name}"
+        if key not in self._locators:
+            self._locators[key] = (FanLocator.load(self.device, allow_download=True) if runtime is None
+                                   else FaceLocator(FaceDetector(self.device, runtime=runtime),
+                                                    FaceMesh(self.device, runtime=runtime)))
+        return self._locators[key].for_video(options.face)
+
+    def _face_runtime(self, options: RenderOptions) -> FaceRuntime:
+        """MediaPipe's face models run through OpenVINO where Wav2Lip's fp32 network would
+        (:meth:`_cpu_runtime`), on the face stage's threads. That rule holds for them too: converting
+        both costs ~2.3 CPU s, which the face pass wins back after 300-500 frames (~5 ms a frame
+        instead of 9-13, ``benchmarks/face_bench.py``), so without a cache ``auto`` keeps torch."""
+        openvino = self._cpu_runtime(replace(options, precision="fp32")) == "openvino"
+        return FaceRuntime(openvino, self._openvino_cache(), self.threads.faces)
 
     def _track_cache_path(self, video: Path, options: RenderOptions, digest: str | None = None) -> Path | None:
         if self.cache_dir is None:

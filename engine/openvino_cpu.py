@@ -93,18 +93,14 @@ class ConvertedWav2Lip:
         """The fp32 network drawing rows from ``first_row`` down."""
         import openvino as ov
 
-        path = self.entry(f"rows{first_row}")
-        model = read(path)
-        if model is not None:
-            return model
-        example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
-        network = self._source if isinstance(self._source, Wav2Lip) else self._source()
-        with torch.inference_mode():  # -1: any batch size
-            model = ov.convert_model(_FromRow(network.float().eval(), first_row), example_input=example,
-                                     input=[("mel", [-1, 1, 80, 16]), ("face", [-1, 6, 96, 96])])
-        if path is not None:
-            save(model, path)
-        return model
+        def convert() -> Any:
+            example = (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
+            network = self._source if isinstance(self._source, Wav2Lip) else self._source()
+            with torch.inference_mode():  # -1: any batch size
+                return ov.convert_model(_FromRow(network.float().eval(), first_row), example_input=example,
+                                        input=[("mel", [-1, 1, 80, 16]), ("face", [-1, 6, 96, 96])])
+
+        return kept(self.entry(f"rows{first_row}"), convert)
 
 
 class Compiled:
@@ -125,11 +121,20 @@ class Compiled:
         self._compiled.create_infer_request().get_input_tensor(0).data  # noqa: B018 - for its side effect
 
     def __call__(self, feed: dict[str, np.ndarray]) -> torch.Tensor:
+        """The model's (first) output for ``feed``, as a torch tensor."""
+        return torch.from_numpy(self.outputs(feed)[0])
+
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of each output (a model compiled for static shapes only)."""
+        return [tuple(output.get_shape()) for output in self._compiled.outputs]
+
+    def outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output of the model for ``feed``, in the model's order."""
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         result = request.infer(feed)
-        return torch.from_numpy(np.array(result[self._compiled.output(0)]))  # a copy: the request reuses its buffer
+        return [np.array(result[output]) for output in self._compiled.outputs]  # copies: the request reuses its buffers
 
 
 def feed_of(mel: torch.Tensor, face: torch.Tensor) -> dict[str, np.ndarray]:
@@ -156,6 +161,17 @@ class OpenVinoWav2Lip:
                 self._compiled[first_row] = Compiled(self._converted(first_row), self._streams, self._threads)
             compiled = self._compiled[first_row]
         return compiled(feed_of(mel, face))
+
+
+def kept(path: Path | None, convert: Callable[[], Any]) -> Any:
+    """The model kept at ``path``, else ``convert()``'s, kept there for the next process (``path``
+    None: no cache, converted every time)."""
+    model = read(path)
+    if model is None:
+        model = convert()
+        if path is not None:
+            save(model, path)
+    return model
 
 
 def read(path: Path | None) -> Any:

@@ -38,10 +38,11 @@ class RenderOptions:
     the ``int8`` extra). A GPU
     runs it in fp16 either way."""
     runtime: str = "auto"
-    """What runs Wav2Lip in fp32 on a CPU: ``openvino`` (1.1-1.4× torch's speed, the same
-    numbers within float rounding; needs the ``openvino`` extra), ``torch``, or ``auto``:
-    OpenVINO when it is installed and there is a cache folder (the service always has one) to
-    keep its converted network in, else torch. A GPU runs torch; int8 runs OpenVINO."""
+    """What runs the networks in fp32 on a CPU, Wav2Lip and MediaPipe's face models: ``openvino``
+    (Wav2Lip 1.1-1.4× torch's speed, the face pass ~2×, the same numbers within float rounding;
+    needs the ``openvino`` extra), ``torch``, or ``auto``: OpenVINO when it is installed and there
+    is a cache folder (the service always has one) to keep its converted networks in, else torch.
+    A GPU runs torch; int8 runs Wav2Lip through OpenVINO."""
     loop: str = "pingpong"
     """Audio longer than the video: play the video forth and back (``pingpong``) or restart it (``loop``)."""
     face: str = "largest"

@@ -1,4 +1,4 @@
-"""Find faces in frames: MediaPipe's BlazeFace full-range detector, run batched with torch.
+"""Find faces in frames: MediaPipe's BlazeFace full-range detector, run batched (torch or OpenVINO, :mod:`.runtime`).
 
 The pre- and post-processing follow MediaPipe's face detection graph, because the model was trained
 for it: the frame is letterboxed into a 192×192 RGB square scaled to [-1, 1]; each of the 48×48
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from .graph import ConvertedGraph
+from .runtime import TORCH, FaceRuntime
 from .turns import unturn_points
 
 INPUT_SIZE = 192
@@ -117,11 +117,11 @@ class FaceDetector:
     """Batched face detection; keeps no reference to the frames it was given."""
 
     def __init__(self, device: str | torch.device = "cpu", min_score: float = 0.5,
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, runtime: FaceRuntime = TORCH) -> None:
         self.device = torch.device(device)
         self.min_score = min_score
         self.max_batch = max_batch
-        self._model = ConvertedGraph.load(MODEL_NAME).to(self.device).eval()
+        self._model = runtime.load(MODEL_NAME, self.device)
         self._anchors = torch.from_numpy(_anchors()).to(self.device)
 
     def run_model(self, inputs_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

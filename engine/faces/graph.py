@@ -72,10 +72,7 @@ class ConvertedGraph(torch.nn.Module):
                 arrays = {key: npz[key] for key in npz.files}
             return cls(spec, arrays)
         except (OSError, ValueError, KeyError) as error:
-            raise ModelError(
-                f"The face model '{name}' in {folder} is missing or damaged ({error}). "
-                "Reinstall lipsyncd, or rebuild the files with tools/convert_mediapipe_faces.py."
-            ) from error
+            raise damaged(name, folder, error) from error
 
     def forward(self, x_nhwc: torch.Tensor) -> list[torch.Tensor]:
         """Run the graph on a float32 NHWC batch; return its outputs in TFLite's order and layout."""
@@ -88,6 +85,12 @@ class ConvertedGraph(torch.nn.Module):
 
     def constant(self, key: str) -> torch.Tensor:
         return getattr(self, key)
+
+
+def damaged(name: str, folder: Path, error: Exception) -> ModelError:
+    """The error for a face model whose files cannot be read or make no model."""
+    return ModelError(f"The face model '{name}' in {folder} is missing or damaged ({error}). "
+                      "Reinstall lipsyncd, or rebuild the files with tools/convert_mediapipe_faces.py.")
 
 
 def _to_nhwc(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""468 face landmarks per frame: MediaPipe's FaceMesh model, run batched with torch.
+"""468 face landmarks per frame: MediaPipe's FaceMesh model, run batched (torch or OpenVINO, :mod:`.runtime`).
 
 The model sees a 192×192 RGB crop scaled to [0, 1], a square around the face; it returns the
 points in crop pixels (z in the same unit as x, negative towards the camera) and a logit that a
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .graph import ConvertedGraph
+from .runtime import TORCH, FaceRuntime
 
 INPUT_SIZE = 192
 NUM_POINTS = 468
@@ -94,10 +94,10 @@ def points_box(points: np.ndarray) -> np.ndarray:
 class FaceMesh:
     """Batched face landmarks; keeps no reference to the frames it was given."""
 
-    def __init__(self, device: str | torch.device = "cpu", max_batch: int = 64) -> None:
+    def __init__(self, device: str | torch.device = "cpu", max_batch: int = 64, runtime: FaceRuntime = TORCH) -> None:
         self.device = torch.device(device)
         self.max_batch = max_batch
-        self._model = ConvertedGraph.load(MODEL_NAME).to(self.device).eval()
+        self._model = runtime.load(MODEL_NAME, self.device)
 
     @torch.inference_mode()
     def run_model(self, crops_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
