@@ -3,8 +3,9 @@
 Each round runs, one after the other, each as a fresh process the way a user starts it:
 
 - ``ours (new video)``: ``lipsyncd render`` with a cache that holds no face track for the video,
-  so the face pass runs; it holds the network converted for OpenVINO (``runtime: auto``), as a
-  service's cache does after its first job (converting costs ~3 CPU s once per checkpoint);
+  so the face pass runs; it holds the networks converted for OpenVINO (``runtime: auto``: Wav2Lip
+  and the face models), as a service's cache does after its first job (converting costs ~5 CPU s
+  once per checkpoint);
 - ``ours (repeat avatar)``: the same video again, its face track kept from the run before;
 - ``ours, torch runtime (repeat avatar)``: the same with ``--runtime torch``: what OpenVINO adds;
 - with ``--int8``, the same with ``--precision int8`` (opt-in, OpenVINO): ``ours int8 (new
@@ -137,10 +138,13 @@ def main() -> None:
             timed_run(ours(args.video, audio, models, warm_cache, work / "warm-up.mp4", *int8))  # its int8 network
 
         def new_video_cache(name: str) -> Path:
-            """A cache as a service's is after its first job: the converted networks, no track."""
+            """A cache as a service's is after its first job: the converted networks (Wav2Lip's
+            rows, the face models), no track and no int8 network of this video."""
             cache = work / name / "openvino"
             cache.mkdir(parents=True)
-            for kept in (warm_cache / "openvino").glob("*-rows*"):
+            for kept in (warm_cache / "openvino").glob("*"):
+                if "-int8-" in kept.name:  # a video's own quantised network: not a new video's
+                    continue
                 (cache / kept.name).hardlink_to(kept)
             return cache.parent
 
