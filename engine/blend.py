@@ -34,6 +34,11 @@ Box = tuple[int, int, int, int]
 MODEL_SIZE = 96
 MASK_SIZE = 128
 """Largest side, in pixels, at which the paste mask is drawn (see :func:`lower_face_mask`)."""
+NO_CHANGE = 0.5 / 255
+"""Mask values below this change no 8-bit sample: a face and a frame differ by 255 levels at
+most, so the blend moves a sample by less than half a level, which rounds away. The paste's box
+(and so the rows the network draws) covers only where the mask reaches it: the feathered edge's
+faint tail, a few rows above the nose, would otherwise count."""
 
 
 def crop_rect(box: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -194,7 +199,7 @@ def _paste_box(small: np.ndarray, rect: Box, width: int, height: int) -> Box | N
     grown to even coordinates so that it covers whole chroma samples; None when it is empty. The
     mask is zero on the crop's border, so the box lies inside the crop."""
     x0, y0, x1, y1 = rect
-    left, top, box_w, box_h = cv2.boundingRect((small > 0).view(np.uint8))
+    left, top, box_w, box_h = cv2.boundingRect((small >= NO_CHANGE).view(np.uint8))
     if box_w == 0:
         return None
     fx, fy = (x1 - x0) / small.shape[1], (y1 - y0) / small.shape[0]

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lipsyncd.engine import blend
 from lipsyncd.engine.blend import MODEL_SIZE, crop_rect, lower_face_mask, model_crop, mouth_mask, paste
 from lipsyncd.engine.faces.track import KEPT, LIPS, NOSE, OVAL
 from lipsyncd.engine.yuv import I420, YuvMatrix
@@ -149,12 +150,37 @@ def test_rows_above_first_face_row_never_reach_the_frame(rect, centre, radius):
     for frame, face in zip(frames, (generated, noisy), strict=True):
         paste(frame, face, mask, 1.0, BT601)
     assert np.array_equal(frames[0].data, frames[1].data)
-    # Not far above what shows: the box reaches a little beyond the mask, whose feather's last
-    # rows round to no change (measured 5-9 rows on these faces).
+    # Not far above what shows: the rows just below ``first`` reach the frame.
     noisy[first:first + 12] = 255 - noisy[first:first + 12]
     frame = random_i420(width, height, 4)
     paste(frame, noisy, mask, 1.0, BT601)
     assert not np.array_equal(frames[0].data, frame.data)
+
+
+@pytest.mark.parametrize(("rect", "centre", "radius"), [
+    ((51, 49, 151, 149), (101, 99), 40.0),
+    ((10, 11, 47, 50), (28, 29), 15.0),
+    ((0, 0, 300, 320), (150, 150), 120.0),
+])
+def test_the_feathers_faint_tail_changes_nothing(rect, centre, radius, monkeypatch):
+    """The paste's box leaves out where the mask is below :data:`NO_CHANGE` (a few rows of the
+    feather's tail, which the network then need not draw): a paste over the mask's whole support
+    gives the very same frame, for faces and frames of samples at the ends of the range."""
+    width, height = 320, 320
+    pts = synthetic_points(*centre, r=radius)
+    tight = mouth_mask(pts, rect, width, height)
+    monkeypatch.setattr(blend, "NO_CHANGE", np.finfo(np.float32).tiny)  # the whole support (> 0)
+    whole = mouth_mask(pts, rect, width, height)
+    assert tight is not None and whole is not None
+    assert tight.box[1] > whole.box[1] and tight.first_face_row(MODEL_SIZE) > whole.first_face_row(MODEL_SIZE)
+    for seed in range(3):
+        extreme = np.random.default_rng(seed).choice([0, 255], (MODEL_SIZE, MODEL_SIZE, 3)).astype(np.uint8)
+        frame = random_i420(width, height, 10 + seed)
+        frame.data[:] = np.where(frame.data > 127, 0, 255)  # samples at the ends of the range
+        frames = [frame, I420(frame.data.copy())]
+        for frame, mask in zip(frames, (tight, whole), strict=True):
+            paste(frame, extreme, mask, 1.0, BT601)
+        assert np.array_equal(frames[0].data, frames[1].data)
 
 
 def bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
