@@ -276,7 +276,7 @@ def render_once(engine, audio, video: Path, out: Path, options, *, cached: bool,
             old.unlink()
     original = MouthGenerator.__call__
     if identity:
-        MouthGenerator.__call__ = lambda self, crops, mels, rows=None: crops  # the network costs nothing
+        MouthGenerator.__call__ = lambda self, crops, mels, rows=None, row=0: crops  # the network costs nothing
     try:
         with measured({}) as figures:
             result = engine.render(audio, video, out, options)
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     from lipsyncd.engine import LipSyncEngine, RenderOptions, media
     from lipsyncd.engine.audio import decode_audio
-    from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW
+    from lipsyncd.engine.infer import CPU_BATCH
     from lipsyncd.engine.threads import ThreadPlan, usable_cores
 
     models_dir = args.models_dir
@@ -432,14 +432,10 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     engines = {name: LipSyncEngine(models_dir, device=args.device, cache_dir=work / "cache", threads=plan)
                for name, plan in plans.items()}
-    for engine in engines.values():
-        engine.check_ready(options)
-        generator = engine._generator(options)  # warm-up: kernels (OpenVINO: networks) for both shapes renders use
-        crops, mels = np.zeros((generator.batch_size, 96, 96, 3), np.uint8), np.zeros((generator.batch_size, 80, 16),
-                                                                                     np.float32)
-        for row in (0, LOWER_FACE_ROW):
-            generator(crops, mels, np.full(len(crops), row))
     audio = engines["ours"].load_audio(audio_path)
+    for engine in engines.values():  # warm-up: kernels (OpenVINO: converted networks) for the shapes renders use
+        engine.check_ready(options)
+        render_once(engine, audio, args.video, work / "out.mp4", options, cached=False)
     renders = []
     for loaded in (False, True)[: 1 if args.no_loaded else 2]:
         with busy_neighbour(loaded):

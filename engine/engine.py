@@ -143,7 +143,7 @@ class LipSyncEngine:
                 width, height = writer.size
                 loop = FrameLoop(track, redraw, writer.matrix, writer.write,
                                  timer, frames_per_group(width, height, redraw.batch_size),
-                                 frames_per_group(width, height, DECODE_AHEAD), self.threads)
+                                 frames_per_group(width, height, DECODE_AHEAD), self.threads, (width, height))
                 loop.run(media.read_i420(video, info, schedule), schedule,
                          _shifted(progress, analysed, analysed + total), should_stop)
             os.replace(tmp, output)

@@ -12,9 +12,10 @@ faster, the same numbers), and with ``precision: int8`` (opt-in) in int8 (:mod:`
 everything around the network stays as it is.
 
 The paste reads only the lower face (:meth:`.blend.MouthMask.first_face_row`), so a batch whose faces are
-all read from :data:`LOWER_FACE_ROW` down is drawn from there (:meth:`.Wav2Lip.forward`'s
-``first_row``): exact where it is read, and the decoder skips a third of its rows at its three
-biggest stages. Every other batch gets whole faces.
+all read from a render's row down (:func:`rows_from`, planned from the faces the render shows) is
+drawn from there (:meth:`.Wav2Lip.forward`'s ``first_row``): exact where it is read, and the
+decoder skips a third or more of its rows at its three biggest stages. Every other batch gets
+whole faces.
 
 Every call to the network has the same batch size: a short batch is padded. oneDNN compiles
 and keeps its kernels per input shape, so batches of every size from 1 to N would grow the
@@ -42,10 +43,30 @@ and 85 ms of CPU; batch 1 cost three times batch 8 (266 vs 91 ms, two threads, i
 
 LOWER_FACE_ROW = 32
 """The row (of 96) from which a batch's faces are drawn when the paste reads nothing above it in
-any of them. Measured: the paste reads from rows 31-43 on the shared clips (the mask reaches up to
-the nose tip), and the network alone runs 1.16-1.21× the frames per CPU second from row 32 (1.31×
-from 40, 1.43× from 48; one thread, batch 8, interleaved; ``benchmarks/network_levers.py``). One
-row only, besides whole faces: every shape the network sees costs oneDNN's kernel cache memory."""
+any of them and no plan (:func:`rows_from`) says otherwise. Measured: the paste reads from rows
+31-42 on the shared clips (the mask reaches up to the nose tip), and the network alone runs
+1.16-1.21× the frames per CPU second from row 32 (1.31× from 40, 1.43× from 48; one thread, batch 8,
+interleaved; ``benchmarks/network_levers.py``)."""
+ROW_STEP = 4
+"""A render's row is a multiple of this: each row is one more network shape (kernels, and on
+OpenVINO a converted network of ~145 MB on disk), so rows come in few steps."""
+LOWEST_ROW = 24
+"""Below this a render draws whole faces: the rows left out would save little."""
+ODD_FACES = 0.02
+"""The share of a render's faces that may be read from higher up than its row (they go in
+whole-face batches), so that a few odd frames do not cost every batch its saving."""
+
+
+def rows_from(first_rows: np.ndarray) -> int:
+    """The row a render's batches are drawn from, given the first row the paste reads of the faces
+    it shows (or a sample of them): the highest step of :data:`ROW_STEP` that all of them but
+    :data:`ODD_FACES` are read from; 0 (whole faces) when that is below :data:`LOWEST_ROW` or there
+    are none. Measured on the shared clips (all frames): 32-40 (rows 31-42 read; 98 % from 33-42)."""
+    if not len(first_rows):
+        return 0
+    odd = int(len(first_rows) * ODD_FACES)
+    row = int(np.partition(first_rows, odd)[odd]) // ROW_STEP * ROW_STEP
+    return row if row >= LOWEST_ROW else 0
 
 Network = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """What runs the batches: ``(mel (B,1,80,16), face (B,6,96,96), first_row) -> (B,3,R,96)`` in
@@ -89,15 +110,17 @@ class MouthGenerator:
         self._batch_size = requested if self.device.type == "cuda" else min(requested, self.cpu_batch)
 
     @torch.inference_mode()
-    def __call__(self, crops: np.ndarray, mels: np.ndarray, first_rows: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, mels: np.ndarray, first_rows: np.ndarray | None = None,
+                 lower_row: int = LOWER_FACE_ROW) -> np.ndarray:
         """New faces for ``crops``; with ``first_rows`` (per crop, the first row that will be read)
-        a face may keep its input's rows above that row (see :data:`LOWER_FACE_ROW`)."""
+        the faces of a batch all read from ``lower_row`` (:func:`rows_from`) down keep their input's
+        rows above it."""
         out = crops.copy()
         start = 0
         while start < len(crops):
             size = self.batch_size
             stop = min(start + size, len(crops))
-            row = LOWER_FACE_ROW if first_rows is not None and first_rows[start:stop].min() >= LOWER_FACE_ROW else 0
+            row = lower_row if first_rows is not None and first_rows[start:stop].min() >= lower_row else 0
             try:
                 generated = self._run(_padded(crops[start:stop], size), _padded(mels[start:stop], size), row)
                 out[start:stop, row:] = generated[:stop - start, generated.shape[1] - (crops.shape[1] - row):]

@@ -144,7 +144,9 @@ def feed_of(mel: torch.Tensor, face: torch.Tensor) -> dict[str, np.ndarray]:
 
 class OpenVinoWav2Lip:
     """The network in fp32 through OpenVINO: ``(mel, face, first_row) -> rows from first_row``,
-    one compiled network per first row asked for (made on first use)."""
+    one compiled network per first row asked for (made on first use), for whole faces and the
+    last row other than 0 only: a compiled network holds ~0.4 GB, and a render asks for one row
+    besides whole faces (:func:`.infer.rows_from`); the next video may ask for another."""
 
     def __init__(self, source: Source, streams: int, cache_dir: Path | None = None, model_key: str = "",
                  threads: int = 1) -> None:
@@ -158,6 +160,8 @@ class OpenVinoWav2Lip:
     def __call__(self, mel: torch.Tensor, face: torch.Tensor, first_row: int = 0) -> torch.Tensor:
         with self._lock:
             if first_row not in self._compiled:
+                if first_row:  # the row before is a past video's (a batch running on it keeps it alive)
+                    self._compiled = {row: net for row, net in self._compiled.items() if row == 0}
                 self._compiled[first_row] = Compiled(self._converted(first_row), self._streams, self._threads)
             compiled = self._compiled[first_row]
         return compiled(feed_of(mel, face))

@@ -56,6 +56,9 @@ DECODE_AHEAD = 64
 """Decoded frames waiting for the loop, at most (fewer for big frames: :data:`GROUP_BYTES`)."""
 ENCODE_QUEUE = 2
 """Groups waiting for the encoder, beyond the one it encodes."""
+ROWS_SAMPLED = 256
+"""Source frames whose masks plan a render's network rows (:meth:`.redraw.Redraw.plan`): ~0.1 ms
+each, and a few hundred pin a share of 98 % within a few frames."""
 
 
 def frames_per_group(width: int, height: int, limit: int) -> int:
@@ -120,6 +123,8 @@ class FrameLoop:
     """Decoded frames the decoder may hold ready for the loop: they keep it fed while the decoder
     decodes a keyframe interval before handing a backward (ping-pong) run out reversed."""
     threads: ThreadPlan
+    size: tuple[int, int]
+    """The frames' width and height."""
     encoded: int = field(default=0, init=False)
     """Frames the encoder has taken so far (written by its thread, read by this one)."""
 
@@ -127,6 +132,7 @@ class FrameLoop:
             progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> None:
         total, done = len(schedule), 0
         stop = partial(check_stop, should_stop)
+        self.redraw.plan(self._first_rows(schedule))
         faces_per_call = self.redraw.batch_size
         workers = self.threads.network_workers
         in_network: deque[tuple[list[I420], Future]] = deque()
@@ -175,23 +181,41 @@ class FrameLoop:
         if progress:
             progress(Progress(total, total, "render"))
 
+    def _first_rows(self, schedule: list[int]) -> np.ndarray:
+        """The first row the paste reads (:meth:`.blend.MouthMask.first_face_row`) of the faces
+        the render shows, on up to :data:`ROWS_SAMPLED` of its source frames spread evenly."""
+        shown = np.unique(np.asarray(schedule))
+        sample = shown[np.linspace(0, len(shown) - 1, min(len(shown), ROWS_SAMPLED)).round().astype(int)]
+        masks = (self._mask(int(src), *self._view_size(int(src))) for src in sample)
+        return np.array([mask.first_face_row(self.redraw.face_size) for mask in masks if mask is not None], int)
+
+    def _view_size(self, src: int) -> tuple[int, int]:
+        """Width and height of the view in which source frame ``src``'s face stands upright."""
+        assert self.track.turns is not None  # FaceTrack fills it in
+        width, height = self.size
+        return (height, width) if self.track.turns[src] % 2 else (width, height)
+
+    def _mask(self, src: int, width: int, height: int) -> MouthMask | None:
+        """Source frame ``src``'s mask in its upright view of ``width`` × ``height``; None where
+        nothing would be pasted (no face, a fade of 0, an empty mask)."""
+        rect = self.redraw.rect(self.track, src, width, height)
+        if rect is None or self.track.fade[src] <= 0:
+            return None
+        return mouth_mask(self.track.points[src], rect, width, height)
+
     def _mouths(self, group: list[I420], sources: list[int], first: int) -> list[Mouth | None]:
         """Per frame: what to paste, or None where the frame has no face (runs in a network worker)."""
         track, turns = self.track, self.track.turns
         assert turns is not None  # FaceTrack fills it in
         views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
-        rects = [self.redraw.rect(track, src, view.width, view.height)
-                 for view, src in zip(views, sources, strict=True)]
-        # Faces whose mask covers something and whose fade is not 0: the others would paste nothing.
-        masks = {j: mask for j, rect in enumerate(rects) if rect is not None and track.fade[sources[j]] > 0
-                 and (mask := mouth_mask(track.points[sources[j]], rect, views[j].width, views[j].height))}
+        masks = {j: mask for j, (view, src) in enumerate(zip(views, sources, strict=True))
+                 if (mask := self._mask(src, view.width, view.height))}
         mouths: list[Mouth | None] = [None] * len(group)
         if not masks:
             return mouths
         with self.timer("network (all workers)"):
             crops = np.stack([self.redraw.crop(views[j], mask.rect, self.matrix) for j, mask in masks.items()])
-            size = len(crops[0])  # the model's face: it draws the crop it sees
-            rows = np.array([mask.first_face_row(size) for mask in masks.values()])
+            rows = np.array([mask.first_face_row(self.redraw.face_size) for mask in masks.values()])
             generated = self.redraw(crops, [first + j for j in masks], rows)
         for face, (j, mask) in zip(generated, masks.items(), strict=True):
             mouths[j] = Mouth(face, mask, float(track.fade[sources[j]]), int(turns[sources[j]]))

@@ -9,7 +9,8 @@ stop. Only three things differ between Wav2Lip and MuseTalk, and a :class:`Redra
 - ``crop``: the BGR crop the network sees. Wav2Lip: 96×96, bilinear; MuseTalk: 256×256, LANCZOS4.
 - ``__call__``: crops + the *output* frame numbers they belong to (+ the first row of each face
   that the paste reads) → new BGR faces. Wav2Lip looks up each frame's mel window and draws only
-  the rows read when it can; MuseTalk looks up its whisper prompt and draws whole faces.
+  the rows read when it can, from a row planned per render (``plan``) from the faces it shows;
+  MuseTalk looks up its whisper prompt and draws whole faces.
 
 The paste (:func:`.blend.paste`) is shared: it resizes any square face to its rect.
 """
@@ -23,9 +24,9 @@ import cv2
 import numpy as np
 
 from .audio import MelWindows
-from .blend import crop_rect, model_crop
+from .blend import MODEL_SIZE, crop_rect, model_crop
 from .faces.track import POINTS_68, FaceTrack
-from .infer import MouthGenerator
+from .infer import LOWER_FACE_ROW, MouthGenerator, rows_from
 from .yuv import I420, TurnedView, YuvMatrix
 
 if TYPE_CHECKING:
@@ -41,6 +42,14 @@ class Redraw(Protocol):
     @property
     def batch_size(self) -> int:
         """Faces per network call (every call is padded to it)."""
+
+    @property
+    def face_size(self) -> int:
+        """The side of the square face the network sees and draws."""
+
+    def plan(self, first_rows: np.ndarray) -> None:
+        """Before the frames come: the first row the paste reads (of a :attr:`face_size` face) of
+        the faces this render shows, or a sample of them."""
 
     def rect(self, track: FaceTrack, src: int, width: int, height: int) -> Rect | None:
         """Where source frame ``src``'s face crop lies in a view of ``width`` × ``height``;
@@ -61,10 +70,16 @@ class Wav2LipRedraw:
     generator: MouthGenerator
     mels: MelWindows
     pads: tuple[int, int, int, int]
+    lower_row: int = LOWER_FACE_ROW
+    """The row batches are drawn from when all their faces are read from there down (:meth:`plan`)."""
+    face_size: int = MODEL_SIZE
 
     @property
     def batch_size(self) -> int:
         return self.generator.batch_size
+
+    def plan(self, first_rows: np.ndarray) -> None:
+        self.lower_row = rows_from(first_rows)
 
     def rect(self, track: FaceTrack, src: int, width: int, height: int) -> Rect | None:
         if not track.has_face[src]:
@@ -75,7 +90,7 @@ class Wav2LipRedraw:
         return model_crop(view, rect, matrix)
 
     def __call__(self, crops: np.ndarray, frames: list[int], first_rows: np.ndarray) -> np.ndarray:
-        return self.generator(crops, self.mels[frames], first_rows)
+        return self.generator(crops, self.mels[frames], first_rows, self.lower_row)
 
 
 @dataclass
@@ -87,6 +102,15 @@ class MuseTalkRedraw:
     @property
     def batch_size(self) -> int:
         return self.generator.batch_size
+
+    @property
+    def face_size(self) -> int:
+        from .musetalk.face import FACE_SIZE
+
+        return FACE_SIZE
+
+    def plan(self, first_rows: np.ndarray) -> None:
+        """Nothing to plan: MuseTalk draws whole faces."""
 
     def rect(self, track: FaceTrack, src: int, width: int, height: int) -> Rect | None:
         from .musetalk.face import box_from_landmarks, with_margin

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, MouthGenerator
+from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, LOWEST_ROW, MouthGenerator, rows_from
 from lipsyncd.engine.wav2lip import Wav2Lip
 
 
@@ -69,6 +69,31 @@ def test_a_batch_read_from_the_lower_face_only_is_drawn_from_there():
     assert np.array_equal(out[lower, LOWER_FACE_ROW:], 255 - crops[lower, LOWER_FACE_ROW:])
     assert np.array_equal(out[lower, :LOWER_FACE_ROW], crops[lower, :LOWER_FACE_ROW])
     assert np.array_equal(out[4:8], 255 - crops[4:8])
+
+
+def test_a_render_draws_from_the_row_nearly_all_its_faces_are_read_from():
+    """The row is the highest step of 4 that 98 % of the faces shown are read from: an odd face read
+    from higher up (2 % or less) does not pull the render's row up with it; below LOWEST_ROW (or
+    with no face), whole faces."""
+    rng = np.random.default_rng(7)
+    assert rows_from(rng.integers(41, 45, 500)) == 40
+    assert rows_from(np.r_[rng.integers(41, 45, 490), [30] * 10]) == 40  # 2 %: kept out
+    assert rows_from(np.r_[rng.integers(41, 45, 480), [30] * 20]) == 28  # 4 %: the row follows them
+    assert rows_from(np.array([35, 36, 37])) == 32
+    assert rows_from(np.array([LOWEST_ROW - 1] * 5)) == 0
+    assert rows_from(np.array([], int)) == 0
+
+
+def test_the_planned_row_decides_which_batches_are_drawn_from_it():
+    model = Recorder()
+    generator = MouthGenerator(model, torch.device("cpu"), batch_size=4)
+    crops = np.random.default_rng(8).integers(0, 256, (8, 96, 96, 3), np.uint8)
+    out = generator(crops, np.zeros((8, 80, 16), np.float32), np.array([41] * 4 + [39] * 4), lower_row=40)
+    assert model.rows == [40, 0]
+    assert np.array_equal(out[:4, :40], crops[:4, :40]) and np.array_equal(out[:4, 40:], 255 - crops[:4, 40:])
+    assert np.array_equal(out[4:], 255 - crops[4:])
+    generator(crops, np.zeros((8, 80, 16), np.float32), np.array([41] * 8), lower_row=0)  # a plan of whole faces
+    assert model.rows[2:] == [0, 0]
 
 
 def test_out_of_memory_at_batch_one_is_raised():

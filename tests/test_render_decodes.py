@@ -24,7 +24,7 @@ OPTIONS = RenderOptions(smooth_frames=2)
 @pytest.fixture
 def engine(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LipSyncEngine:
     """The engine with the network replaced by a cheap stand-in: decoding is what is measured."""
-    monkeypatch.setattr(MouthGenerator, "__call__", lambda self, crops, mels, rows=None: crops[:, ::-1].copy())
+    monkeypatch.setattr(MouthGenerator, "__call__", lambda self, crops, mels, rows=None, row=0: crops[:, ::-1].copy())
     return LipSyncEngine(models_dir, device="cpu", cache_dir=tmp_path / "cache")
 
 

@@ -46,7 +46,7 @@ def test_a_render_runs_each_stage_on_its_planned_threads(models_dir: Path, face_
 
     paste, analyse = blend.paste, track.analyse
     monkeypatch.setattr(MouthGenerator, "__call__",
-                        lambda self, crops, mels, rows=None: seen["network"].add(threads()) or crops)  # type: ignore[func-returns-value]
+                        lambda self, crops, mels, rows=None, row=0: seen["network"].add(threads()) or crops)  # type: ignore[func-returns-value]
     monkeypatch.setattr(pipeline, "paste", lambda *a: seen["paste"].add(threads()) or paste(*a))  # type: ignore[func-returns-value]
 
     def observed_analyse(*args, **kwargs):  # type: ignore[no-untyped-def]
