@@ -12,10 +12,10 @@ Each model is compiled for one image at a time (static shape) and a batch is run
 faster than a dynamic batch at the sizes the locator asks for (1-8, varying), measured 3.3 vs 4.8
 ms an image for the detector, 1.7 vs 2.3 ms for the mesh.
 
-Converting both models costs ~2.3 CPU s (torch's tracing included); each converted model is kept
+Converting both models costs 2.3-3.2 CPU s (torch's tracing included); each converted model is kept
 in ``<cache>/openvino/``, named by a digest of the model's files (and :data:`CACHE_VERSION`), so
-later processes only read and compile them (~0.2 s for both; torch's load takes 0.1 s). Whole face
-passes (decode excluded, ``benchmarks/face_bench.py --runtime torch openvino``): 1.8-2.35× fewer
+later processes only read and compile them (0.2-0.35 s for both; torch's load takes 0.1-0.2 s). Whole face
+passes (decode excluded, ``benchmarks/face_bench.py --runtime torch openvino``): 1.5-2.3× fewer
 CPU seconds than through torch, the same frames with a face, boxes within 0.03 px.
 """
 
