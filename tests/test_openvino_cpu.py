@@ -118,7 +118,7 @@ def test_the_runtime_a_cpu_render_gets(models_dir, tmp_path, monkeypatch):
 
 def test_a_filled_cache_spares_reading_the_checkpoint(models_dir, tmp_path, monkeypatch):
     """The converted network is all OpenVINO needs: with it in the cache, a new engine (a new
-    process, a worker) does not read the checkpoint (~0.4 CPU s, and ~140 MB it would keep)."""
+    process, a worker) does not read the checkpoint (nor keep its ~140 MB)."""
     from lipsyncd.engine import engine as engine_module
 
     mel, face = golden_inputs()
