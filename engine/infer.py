@@ -52,6 +52,9 @@ ROW_STEP = 4
 OpenVINO a converted network of ~145 MB on disk), so rows come in few steps."""
 LOWEST_ROW = 24
 """Below this a render draws whole faces: the rows left out would save little."""
+HIGHEST_ROW = 48
+"""A render draws from here at the lowest (the mouth itself lies below), so there are at most
+seven rows (24-48), each converted once per checkpoint for OpenVINO (~145 MB in the cache)."""
 ODD_FACES = 0.02
 """The share of a render's faces that may be read from higher up than its row (they go in
 whole-face batches), so that a few odd frames do not cost every batch its saving."""
@@ -60,12 +63,13 @@ whole-face batches), so that a few odd frames do not cost every batch its saving
 def rows_from(first_rows: np.ndarray) -> int:
     """The row a render's batches are drawn from, given the first row the paste reads of the faces
     it shows (or a sample of them): the highest step of :data:`ROW_STEP` that all of them but
-    :data:`ODD_FACES` are read from; 0 (whole faces) when that is below :data:`LOWEST_ROW` or there
-    are none. Measured on the shared clips (all frames): 32-40 (rows 31-42 read; 98 % from 33-42)."""
+    :data:`ODD_FACES` are read from, at most :data:`HIGHEST_ROW`; 0 (whole faces) when that is below
+    :data:`LOWEST_ROW` or there are none. Measured on the shared clips (all frames): 32-40 (rows 31-42
+    read; 98 % from 33-42)."""
     if not len(first_rows):
         return 0
     odd = int(len(first_rows) * ODD_FACES)
-    row = int(np.partition(first_rows, odd)[odd]) // ROW_STEP * ROW_STEP
+    row = min(HIGHEST_ROW, int(np.partition(first_rows, odd)[odd]) // ROW_STEP * ROW_STEP)
     return row if row >= LOWEST_ROW else 0
 
 Network = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipsyncd.engine.infer import CPU_BATCH, LOWER_FACE_ROW, LOWEST_ROW, MouthGenerator, rows_from
+from lipsyncd.engine.infer import CPU_BATCH, HIGHEST_ROW, LOWER_FACE_ROW, LOWEST_ROW, MouthGenerator, rows_from
 from lipsyncd.engine.wav2lip import Wav2Lip
 
 
@@ -80,6 +80,7 @@ def test_a_render_draws_from_the_row_nearly_all_its_faces_are_read_from():
     assert rows_from(np.r_[rng.integers(41, 45, 490), [30] * 10]) == 40  # 2 %: kept out
     assert rows_from(np.r_[rng.integers(41, 45, 480), [30] * 20]) == 28  # 4 %: the row follows them
     assert rows_from(np.array([35, 36, 37])) == 32
+    assert rows_from(np.array([57, 60, 61])) == HIGHEST_ROW == 48  # a handful of rows at most
     assert rows_from(np.array([LOWEST_ROW - 1] * 5)) == 0
     assert rows_from(np.array([], int)) == 0
 
