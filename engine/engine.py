@@ -314,8 +314,8 @@ class LipSyncEngine:
     def _face_runtime(self, options: RenderOptions) -> FaceRuntime:
         """MediaPipe's face models run through OpenVINO where Wav2Lip's fp32 network would
         (:meth:`_cpu_runtime`), on the face stage's threads. That rule holds for them too: converting
-        both costs 2.3-3.2 CPU s, which the face pass wins back after 300-500 frames (5.5-7 ms of CPU
-        a frame instead of 10-14, ``benchmarks/face_bench.py``), so without a cache ``auto`` keeps torch."""
+        both costs 2.3-3.2 CPU s, which the face pass wins back after 300-500 frames (4.5-7 ms of CPU
+        a frame instead of 9-14, ``benchmarks/face_bench.py``), so without a cache ``auto`` keeps torch."""
         openvino = self._cpu_runtime(replace(options, precision="fp32")) == "openvino"
         return FaceRuntime(openvino, self._openvino_cache(), self.threads.faces)
 

@@ -72,6 +72,7 @@ def rows_from(first_rows: np.ndarray) -> int:
     row = min(HIGHEST_ROW, int(np.partition(first_rows, odd)[odd]) // ROW_STEP * ROW_STEP)
     return row if row >= LOWEST_ROW else 0
 
+
 Network = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """What runs the batches: ``(mel (B,1,80,16), face (B,6,96,96), first_row) -> (B,3,R,96)`` in
 0..1, BGR: the faces' last R rows, R at least ``96 - first_row`` (all 96 where it ignores it)."""
