@@ -58,7 +58,9 @@ ENCODE_QUEUE = 2
 """Groups waiting for the encoder, beyond the one it encodes."""
 ROWS_SAMPLED = 256
 """Source frames whose masks plan a render's network rows (:meth:`.redraw.Redraw.plan`): ~0.1 ms
-each, and a few hundred pin a share of 98 % within a few frames."""
+each, and a few hundred pin a share of 98 % within a few frames. Their masks are kept for the
+render (at most ~64 KB each): a clip of up to this many frames, however often ping-pong shows
+them, has each mask drawn once."""
 
 
 def frames_per_group(width: int, height: int, limit: int) -> int:
@@ -127,6 +129,8 @@ class FrameLoop:
     """The frames' width and height."""
     encoded: int = field(default=0, init=False)
     """Frames the encoder has taken so far (written by its thread, read by this one)."""
+    _planned: dict[int, MouthMask | None] = field(default_factory=dict, init=False)
+    """The masks :meth:`_first_rows` drew, by source frame (read by the network workers)."""
 
     def run(self, frames: Iterator[I420], schedule: list[int],
             progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> None:
@@ -186,18 +190,21 @@ class FrameLoop:
         the render shows, on up to :data:`ROWS_SAMPLED` of its source frames spread evenly."""
         shown = np.unique(np.asarray(schedule))
         sample = shown[np.linspace(0, len(shown) - 1, min(len(shown), ROWS_SAMPLED)).round().astype(int)]
-        masks = (self._mask(int(src), *self._view_size(int(src))) for src in sample)
-        return np.array([mask.first_face_row(self.redraw.face_size) for mask in masks if mask is not None], int)
+        self._planned = {int(src): self._draw_mask(int(src)) for src in sample}
+        return np.array([mask.first_face_row(self.redraw.face_size)
+                         for mask in self._planned.values() if mask is not None], int)
 
-    def _view_size(self, src: int) -> tuple[int, int]:
-        """Width and height of the view in which source frame ``src``'s face stands upright."""
+    def _mask(self, src: int) -> MouthMask | None:
+        """Source frame ``src``'s mask (:meth:`_draw_mask`), kept from the row plan when it drew it."""
+        return self._planned[src] if src in self._planned else self._draw_mask(src)
+
+    def _draw_mask(self, src: int) -> MouthMask | None:
+        """Source frame ``src``'s mask in the view where its face stands upright; None where
+        nothing would be pasted (no face, a fade of 0, an empty mask)."""
         assert self.track.turns is not None  # FaceTrack fills it in
         width, height = self.size
-        return (height, width) if self.track.turns[src] % 2 else (width, height)
-
-    def _mask(self, src: int, width: int, height: int) -> MouthMask | None:
-        """Source frame ``src``'s mask in its upright view of ``width`` × ``height``; None where
-        nothing would be pasted (no face, a fade of 0, an empty mask)."""
+        if self.track.turns[src] % 2:
+            width, height = height, width
         rect = self.redraw.rect(self.track, src, width, height)
         if rect is None or self.track.fade[src] <= 0:
             return None
@@ -209,7 +216,7 @@ class FrameLoop:
         assert turns is not None  # FaceTrack fills it in
         views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
         masks = {j: mask for j, (view, src) in enumerate(zip(views, sources, strict=True))
-                 if (mask := self._mask(src, view.width, view.height))}
+                 if (mask := self._mask(src))}
         mouths: list[Mouth | None] = [None] * len(group)
         if not masks:
             return mouths

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, infer, media
+from lipsyncd.engine import LipSyncEngine, NoFaceError, RenderOptions, infer, media, pipeline
 from lipsyncd.engine.audio import SAMPLE_RATE, decode_audio
 from lipsyncd.engine.blend import crop_rect
 from lipsyncd.engine.faces.detector import FaceDetector
@@ -169,6 +169,27 @@ def test_drawing_only_the_rows_the_paste_reads_changes_no_pixel(engine, face_cli
     lower, whole = decode_all(tmp_path / "lower.mp4"), decode_all(tmp_path / "whole.mp4")
     assert len(lower) == len(whole) == audio.frame_count(25.0)
     assert all(np.array_equal(a, b) for a, b in zip(lower, whole, strict=True))
+
+
+def test_a_short_clip_ping_ponged_has_each_mask_drawn_once(engine, face_clip, speech_file, tmp_path, monkeypatch):
+    """The row plan's masks serve the frames that show them: a 2 s clip ping-ponged to 5 s of
+    speech draws each source frame's mask once, and the video is the one drawing every frame's
+    mask again gives, bit for bit."""
+    audio = engine.load_audio(write_wav(tmp_path / "s.wav", decode_audio(speech_file)[: 5 * SAMPLE_RATE]))
+    info = media.probe(face_clip)
+    engine.render(audio, face_clip, tmp_path / "warm-up.mp4", RenderOptions())  # the track, cached
+    drawn: list[int] = []
+    draw = pipeline.FrameLoop._draw_mask
+    monkeypatch.setattr(pipeline.FrameLoop, "_draw_mask", lambda self, src: drawn.append(src) or draw(self, src))
+    engine.render(audio, face_clip, tmp_path / "kept.mp4", RenderOptions())
+    shown = set(media.frame_schedule(info.frame_count, audio.frame_count(info.fps), "pingpong"))
+    assert audio.frame_count(info.fps) > 2 * len(shown)  # each frame is shown two or three times
+    assert sorted(drawn) == sorted(shown)
+    monkeypatch.setattr(pipeline.FrameLoop, "_mask", draw)  # every frame draws its own
+    engine.render(audio, face_clip, tmp_path / "redrawn.mp4", RenderOptions())
+    kept, redrawn = decode_all(tmp_path / "kept.mp4"), decode_all(tmp_path / "redrawn.mp4")
+    assert len(kept) == len(redrawn) == audio.frame_count(info.fps)
+    assert all(np.array_equal(a, b) for a, b in zip(kept, redrawn, strict=True))
 
 
 def test_video_without_any_face_fails_clearly(engine, speech_file, tmp_path):
