@@ -25,7 +25,10 @@ for fairly; wall seconds are given beside them):
   ``--identity-rounds`` interleaved pairs with an encode-only run of the very frames it writes
   (same schedule, writer settings and audio): each pair's frame-rate ratio and their median are
   the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds; the ratio
-  of CPU seconds beside it (less disturbed by other work on a shared machine).
+  of CPU seconds beside it (less disturbed by other work on a shared machine). A third run in
+  each round, ``passthrough``, is the same render with no mouth work at all (every frame passes
+  through as if it had no face: decode, the stages' threads and queues, encode): it splits the
+  overhead into the pipeline's own and the mouth's (mask, crop, paste).
   ``--only identity`` measures just the codec and this;
 - ``paste`` (``--only paste``): the per-frame work around the network on real frames of the clip, on one
   thread as a paste worker runs it: milliseconds per frame to draw the mouth mask (a network
@@ -125,10 +128,11 @@ def encode_only(frames: list, info, options, threads: int, audio_path: Path, aud
 
 def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path) -> dict:
     """The pipeline's overhead: a render with the network replaced by an identity function over the
-    encode-only rate of the very frames it writes, in ``rounds`` interleaved pairs (encode-only,
-    identity, identity, encode-only, …) so that a change in the machine's load hits both sides of a pair.
-    Both write the same schedule with the same writer settings and audio; the face track is cached
-    (a warm-up render computes it), so the identity render is decode → crop → paste → encode."""
+    encode-only rate of the very frames it writes, in ``rounds`` interleaved rounds (the order of
+    encode-only, identity and passthrough turns each round) so that a change in the machine's load
+    hits every side of a round. All write the same schedule with the same writer settings and
+    audio; the face track is cached (a warm-up render computes it), so the identity render is
+    decode → crop → paste → encode, and the passthrough render decode → encode through the same stages."""
     import statistics
 
     from lipsyncd.engine import media
@@ -137,28 +141,33 @@ def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path
     info = media.probe(video)
     total = audio.frame_count(info.fps)
     frames = list(media.read_i420(video, info, media.frame_schedule(info.frame_count, total, options.loop)))
+    runs = {
+        "encode_only": lambda: encode_only(frames, info, options, engine.threads.encoder, Path(audio.path),
+                                           audio.duration_s, work / "enc.mp4"),
+        "identity": lambda: render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True),
+        "passthrough": lambda: render_once(engine, audio, video, work / "id.mp4", options, cached=True,
+                                           identity=True, passthrough=True),
+    }
+    order = list(runs)
     pairs = []
     for round_ in range(rounds):
-        def encoded_only() -> dict:
-            return encode_only(frames, info, options, engine.threads.encoder, Path(audio.path), audio.duration_s,
-                               work / "enc.mp4")
-
-        def identity_render() -> dict:
-            return render_once(engine, audio, video, work / "id.mp4", options, cached=True, identity=True)
-
-        if round_ % 2:  # every other pair the other way round, so a drift in the load favours neither
-            identity, encoded = identity_render(), encoded_only()
-        else:
-            encoded, identity = encoded_only(), identity_render()
-        pairs.append({"encode_only": encoded, "identity": identity, "ratio": identity["fps"] / encoded["fps"],
-                      "cpu_ratio": encoded["cpu_s"] / identity["cpu_s"]})
-        print(f"identity round {len(pairs)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps,"
-              f" ratio {pairs[-1]['ratio']:.2f}", flush=True)
+        turn = round_ % len(order)
+        figures = {name: runs[name]() for name in order[turn:] + order[:turn]}
+        encoded, identity, passthrough = figures["encode_only"], figures["identity"], figures["passthrough"]
+        pairs.append({**figures, "ratio": identity["fps"] / encoded["fps"],
+                      "cpu_ratio": encoded["cpu_s"] / identity["cpu_s"],
+                      "passthrough_ratio": passthrough["fps"] / encoded["fps"],
+                      "passthrough_cpu_ratio": encoded["cpu_s"] / passthrough["cpu_s"]})
+        print(f"identity round {len(pairs)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps"
+              f" (ratio {pairs[-1]['ratio']:.2f}), passthrough {passthrough['fps']:.1f} fps"
+              f" (ratio {pairs[-1]['passthrough_ratio']:.2f})", flush=True)
     return {"frames": total, "rounds": pairs,
             "encode_fps": statistics.median(p["encode_only"]["fps"] for p in pairs),
             "fps": statistics.median(p["identity"]["fps"] for p in pairs),
             "vs_encode_only": statistics.median(p["ratio"] for p in pairs),
-            "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in pairs)}
+            "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in pairs),
+            "passthrough_vs_encode_only": statistics.median(p["passthrough_ratio"] for p in pairs),
+            "passthrough_cpu_vs_encode_only": statistics.median(p["passthrough_cpu_ratio"] for p in pairs)}
 
 
 def paste_cost(engine, audio, video: Path, options, rounds: int, work: Path) -> dict:
@@ -268,20 +277,26 @@ def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]
             for name, (cpu, wall, n) in totals.items()}
 
 
-def render_once(engine, audio, video: Path, out: Path, options, *, cached: bool, identity: bool = False) -> dict:
+def render_once(engine, audio, video: Path, out: Path, options, *, cached: bool, identity: bool = False,
+                passthrough: bool = False) -> dict:
+    """One render, timed; ``identity``: the network returns its crops; ``passthrough``: no frame
+    gets a mouth (no mask, crop, network or paste), every other stage as usual."""
     from lipsyncd.engine.infer import MouthGenerator
+    from lipsyncd.engine.pipeline import FrameLoop
 
     if not cached:
         for old in (engine.cache_dir / "tracks").glob("*"):
             old.unlink()
-    original = MouthGenerator.__call__
+    original, mouths = MouthGenerator.__call__, FrameLoop._mouths
     if identity:
         MouthGenerator.__call__ = lambda self, crops, mels, rows=None, row=0: crops  # the network costs nothing
+    if passthrough:
+        FrameLoop._mouths = lambda self, group, sources, first: [None] * len(group)
     try:
         with measured({}) as figures:
             result = engine.render(audio, video, out, options)
     finally:
-        MouthGenerator.__call__ = original
+        MouthGenerator.__call__, FrameLoop._mouths = original, mouths
     figures.update(frames=result.frames, fps=result.frames / figures["wall_s"],
                    frames_per_cpu_s=result.frames / figures["cpu_s"], stage_s=result.stage_seconds,
                    frames_with_face=result.frames_with_face)
@@ -539,6 +554,10 @@ def print_identity(identity: dict) -> None:
     print(f"identity network: median {identity['fps']:.1f} fps vs encode-only {identity['encode_fps']:.1f} fps: "
           f"{identity['vs_encode_only']:.2f} × encode-only (pairs {ratios}); per CPU second "
           f"{identity['cpu_vs_encode_only']:.2f} ×")
+    if "passthrough_vs_encode_only" in identity:
+        ratios = ", ".join(f"{p['passthrough_ratio']:.2f}" for p in identity["rounds"])
+        print(f"passthrough (no mouth work): {identity['passthrough_vs_encode_only']:.2f} × encode-only "
+              f"(rounds {ratios}); per CPU second {identity['passthrough_cpu_vs_encode_only']:.2f} ×")
     stages: dict[str, list[float]] = {}
     for pair in identity["rounds"]:
         for stage, seconds in pair["identity"]["stage_s"].items():
