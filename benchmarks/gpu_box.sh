@@ -7,10 +7,13 @@
 #   pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform manylinux_2_27_x86_64 -d .whl av==18.1.0 librosa==0.11.0 soundfile soxr audioread \
-#     pooch platformdirs decorator cffi pycparser
+#     pooch platformdirs decorator cffi pycparser diffusers==0.42.1 importlib_metadata
 #
 # then run, with carry [".whl", ".device"]:   bash benchmarks/gpu_box.sh
-# (~38 MB of wheels; .whl/ and .device/ are git-ignored.) Figures land in $OUT/gpu_1080x1920.json.
+# (~45 MB of wheels, ~60 MB with the tree and the clip: under the 64 MiB a call carries; .whl/ and
+# .device/ are git-ignored. diffusers is MuseTalk's, for the models side by side; the box's own
+# transformers serves its Whisper encoder.) Figures land in $OUT/gpu_1080x1920.json, written
+# also when a step fails (with the error), so a short loan never comes back empty-handed.
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .

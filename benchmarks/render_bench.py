@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -385,17 +386,26 @@ def main() -> None:
                         help="interleaved encode-only/identity pairs (--only paste: passes over the frames)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
-        report = run(args, Path(folder))
-    print_summary(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    report: dict[str, object] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as folder:
+            run(args, Path(folder), report)
+    except BaseException:
+        # A lent GPU box's minutes are few: what was measured before a step failed is still written.
+        report["failed"] = traceback.format_exc()
+        raise
+    else:
+        print_summary(report)
+    finally:
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2))
+            print(f"wrote {args.json}")
 
 
-def run(args: argparse.Namespace, work: Path) -> dict:
-    """Every measurement, in the order the module docstring lists them; files go to ``work``."""
+def run(args: argparse.Namespace, work: Path, report: dict[str, object]) -> None:
+    """Every measurement, in the order the module docstring lists them, into ``report`` as each
+    is done; files go to ``work``."""
     import torch
     from media_tools import write_wav
     from weights import write_checkpoint
@@ -419,19 +429,21 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     cores = usable_cores()
     device = LipSyncEngine(models_dir, device=args.device).device.type
     if args.models_only:
-        return {"video": args.video.name, "size": [info.width, info.height], "device": device, "cores": cores,
-                "torch": torch.__version__, "options": options.as_dict(),
-                "models": model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options, work)}
+        report.update({"video": args.video.name, "size": [info.width, info.height], "device": device, "cores": cores,
+                       "torch": torch.__version__, "options": options.as_dict()})
+        report["models"] = model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options,
+                                            work)
+        return
     plans = {"ours": ThreadPlan.for_device(device),
              "torch-default": ThreadPlan(faces=cores, network=cores, network_workers=1, blend=min(8, cores), encoder=0,
                                         opencv=0)}
-    report: dict[str, object] = {
+    report.update({
         "video": args.video.name, "size": [info.width, info.height], "device": device,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "cores": cores,
         "torch": torch.__version__, "cpu_batch": CPU_BATCH, "options": options.as_dict(),
         "thread_plans": {name: plan.as_dict() for name, plan in plans.items()},
-        "codec": codec_rates(args.video, options, args.frames, plans["ours"].encoder, audio_path, work),
-    }
+    })
+    report["codec"] = codec_rates(args.video, options, args.frames, plans["ours"].encoder, audio_path, work)
     if args.only:
         engine = LipSyncEngine(models_dir, device=args.device, cache_dir=work / "cache", threads=plans["ours"])
         engine.check_ready(options)
@@ -441,7 +453,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         else:
             report["identity"] = identity_rounds(engine, engine.load_audio(audio_path), args.video, options,
                                                  args.identity_rounds, work)
-        return report
+        return
     if device == "cpu":
         report["network_levers"] = network_levers(models_dir / "wav2lip_gan.pth", args.lever_rounds)
 
@@ -451,7 +463,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     for engine in engines.values():  # warm-up: kernels (OpenVINO: converted networks) for the shapes renders use
         engine.check_ready(options)
         render_once(engine, audio, args.video, work / "out.mp4", options, cached=False)
-    renders = []
+    renders: list[dict] = []
+    report["renders"] = renders
     for loaded in (False, True)[: 1 if args.no_loaded else 2]:
         with busy_neighbour(loaded):
             for track in ("cold", "warm"):
@@ -460,7 +473,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                     renders.append({"plan": name, "loaded": loaded, "track": track, **figures})
                     print(f"render {name} loaded={loaded} {track}: {figures['frames_per_cpu_s']:.3f} frames/CPU s",
                           flush=True)
-    report["renders"] = renders
     report["identity"] = identity_rounds(engines["ours"], audio, args.video, options, args.identity_rounds, work)
     report["memory"] = {
         f"{n} frames": peak_rss_mb(models_dir, args.device, work / "cache", work / "speech.npy", n / info.fps,
@@ -471,7 +483,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     if args.model_frames:
         report["models"] = model_comparison(models_dir, args.device, speech, args.video, args.model_frames, options,
                                             work)
-    return report
 
 
 def model_comparison(models_dir: Path, device: str, speech: np.ndarray, video: Path, frames: int, options,
