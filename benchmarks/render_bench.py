@@ -26,8 +26,9 @@ for fairly; wall seconds are given beside them):
   (same schedule, writer settings and audio): each pair's frame-rate ratio and their median are
   the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds; the ratio
   of CPU seconds beside it (less disturbed by other work on a shared machine). A third run in
-  each round, ``passthrough``, is the same render with no mouth work at all (every frame passes
-  through as if it had no face: decode, the stages' threads and queues, encode): it splits the
+  each round, ``passthrough``, is the same render with no mouth work (every frame passes through
+  as if it had no face: decode, the stages' threads and queues, encode; only the row plan's
+  sampled masks are still drawn): it splits the
   overhead into the pipeline's own and the mouth's (mask, crop, paste).
   ``--only identity`` measures just the codec and this;
 - ``paste`` (``--only paste``): the per-frame work around the network on real frames of the clip, on one
@@ -281,7 +282,8 @@ def network_levers(checkpoint: Path, rounds: int) -> dict[str, dict[str, float]]
 def render_once(engine, audio, video: Path, out: Path, options, *, cached: bool, identity: bool = False,
                 passthrough: bool = False) -> dict:
     """One render, timed; ``identity``: the network returns its crops; ``passthrough``: no frame
-    gets a mouth (no mask, crop, network or paste), every other stage as usual."""
+    gets a mouth (no crop, network or paste; only the row plan's sampled masks are drawn), every
+    other stage as usual."""
     from lipsyncd.engine.infer import MouthGenerator
     from lipsyncd.engine.pipeline import FrameLoop
 
