@@ -28,8 +28,8 @@ for fairly; wall seconds are given beside them):
   of CPU seconds beside it (less disturbed by other work on a shared machine). A third run in
   each round, ``passthrough``, is the same render with no mouth work (every frame passes through
   as if it had no face: decode, the stages' threads and queues, encode; only the row plan's
-  sampled masks are still drawn): it splits the
-  overhead into the pipeline's own and the mouth's (mask, crop, paste).
+  sampled masks are still drawn): it splits the overhead into the pipeline's own and the
+  mouth's (mask, crop, paste).
   ``--only identity`` measures just the codec and this;
 - ``paste`` (``--only paste``): the per-frame work around the network on real frames of the clip, on one
   thread as a paste worker runs it: milliseconds per frame to draw the mouth mask (a network
