@@ -22,8 +22,8 @@ for fairly; wall seconds are given beside them):
   and one network batch at a time, the old behaviour), each idle and ``loaded`` (a busy-looping process started here competes for
   one core), face track computed (``cold``) and cached (``warm``), with per-stage seconds;
 - ``identity``: the same render with the network replaced by an identity function, in
-  ``--identity-rounds`` interleaved pairs with an encode-only run of the very frames it writes
-  (same schedule, writer settings and audio): each pair's frame-rate ratio and their median are
+  ``--identity-rounds`` interleaved rounds with an encode-only run of the very frames it writes
+  (same schedule, writer settings and audio): each round's frame-rate ratio and their median are
   the pipeline's overhead (goal ≥ 0.8), with the identity render's per-stage seconds; the ratio
   of CPU seconds beside it (less disturbed by other work on a shared machine). A third run in
   each round, ``passthrough``, is the same render with no mouth work (every frame passes through
@@ -151,25 +151,25 @@ def identity_rounds(engine, audio, video: Path, options, rounds: int, work: Path
                                            identity=True, passthrough=True),
     }
     order = list(runs)
-    pairs = []
+    results = []
     for round_ in range(rounds):
         turn = round_ % len(order)
         figures = {name: runs[name]() for name in order[turn:] + order[:turn]}
         encoded, identity, passthrough = figures["encode_only"], figures["identity"], figures["passthrough"]
-        pairs.append({**figures, "ratio": identity["fps"] / encoded["fps"],
+        results.append({**figures, "ratio": identity["fps"] / encoded["fps"],
                       "cpu_ratio": encoded["cpu_s"] / identity["cpu_s"],
                       "passthrough_ratio": passthrough["fps"] / encoded["fps"],
                       "passthrough_cpu_ratio": encoded["cpu_s"] / passthrough["cpu_s"]})
-        print(f"identity round {len(pairs)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps"
-              f" (ratio {pairs[-1]['ratio']:.2f}), passthrough {passthrough['fps']:.1f} fps"
-              f" (ratio {pairs[-1]['passthrough_ratio']:.2f})", flush=True)
-    return {"frames": total, "rounds": pairs,
-            "encode_fps": statistics.median(p["encode_only"]["fps"] for p in pairs),
-            "fps": statistics.median(p["identity"]["fps"] for p in pairs),
-            "vs_encode_only": statistics.median(p["ratio"] for p in pairs),
-            "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in pairs),
-            "passthrough_vs_encode_only": statistics.median(p["passthrough_ratio"] for p in pairs),
-            "passthrough_cpu_vs_encode_only": statistics.median(p["passthrough_cpu_ratio"] for p in pairs)}
+        print(f"identity round {len(results)}: encode-only {encoded['fps']:.1f} fps, identity {identity['fps']:.1f} fps"
+              f" (ratio {results[-1]['ratio']:.2f}), passthrough {passthrough['fps']:.1f} fps"
+              f" (ratio {results[-1]['passthrough_ratio']:.2f})", flush=True)
+    return {"frames": total, "rounds": results,
+            "encode_fps": statistics.median(p["encode_only"]["fps"] for p in results),
+            "fps": statistics.median(p["identity"]["fps"] for p in results),
+            "vs_encode_only": statistics.median(p["ratio"] for p in results),
+            "cpu_vs_encode_only": statistics.median(p["cpu_ratio"] for p in results),
+            "passthrough_vs_encode_only": statistics.median(p["passthrough_ratio"] for p in results),
+            "passthrough_cpu_vs_encode_only": statistics.median(p["passthrough_cpu_ratio"] for p in results)}
 
 
 def paste_cost(engine, audio, video: Path, options, rounds: int, work: Path) -> dict:
@@ -385,7 +385,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["identity", "paste"],
                         help="measure only the codec and the identity-network ratio, or only the paste")
     parser.add_argument("--identity-rounds", type=int, default=5,
-                        help="interleaved encode-only/identity pairs (--only paste: passes over the frames)")
+                        help="interleaved rounds of encode-only, identity and passthrough (--only paste: passes over the frames)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     report: dict[str, object] = {}
@@ -565,15 +565,15 @@ def print_summary(report: dict) -> None:
 def print_identity(identity: dict) -> None:
     ratios = ", ".join(f"{p['ratio']:.2f}" for p in identity["rounds"])
     print(f"identity network: median {identity['fps']:.1f} fps vs encode-only {identity['encode_fps']:.1f} fps: "
-          f"{identity['vs_encode_only']:.2f} × encode-only (pairs {ratios}); per CPU second "
+          f"{identity['vs_encode_only']:.2f} × encode-only (rounds {ratios}); per CPU second "
           f"{identity['cpu_vs_encode_only']:.2f} ×")
     if "passthrough_vs_encode_only" in identity:
         ratios = ", ".join(f"{p['passthrough_ratio']:.2f}" for p in identity["rounds"])
         print(f"passthrough (no mouth work): {identity['passthrough_vs_encode_only']:.2f} × encode-only "
               f"(rounds {ratios}); per CPU second {identity['passthrough_cpu_vs_encode_only']:.2f} ×")
     stages: dict[str, list[float]] = {}
-    for pair in identity["rounds"]:
-        for stage, seconds in pair["identity"]["stage_s"].items():
+    for round_ in identity["rounds"]:
+        for stage, seconds in round_["identity"]["stage_s"].items():
             stages.setdefault(stage, []).append(seconds)
     print("  identity stages, median s: " + " ".join(f"{k}={np.median(v):.2f}" for k, v in stages.items()))
 

@@ -187,7 +187,8 @@ class FrameLoop:
 
     def _first_rows(self, schedule: list[int]) -> np.ndarray:
         """The first row the paste reads (:meth:`.blend.MouthMask.first_face_row`) of the faces
-        the render shows, on up to :data:`ROWS_SAMPLED` of its source frames spread evenly."""
+        the render shows, on up to :data:`ROWS_SAMPLED` of its source frames spread evenly; the
+        masks drawn for it are kept for the frames that show them (:meth:`_mask`)."""
         shown = np.unique(np.asarray(schedule))
         sample = shown[np.linspace(0, len(shown) - 1, min(len(shown), ROWS_SAMPLED)).round().astype(int)]
         self._planned = {int(src): self._draw_mask(int(src)) for src in sample}
@@ -215,8 +216,7 @@ class FrameLoop:
         track, turns = self.track, self.track.turns
         assert turns is not None  # FaceTrack fills it in
         views = [frame.turned(int(turns[src])) for frame, src in zip(group, sources, strict=True)]
-        masks = {j: mask for j, (view, src) in enumerate(zip(views, sources, strict=True))
-                 if (mask := self._mask(src))}
+        masks = {j: mask for j, src in enumerate(sources) if (mask := self._mask(src))}
         mouths: list[Mouth | None] = [None] * len(group)
         if not masks:
             return mouths
